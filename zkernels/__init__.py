@@ -1,0 +1,1 @@
+from .kernels import get_ops, resolve_backend  # noqa: F401
