@@ -1,1 +1,6 @@
-from .kernels import get_ops, resolve_backend  # noqa: F401
+"""zkernels: fast, exact scoring for Qwen3-based rerankers and embedders."""
+from .config import CheckpointError, Qwen3Config
+from .kernels import get_ops, resolve_backend
+from .reranker import Reranker
+
+__all__ = ["CheckpointError", "Qwen3Config", "Reranker", "get_ops", "resolve_backend"]

@@ -1,0 +1,188 @@
+"""Reads a Qwen3 checkpoint folder straight to the target device and dtype.
+
+Only what scoring needs is kept: the layers, the final norm, the embedding table, and of the LM head
+just the vocabulary rows the score reads (tied or not). Q/K/V and gate/up projections are concatenated
+at load so each runs as one matmul.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .config import CheckpointError, Qwen3Config
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+def resolve_checkpoint(path_or_id: str | os.PathLike, allow_patterns: Sequence[str] | None = None) -> Path:
+    """A local folder as is; otherwise a Hugging Face hub id downloaded with huggingface_hub."""
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    text = str(path_or_id)
+    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.exists()
+    if not looks_like_hub_id:
+        raise CheckpointError(f"checkpoint folder not found: {text}")
+    try:
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(text, allow_patterns=list(allow_patterns) if allow_patterns else None))
+    except Exception as e:  # offline, unknown repo, gated, ...
+        raise CheckpointError(f"{text!r} is not a local folder, and downloading it from the Hugging Face hub "
+                              f"failed: {type(e).__name__}: {e}") from None
+
+
+def shard_files(folder: Path) -> dict[str, Path]:
+    """tensor name -> file holding it, from the shard index or the single file's header."""
+    index = folder / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index} is not a valid safetensors index: {e}") from None
+        missing = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
+        if missing:
+            raise CheckpointError(f"{index} names shard files that are missing: {missing}")
+        return {name: folder / f for name, f in weight_map.items()}
+    single = folder / SINGLE_FILE
+    if not single.is_file():
+        raise CheckpointError(f"no {SINGLE_FILE} or {INDEX_FILE} in {folder}")
+    from safetensors import safe_open
+    try:
+        with safe_open(str(single), framework="pt") as f:
+            return {name: single for name in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"{single} is not a readable safetensors file (truncated or corrupt?): {e}") from None
+
+
+@dataclass
+class LayerWeights:
+    input_norm: torch.Tensor
+    qkv: torch.Tensor            # [q_width + 2 kv_width, hidden]
+    qkv_bias: torch.Tensor | None
+    q_norm: torch.Tensor         # [head_dim]
+    k_norm: torch.Tensor
+    o: torch.Tensor              # [hidden, q_width]
+    o_bias: torch.Tensor | None
+    post_norm: torch.Tensor
+    gate_up: torch.Tensor        # [2 intermediate, hidden]
+    down: torch.Tensor           # [hidden, intermediate]
+
+
+@dataclass
+class Qwen3Weights:
+    embed: torch.Tensor          # [vocab, hidden]
+    layers: list[LayerWeights]
+    final_norm: torch.Tensor
+    score_rows: torch.Tensor     # [n_rows, hidden]: the LM-head rows a score reads
+
+
+class _TensorReader:
+    """Fetches named tensors across shards, checking shapes, with errors naming file and tensor."""
+
+    def __init__(self, folder: Path, device, dtype, show_progress: bool | None):
+        self.files = shard_files(folder)
+        self.device, self.dtype = str(device), dtype
+        self.prefix = "model." if "model.embed_tokens.weight" in self.files else ""
+        self._open = {}
+        self._progress = None
+        n_files = len(set(self.files.values()))
+        if show_progress is not False and n_files > 1:
+            from tqdm.auto import tqdm
+            self._progress = tqdm(total=n_files, desc="Loading shards", unit="shard",
+                                  disable=None if show_progress is None else False)
+
+    def _handle(self, file: Path):
+        if file not in self._open:
+            from safetensors import safe_open
+            try:
+                self._open[file] = safe_open(str(file), framework="pt", device=self.device)
+            except Exception as e:
+                raise CheckpointError(f"{file} is not a readable safetensors file (truncated or corrupt?): {e}") from None
+            if self._progress is not None:
+                self._progress.update(1)
+        return self._open[file]
+
+    def name(self, short: str) -> str:
+        return short if short.startswith("lm_head") else self.prefix + short
+
+    def has(self, short: str) -> bool:
+        return self.name(short) in self.files
+
+    def get(self, short: str, shape: tuple[int, ...], rows: Sequence[int] | None = None) -> torch.Tensor:
+        name = self.name(short)
+        if name not in self.files:
+            raise CheckpointError(f"tensor {name!r} is missing from the checkpoint")
+        file = self.files[name]
+        try:
+            sl = self._handle(file).get_slice(name)
+            found = tuple(sl.get_shape())
+            if found != tuple(shape):
+                raise CheckpointError(f"tensor {name!r} in {file.name} has shape {list(found)}, but config.json "
+                                      f"implies {list(shape)}")
+            if rows is None:
+                tensor = sl[:]
+            else:  # only the rows asked for: never the whole LM head
+                tensor = torch.cat([sl[r:r + 1] for r in rows])
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise CheckpointError(f"could not read tensor {name!r} from {file}: {e}") from None
+        return tensor.to(device=self.device, dtype=self.dtype)
+
+    def close(self):
+        self._open.clear()
+        if self._progress is not None:
+            self._progress.close()
+
+
+def load_qwen3_weights(folder: Path, config: Qwen3Config, score_token_ids: Sequence[int], device="cpu",
+                       dtype=torch.float32, show_progress: bool | None = None) -> Qwen3Weights:
+    c = config
+    for t in score_token_ids:
+        if not 0 <= t < c.vocab_size:
+            raise CheckpointError(f"score token id {t} is outside the vocabulary (size {c.vocab_size})")
+    reader = _TensorReader(folder, device, dtype, show_progress)
+    try:
+        embed = reader.get("embed_tokens.weight", (c.vocab_size, c.hidden_size))
+        layers = [_load_layer(reader, c, i) for i in range(c.num_layers)]
+        final_norm = reader.get("norm.weight", (c.hidden_size,))
+        if c.tie_word_embeddings or not reader.has("lm_head.weight"):
+            if not c.tie_word_embeddings and score_token_ids:
+                raise CheckpointError("tensor 'lm_head.weight' is missing and tie_word_embeddings is false")
+            score_rows = embed[list(score_token_ids)].clone()
+        else:
+            score_rows = reader.get("lm_head.weight", (c.vocab_size, c.hidden_size), rows=score_token_ids)
+    finally:
+        reader.close()
+    return Qwen3Weights(embed=embed, layers=layers, final_norm=final_norm, score_rows=score_rows)
+
+
+def _load_layer(reader: _TensorReader, c: Qwen3Config, i: int) -> LayerWeights:
+    p = f"layers.{i}."
+    h, d = c.hidden_size, c.head_dim
+    q = reader.get(p + "self_attn.q_proj.weight", (c.q_width, h))
+    k = reader.get(p + "self_attn.k_proj.weight", (c.kv_width, h))
+    v = reader.get(p + "self_attn.v_proj.weight", (c.kv_width, h))
+    qkv_bias = o_bias = None
+    if c.attention_bias:
+        qkv_bias = torch.cat([reader.get(p + f"self_attn.{n}_proj.bias", (w,))
+                              for n, w in (("q", c.q_width), ("k", c.kv_width), ("v", c.kv_width))])
+        o_bias = reader.get(p + "self_attn.o_proj.bias", (h,))
+    gate = reader.get(p + "mlp.gate_proj.weight", (c.intermediate_size, h))
+    up = reader.get(p + "mlp.up_proj.weight", (c.intermediate_size, h))
+    return LayerWeights(
+        input_norm=reader.get(p + "input_layernorm.weight", (h,)),
+        qkv=torch.cat((q, k, v)), qkv_bias=qkv_bias,
+        q_norm=reader.get(p + "self_attn.q_norm.weight", (d,)),
+        k_norm=reader.get(p + "self_attn.k_norm.weight", (d,)),
+        o=reader.get(p + "self_attn.o_proj.weight", (h, c.q_width)), o_bias=o_bias,
+        post_norm=reader.get(p + "post_attention_layernorm.weight", (h,)),
+        gate_up=torch.cat((gate, up)),
+        down=reader.get(p + "mlp.down_proj.weight", (h, c.intermediate_size)),
+    )

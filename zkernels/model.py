@@ -1,0 +1,70 @@
+"""The stripped-down Qwen3 forward: packed sequences in, final-norm hidden states at read rows out.
+
+No generation, no KV cache between calls, no full LM head. The last layer computes attention queries,
+the attention output, the MLP and the final norm only at the rows that are read; every other layer runs
+over all packed rows. Ops come from the dispatch (torch or Triton) by name.
+"""
+from __future__ import annotations
+
+import torch
+
+from .config import Qwen3Config
+from .kernels import get_ops
+from .kernels.qk_norm_rope import rope_tables
+from .loading import Qwen3Weights
+from .packing import PackedBatch
+
+
+class Qwen3Forward:
+    def __init__(self, config: Qwen3Config, weights: Qwen3Weights, backend: str):
+        self.config, self.weights = config, weights
+        self.ops = get_ops(backend)
+        self.backend = backend
+        device = weights.embed.device
+        self.cos, self.sin = rope_tables(config.head_dim, config.rope_theta, config.max_position_embeddings, device)
+        self.scale = config.head_dim ** -0.5
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights.embed.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights.embed.dtype
+
+    @torch.inference_mode()
+    def hidden_at_read_rows(self, batch: PackedBatch) -> torch.Tensor:
+        """Final-norm hidden states [R, hidden] at batch.read_rows, in the model dtype."""
+        c, w, ops = self.config, self.weights, self.ops
+        # Checked on the host copy: no device sync.
+        if int(batch.positions.max()) >= c.max_position_embeddings:
+            raise ValueError(f"a prompt reaches position {int(batch.positions.max())}, beyond the model's "
+                             f"max_position_embeddings {c.max_position_embeddings}")
+        if int(batch.token_ids.max()) >= c.vocab_size:
+            raise ValueError(f"token id {int(batch.token_ids.max())} is outside the vocabulary (size {c.vocab_size})")
+        b = batch.to(self.device)
+        n_rows = b.token_ids.shape[0]
+        hidden = w.embed[b.token_ids]
+        residual = None
+        for i, layer in enumerate(w.layers):
+            last = i == len(w.layers) - 1
+            if residual is None:
+                x, residual = ops.rms_norm(hidden, layer.input_norm, c.rms_norm_eps), hidden
+            else:
+                x, residual = ops.add_rms_norm(hidden, residual, layer.input_norm, c.rms_norm_eps)
+            qkv = torch.nn.functional.linear(x, layer.qkv, layer.qkv_bias)
+            q = qkv[:, :c.q_width].view(n_rows, c.num_heads, c.head_dim)
+            k = qkv[:, c.q_width:c.q_width + c.kv_width].view(n_rows, c.num_kv_heads, c.head_dim)
+            v = qkv[:, c.q_width + c.kv_width:].view(n_rows, c.num_kv_heads, c.head_dim)
+            if last:  # keys and values are needed everywhere, queries and everything after only where read
+                q, residual, q_pos, cu_q = q[b.read_rows], residual[b.read_rows], b.positions[b.read_rows], b.cu_seqlens_read
+            else:
+                q_pos, cu_q = b.positions, b.cu_seqlens
+            q, k = ops.qk_norm_rope(q, k, layer.q_norm, layer.k_norm, self.cos, self.sin, q_pos, b.positions,
+                                    c.rms_norm_eps)
+            attn = ops.attention(q, k, v, cu_q, b.cu_seqlens, b.prefix_starts, b.prefix_lens, self.scale)
+            hidden = torch.nn.functional.linear(attn.reshape(attn.shape[0], c.q_width), layer.o, layer.o_bias)
+            x, residual = ops.add_rms_norm(hidden, residual, layer.post_norm, c.rms_norm_eps)
+            hidden = torch.nn.functional.linear(ops.swiglu(torch.nn.functional.linear(x, layer.gate_up)), layer.down)
+        out, _ = ops.add_rms_norm(hidden, residual, w.final_norm, c.rms_norm_eps)
+        return out

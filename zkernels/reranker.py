@@ -1,0 +1,154 @@
+"""`Reranker`: a drop-in for sentence-transformers' CrossEncoder on zerank and Qwen3-Reranker checkpoints."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .config import CheckpointError
+from .formats import FORMATS, make_format
+from .loading import resolve_checkpoint
+from .scoring import ScoringEngine, load_tokenizer
+
+
+def detect_format(folder: Path, name: str) -> str | None:
+    """The format the checkpoint declares, if it declares one.
+
+    zerank checkpoints ship modeling_zeranker.py (the reference scorer) or, in newer revisions, a
+    sentence-transformers 1_LogitScore module; Qwen3-Reranker checkpoints are known by name.
+    """
+    if (folder / "modeling_zeranker.py").is_file() or (folder / "1_LogitScore" / "config.json").is_file():
+        return "zerank"
+    for text in (name, folder.name, str(folder)):
+        low = text.lower()
+        if "zerank" in low:
+            return "zerank"
+        if re.search(r"qwen3[-_]?reranker", low):
+            return "qwen3-reranker"
+    return None
+
+
+def _check_pairs(pairs) -> list[tuple[str, str]]:
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence) and not hasattr(pairs, "__iter__"):
+        raise TypeError(f"pairs must be a list of (query, document) pairs, got {type(pairs).__name__}")
+    out = []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise TypeError(f"pairs[{i}] must be a (query, document) pair, got {type(pair).__name__}: {pair!r:.80}")
+        q, d = pair
+        if not isinstance(q, str) or not isinstance(d, str):
+            raise TypeError(f"pairs[{i}] must hold two strings, got ({type(q).__name__}, {type(d).__name__})")
+        out.append((q, d))
+    return out
+
+
+class Reranker:
+    """Scores (query, document) pairs exactly as the checkpoint's reference recipe, on a packed,
+    prefix-cached Qwen3 forward."""
+
+    def __init__(self, engine: ScoringEngine, tokenizer, format: str, max_length: int | None = None,
+                 instruction: str | None = None):
+        self.engine, self.tokenizer = engine, tokenizer
+        self.format = make_format(format, tokenizer, instruction)
+        self.max_length = int(max_length or engine.config.max_position_embeddings)
+        if self.max_length < 1:
+            raise ValueError(f"max_length must be positive, got {max_length}")
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device="cpu", dtype=None, format: str | None = None,
+                        max_length: int | None = None, *, instruction: str | None = None,
+                        backend: str | None = None, max_tokens_per_batch: int | None = None,
+                        show_progress_bar: bool | None = None) -> "Reranker":
+        """Loads a zerank or Qwen3-Reranker checkpoint (local folder or hub id).
+
+        device: "cpu" or "cuda[:n]"; dtype: torch.float32 / bfloat16 / float16 (default: float32 on CPU,
+        bfloat16 on CUDA); format: "zerank" or "qwen3-reranker", detected where the checkpoint declares
+        it; max_length: prompt tokens (default: the model's max_position_embeddings); backend: "torch" or
+        "triton" (default: triton on CUDA, torch on CPU; env ZKERNELS_BACKEND overrides the default).
+        """
+        if format is not None and format not in FORMATS:
+            raise ValueError(f"unknown format {format!r}; choose one of {FORMATS}")
+        folder = resolve_checkpoint(path)
+        format = format or detect_format(folder, str(path))
+        if format is None:
+            raise ValueError(f"cannot tell which scoring recipe {path} uses; pass format='zerank' or "
+                             f"format='qwen3-reranker'")
+        tokenizer = load_tokenizer(folder)
+        score_ids = make_format(format, tokenizer, instruction).score_token_ids
+        declared = _declared_true_token(folder)
+        if format == "zerank" and declared is not None and declared != score_ids[0]:
+            raise CheckpointError(f"{folder}/1_LogitScore/config.json declares true_token_id {declared}, but the "
+                                  f"tokenizer's 'Yes' is {score_ids[0]}")
+        engine = ScoringEngine(folder, score_ids, device, dtype, backend, max_tokens_per_batch, show_progress_bar)
+        return cls(engine, tokenizer, format, max_length, instruction)
+
+    @property
+    def device(self) -> str:
+        return self.engine.device
+
+    def score_token_ids(self, prompts: Sequence[Sequence[int]], groups: Sequence[int] | None = None,
+                        batch_size: int | None = None, show_progress_bar: bool | None = None,
+                        use_prefix_cache: bool = True) -> torch.Tensor:
+        """Scores already-tokenized prompts ([n] float32 on the model's device). Prompts sharing a group
+        share their common token prefix; without groups, all prompts form one group."""
+        hidden = self.engine.hidden_states(prompts, groups, batch_size, show_progress_bar, use_prefix_cache)
+        logits = hidden.float() @ self.engine.forward.weights.score_rows.float().T
+        return self.format.scores(logits)
+
+    def predict(self, pairs, batch_size: int | None = None, show_progress_bar: bool | None = None,
+                convert_to_numpy: bool = True, *, truncate: bool = True, instruction: str | None = None,
+                use_prefix_cache: bool = True):
+        """Scores for (query, document) pairs, in input order: float32 numpy array (or a CPU tensor with
+        convert_to_numpy=False). A single pair returns a single float. batch_size caps documents per
+        forward (default: only the token budget bounds a batch)."""
+        single = isinstance(pairs, (list, tuple)) and len(pairs) == 2 and all(isinstance(x, str) for x in pairs)
+        pairs = _check_pairs([pairs] if single else pairs)
+        if not pairs:
+            return np.zeros(0, dtype=np.float32) if convert_to_numpy else torch.zeros(0)
+        encoded = self.format.encode(pairs, self.max_length, truncate, instruction)
+        scores = self.score_token_ids(encoded.ids, encoded.groups, batch_size, show_progress_bar,
+                                      use_prefix_cache).cpu()
+        if single:
+            return float(scores[0])
+        return scores.numpy().astype(np.float32) if convert_to_numpy else scores
+
+    def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,
+             return_documents: bool = False, batch_size: int | None = None,
+             show_progress_bar: bool | None = None, **kwargs) -> list[dict]:
+        """Documents ranked by score, best first: [{"corpus_id", "score"[, "text"]}]; ties keep input order."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        if isinstance(documents, str) or not isinstance(documents, Sequence):
+            raise TypeError(f"documents must be a list of strings, got {type(documents).__name__}")
+        for i, d in enumerate(documents):
+            if not isinstance(d, str):
+                raise TypeError(f"documents[{i}] must be a string, got {type(d).__name__}")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        if not documents:
+            return []
+        scores = self.predict([(query, d) for d in documents], batch_size, show_progress_bar, **kwargs)
+        order = sorted(range(len(documents)), key=lambda i: -scores[i])
+        results = []
+        for i in order[:top_k]:
+            row = {"corpus_id": i, "score": float(scores[i])}
+            if return_documents:
+                row["text"] = documents[i]
+            results.append(row)
+        return results
+
+
+def _declared_true_token(folder: Path) -> int | None:
+    cfg = folder / "1_LogitScore" / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        value = json.loads(cfg.read_text()).get("true_token_id")
+    except (json.JSONDecodeError, AttributeError):
+        raise CheckpointError(f"{cfg} is not valid JSON") from None
+    return int(value) if value is not None else None
