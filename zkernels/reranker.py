@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .config import CheckpointError
+from .config import CheckpointError, Qwen3Config
 from .formats import FORMATS, make_format
 from .loading import resolve_checkpoint
 from .scoring import ScoringEngine, load_tokenizer
@@ -78,13 +78,14 @@ class Reranker:
         if format is None:
             raise ValueError(f"cannot tell which scoring recipe {path} uses; pass format='zerank' or "
                              f"format='qwen3-reranker'")
+        config = Qwen3Config.from_file(folder / "config.json")  # before anything else reads the folder
         tokenizer = load_tokenizer(folder)
         score_ids = make_format(format, tokenizer, instruction).score_token_ids
         declared = _declared_true_token(folder)
         if format == "zerank" and declared is not None and declared != score_ids[0]:
             raise CheckpointError(f"{folder}/1_LogitScore/config.json declares true_token_id {declared}, but the "
                                   f"tokenizer's 'Yes' is {score_ids[0]}")
-        engine = ScoringEngine(folder, score_ids, device, dtype, backend, max_tokens_per_batch, show_progress_bar)
+        engine = ScoringEngine(folder, config, score_ids, device, dtype, backend, max_tokens_per_batch, show_progress_bar)
         return cls(engine, tokenizer, format, max_length, instruction)
 
     @property
@@ -96,9 +97,12 @@ class Reranker:
                         use_prefix_cache: bool = True) -> torch.Tensor:
         """Scores already-tokenized prompts ([n] float32 on the model's device). Prompts sharing a group
         share their common token prefix; without groups, all prompts form one group."""
-        hidden = self.engine.hidden_states(prompts, groups, batch_size, show_progress_bar, use_prefix_cache)
-        logits = hidden.float() @ self.engine.forward.weights.score_rows.float().T
-        return self.format.scores(logits)
+        rows = self.engine.forward.weights.score_rows.float().T
+        # The whole head runs per canonical batch: even elementwise ops (sigmoid) round differently on
+        # SIMD-remainder elements, so applying them after un-permuting would make scores order-dependent.
+        scores = self.engine.hidden_states(prompts, groups, batch_size, show_progress_bar, use_prefix_cache,
+                                           head=lambda hidden: self.format.scores(hidden.float() @ rows)[:, None])
+        return scores[:, 0]
 
     def predict(self, pairs, batch_size: int | None = None, show_progress_bar: bool | None = None,
                 convert_to_numpy: bool = True, *, truncate: bool = True, instruction: str | None = None,

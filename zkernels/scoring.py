@@ -43,7 +43,7 @@ def load_tokenizer(folder: Path):
 class ScoringEngine:
     """A Qwen3 forward on one device, with the batching policy around it."""
 
-    def __init__(self, folder: Path, score_token_ids: Sequence[int], device="cpu", dtype=None,
+    def __init__(self, folder: Path, config: Qwen3Config, score_token_ids: Sequence[int], device="cpu", dtype=None,
                  backend: str | None = None, max_tokens_per_batch: int | None = None,
                  show_progress: bool | None = None):
         device = str(torch.device(device))
@@ -51,7 +51,7 @@ class ScoringEngine:
             raise RuntimeError(f"device {device!r} was asked for, but torch sees no CUDA device")
         self.device = device
         self.dtype = resolve_dtype(dtype, device)
-        self.config = Qwen3Config.from_file(folder / "config.json")
+        self.config = config
         weights = load_qwen3_weights(folder, self.config, score_token_ids, device, self.dtype, show_progress)
         self.forward = Qwen3Forward(self.config, weights, resolve_backend(backend, device))
         kind = "cuda" if device.startswith("cuda") else "cpu"
@@ -65,10 +65,13 @@ class ScoringEngine:
 
     def hidden_states(self, prompts: Sequence[Sequence[int]], groups: Sequence[int] | None = None,
                       batch_size: int | None = None, show_progress_bar: bool | None = None,
-                      use_prefix_cache: bool = True, desc: str = "Scoring") -> torch.Tensor:
-        """Final-norm hidden state at the last token of every prompt: [n, hidden], model dtype, on device.
+                      use_prefix_cache: bool = True, desc: str = "Scoring", head=None) -> torch.Tensor:
+        """Final-norm hidden state at the last token of every prompt: [n, hidden], model dtype, on device;
+        or head(hidden states) [n, m] when a head is given.
 
-        Identical prompts are computed once. Prompts with the same group share their common prefix.
+        Identical prompts are computed once. Prompts with the same group share their common prefix. The
+        head runs per packed batch, whose make-up is canonical, so its float rounding (a matmul's can
+        depend on a row's place in the matrix) does not depend on the caller's input order.
         """
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
@@ -80,11 +83,15 @@ class ScoringEngine:
         slot = [unique.setdefault((groups[i], tuple(p)), len(unique)) for i, p in enumerate(prompts)]
         u_prompts = [list(k[1]) for k in unique]
         u_groups = [k[0] for k in unique]
-        out = torch.empty((len(u_prompts), self.config.hidden_size), dtype=self.dtype, device=self.device)
         batches = plan_batches(u_prompts, u_groups, self.max_tokens_per_batch, batch_size, use_prefix_cache)
         progress = _progress(len(u_prompts), show_progress_bar, len(batches), desc)
+        out = None
         for batch in batches:
             rows = self.forward.hidden_at_read_rows(batch)
+            if head is not None:
+                rows = head(rows)
+            if out is None:
+                out = rows.new_empty((len(u_prompts), rows.shape[1]))
             out[torch.tensor(batch.prompt_index, device=self.device)] = rows
             if progress is not None:
                 progress.update(len(batch.prompt_index))
