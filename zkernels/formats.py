@@ -98,12 +98,14 @@ class ZerankFormat(PromptFormat):
 
     def __init__(self, tokenizer):
         super().__init__(tokenizer)
-        self._pieces = self._template_pieces(tokenizer)
-        self.tail_ids = tokenizer(self._pieces[2], add_special_tokens=False)["input_ids"]
+        pieces, exact = self._template_pieces(tokenizer)
+        self._pieces = pieces if exact else None
+        self.tail_ids = tokenizer(pieces[2], add_special_tokens=False)["input_ids"]
 
     @staticmethod
-    def _template_pieces(tokenizer) -> tuple[str, str, str] | None:
-        """(before query, between query and document, after document) as the chat template renders them.
+    def _template_pieces(tokenizer) -> tuple[tuple[str, str, str], bool]:
+        """(before query, between query and document, after document) as the chat template renders them,
+        and whether pasting texts between them reproduces the template exactly.
 
         Rendering the Jinja template per pair is slow; we render once with sentinels, split, and check the
         split reproduces a real rendering. If it does not (a template that transforms content), every pair
@@ -118,9 +120,8 @@ class ZerankFormat(PromptFormat):
         before, rest = text.split(q_mark)
         between, after = rest.split(d_mark)
         q, d = "what is\nthis?", "  a  document\n\twith tabs "
-        if ZerankFormat._render_with_template(tokenizer, q, d) != before + q + between + d + after:
-            return None
-        return before, between, after
+        exact = ZerankFormat._render_with_template(tokenizer, q, d) == before + q + between + d + after
+        return (before, between, after), exact
 
     @staticmethod
     def _render_with_template(tokenizer, query: str, document: str) -> str:
