@@ -236,6 +236,8 @@ class BinaryIndex:
         import torch
 
         dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("BinaryIndex.to('cuda'): no CUDA device is available")
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         target = "cpu" if dev.type == "cpu" else str(dev)
@@ -243,8 +245,6 @@ class BinaryIndex:
             return self
         if dev.type not in ("cpu", "cuda"):
             raise ValueError(f"BinaryIndex supports cpu and cuda devices, got {device!r}")
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("BinaryIndex.to('cuda'): no CUDA device is available")
         out = BinaryIndex(self.num_bits, num_threads=self.num_threads)
         out._next_id = self._next_id
         if self._device == "cpu":
