@@ -55,11 +55,12 @@ namespace isa_scalar {
 #define ZK_TARGET
 constexpr int kGroup = 1;
 template <int NB>
-ZK_TARGET static void group(const uint8_t* q, const uint8_t* rows, int nb, int32_t* d);
+ZK_TARGET static unsigned group(const uint8_t* q, const uint8_t* rows, int nb, int32_t* d, int32_t thresh);
 #include "hamming_scan.inc"
 template <int NB>
-ZK_TARGET static inline void group(const uint8_t* q, const uint8_t* rows, int nb, int32_t* d) {
+ZK_TARGET static inline unsigned group(const uint8_t* q, const uint8_t* rows, int nb, int32_t* d, int32_t thresh) {
     d[0] = dist_one<NB>(q, rows, nb);
+    return d[0] <= thresh;
 }
 #undef ZK_TARGET
 }  // namespace isa_scalar
@@ -95,7 +96,7 @@ ZK_TARGET static inline int32_t dist_one_tail(const uint8_t* a, const uint8_t* b
 }
 
 template <int NB>
-ZK_TARGET static inline void group(const uint8_t* q, const uint8_t* rows, int nb, int32_t* d) {
+ZK_TARGET static inline unsigned group(const uint8_t* q, const uint8_t* rows, int nb, int32_t* d, int32_t thresh) {
     const int n = NB ? NB : nb;
     const int full = n / 32;
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
@@ -125,6 +126,8 @@ ZK_TARGET static inline void group(const uint8_t* q, const uint8_t* rows, int nb
         if (n % 32) t += dist_one_tail<NB>(q, rows + r * n, full * 32, n);
         d[r] = t;
     }
+    return (unsigned)(d[0] <= thresh) | (unsigned)(d[1] <= thresh) << 1 | (unsigned)(d[2] <= thresh) << 2 |
+           (unsigned)(d[3] <= thresh) << 3;
 }
 #include "hamming_scan.inc"
 #undef ZK_TARGET
@@ -147,7 +150,7 @@ ZK_TARGET static inline __m512i hsum8(const __m512i* a) {
 }
 
 template <int NB>
-ZK_TARGET static inline void group(const uint8_t* q, const uint8_t* rows, int nb, int32_t* d) {
+ZK_TARGET static inline unsigned group(const uint8_t* q, const uint8_t* rows, int nb, int32_t* d, int32_t thresh) {
     const int n = NB ? NB : nb;
     const int full = n / 64;
     const int tail = n % 64;
@@ -170,7 +173,9 @@ ZK_TARGET static inline void group(const uint8_t* q, const uint8_t* rows, int nb
             acc[r] = _mm512_add_epi64(acc[r], _mm512_popcnt_epi64(x));
         }
     }
-    _mm256_store_si256((__m256i*)d, _mm512_cvtepi64_epi32(hsum8(acc)));
+    const __m256i v = _mm512_cvtepi64_epi32(hsum8(acc));
+    _mm256_store_si256((__m256i*)d, v);
+    return _mm256_cmple_epi32_mask(v, _mm256_set1_epi32(thresh));
 }
 #include "hamming_scan.inc"
 #undef ZK_TARGET
