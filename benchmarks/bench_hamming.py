@@ -112,6 +112,8 @@ def run_cpu(args, stamp, command):
                          baseline_median_ms=round(base, 3), speedup=round(base / mine, 2),
                          baseline_ms_by_threads={str(t): round(v, 3) for t, v in faiss_ms.items()},
                          gbps=round(gbps, 2), baseline_gbps=round(scanned_gb / (base / 1e3), 2),
+                         # code bytes compared per second (each database byte counts once per query)
+                         compared_gbps=round(nq * gbps, 1),
                          measured_read_gbps=round(many, 2), measured_read_gbps_1thread=round(one, 2),
                          # other jobs on a shared machine skew both sides; record how busy it was
                          loadavg_1min=round(os.getloadavg()[0], 2)))

@@ -4,10 +4,9 @@
 // VPOPCNTDQ, AVX2, portable scalar). They are compiled with __attribute__((target(...))) rather than
 // -march flags, and chosen at run time with __builtin_cpu_supports, so one binary runs on any x86-64.
 //
-// Work split: a grid of workers, each owning a range of queries x a range of database rows and a
-// bounded heap per query. With at least as many queries as threads the queries are split (each thread
-// streams the whole database once for all of its queries); otherwise the rows are split and the
-// per-worker heaps are merged at the end.
+// Work split: each thread keeps a bounded heap per query and takes database chunks from a shared
+// counter, scanning each chunk for all queries (blocked, see hamming_scan.inc); the per-thread heaps
+// are merged at the end.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -18,6 +17,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -230,55 +230,54 @@ static void search_raw(const uint8_t* db, const int64_t* ids, int64_t n, const u
     // Small problems are not worth a thread start (~tens of microseconds).
     int T = std::max(1, num_threads);
     if ((double)n * (double)nq * nbytes < 4.0e6) T = 1;
-    const int64_t tq = std::min<int64_t>(nq, T);
-    int64_t tdb = std::max<int64_t>(1, T / tq);
-    const int64_t row_groups = (n + g - 1) / g;
-    tdb = std::min<int64_t>(tdb, row_groups);
 
-    std::vector<Worker> workers((size_t)(tq * tdb));
-    for (int64_t a = 0; a < tq; ++a) {
-        for (int64_t b = 0; b < tdb; ++b) {
-            Worker& w = workers[(size_t)(a * tdb + b)];
-            w.q0 = nq * a / tq;
-            w.q1 = nq * (a + 1) / tq;
-            // Row ranges start on group boundaries so only the final range has a ragged tail.
-            w.r0 = std::min(n, (row_groups * b / tdb) * g);
-            w.r1 = std::min(n, (row_groups * (b + 1) / tdb) * g);
-            const int64_t m = w.q1 - w.q0;
-            w.hd.resize((size_t)(m * cap));
-            w.hi.resize((size_t)(m * cap));
-            w.heaps.resize((size_t)m);
-            for (int64_t j = 0; j < m; ++j) {
-                w.heaps[j].d = w.hd.data() + j * cap;
-                w.heaps[j].id = w.hi.data() + j * cap;
-                w.heaps[j].cap = cap;
-            }
+    // Every worker takes all queries and pulls database chunks from a shared counter: each code
+    // byte is read from memory once per call whatever nq is, and a thread that loses its core to
+    // another process (shared machines) just takes fewer chunks instead of stalling the call.
+    const int64_t row_groups = (n + g - 1) / g;
+    const int64_t chunk_groups = std::max<int64_t>(job.row_block / g, row_groups / (16 * (int64_t)T) + 1);
+    const int64_t nchunks = (row_groups + chunk_groups - 1) / chunk_groups;
+    T = (int)std::min<int64_t>(T, nchunks);
+    std::vector<Worker> workers((size_t)T);
+    for (Worker& w : workers) {
+        w.q0 = 0;
+        w.q1 = nq;
+        w.hd.resize((size_t)(nq * cap));
+        w.hi.resize((size_t)(nq * cap));
+        w.heaps.resize((size_t)nq);
+        for (int64_t j = 0; j < nq; ++j) {
+            w.heaps[j].d = w.hd.data() + j * cap;
+            w.heaps[j].id = w.hi.data() + j * cap;
+            w.heaps[j].cap = cap;
         }
     }
     const ScanFn fn = pick_scan(isa, nbytes);
-    if (workers.size() == 1) {
-        fn(job, workers[0]);
+    std::atomic<int64_t> next{0};
+    auto run = [&](Worker& w) {
+        for (int64_t c; (c = next.fetch_add(1)) < nchunks;) {
+            // Chunks start on group boundaries so only the last one has a ragged tail.
+            w.r0 = std::min(n, c * chunk_groups * g);
+            w.r1 = std::min(n, (c + 1) * chunk_groups * g);
+            fn(job, w);
+        }
+    };
+    if (T == 1) {
+        run(workers[0]);
     } else {
         std::vector<std::thread> threads;
         std::vector<std::exception_ptr> errors(workers.size());
         for (size_t t = 0; t < workers.size(); ++t)
             threads.emplace_back([&, t] {
-                try { fn(job, workers[t]); } catch (...) { errors[t] = std::current_exception(); }
+                try { run(workers[t]); } catch (...) { errors[t] = std::current_exception(); }
             });
         for (auto& th : threads) th.join();
         for (auto& e : errors)
             if (e) std::rethrow_exception(e);
     }
-    std::vector<const TopK*> parts;
-    for (int64_t a = 0; a < tq; ++a) {
-        for (int64_t q = workers[(size_t)(a * tdb)].q0; q < workers[(size_t)(a * tdb)].q1; ++q) {
-            parts.clear();
-            for (int64_t b = 0; b < tdb; ++b) {
-                const Worker& w = workers[(size_t)(a * tdb + b)];
-                parts.push_back(&w.heaps[(size_t)(q - w.q0)]);
-            }
-            merge_topk(parts, k, out_d + q * k, out_i + q * k);
-        }
+    std::vector<const TopK*> parts(workers.size());
+    for (int64_t q = 0; q < nq; ++q) {
+        for (size_t t = 0; t < workers.size(); ++t) parts[t] = &workers[t].heaps[(size_t)q];
+        merge_topk(parts, k, out_d + q * k, out_i + q * k);
     }
 }
 
