@@ -6,6 +6,17 @@ nvcc (zkernels/binary/cuda.py), so a CPU install never needs a CUDA toolchain or
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
 
-ext_modules = []  # filled in by the Hamming-search work (csrc/)
+# One translation unit; the AVX-512/AVX2 variants inside it carry their own target attributes and are
+# picked at run time, so no -march flag here (the built wheel must run on any x86-64).
+ext_modules = [
+    Pybind11Extension(
+        "zkernels._hamming",
+        ["csrc/hamming.cpp"],
+        include_dirs=["csrc"],
+        depends=["csrc/hamming_topk.h", "csrc/hamming_scan.inc"],
+        cxx_std=17,
+        extra_compile_args=["-O3"],
+    ),
+]
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": build_ext})

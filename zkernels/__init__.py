@@ -1,6 +1,7 @@
-"""zkernels: fast, exact scoring for Qwen3-based rerankers and embedders."""
+"""zkernels: fast, exact scoring for Qwen3-based rerankers and embedders, and binary Hamming search."""
+from .binary import BinaryIndex, quantize
 from .config import CheckpointError, Qwen3Config
 from .kernels import get_ops, resolve_backend
 from .reranker import Reranker
 
-__all__ = ["CheckpointError", "Qwen3Config", "Reranker", "get_ops", "resolve_backend"]
+__all__ = ["BinaryIndex", "CheckpointError", "Qwen3Config", "Reranker", "get_ops", "quantize", "resolve_backend"]
