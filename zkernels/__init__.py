@@ -2,5 +2,7 @@
 from .config import CheckpointError, Qwen3Config
 from .kernels import get_ops, resolve_backend
 from .reranker import Reranker
+from .embedder import Embedder
+from .pipeline import Pipeline
 
-__all__ = ["CheckpointError", "Qwen3Config", "Reranker", "get_ops", "resolve_backend"]
+__all__ = ["CheckpointError", "Embedder", "Pipeline", "Qwen3Config", "Reranker", "get_ops", "resolve_backend"]
