@@ -139,3 +139,26 @@ def test_bad_input(embedder, tmp_path):
     with pytest.raises(FileNotFoundError, match="pipeline.json is missing"):
         Pipeline.load(tmp_path, embedder)
     assert len(pipe.search(QUERY, k=5, candidates=50)) == 2  # fewer documents than k
+
+
+def test_cli_build_and_search(embedder, tiny_checkpoint, tmp_path, capsys):
+    import json
+
+    from zkernels.index_cli import main, read_documents
+    docs, planted = _corpus(seed=4)
+    (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps({"text": d}) for d in docs) + "\n\n")
+    assert read_documents(str(tmp_path / "docs.jsonl")) == docs
+    model, rr = str(embedder.folder), str(tiny_checkpoint("pipe-rr"))
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--model", model, "--reranker", rr, "--documents", str(tmp_path / "docs.jsonl"),
+                 "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["index", "search", str(out), "--query", QUERY, "--k", "3", "--candidates", "20", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    pipe = Pipeline.load(out, embedder, Reranker.from_pretrained(rr))  # the models recorded at build time
+    assert [(r["corpus_id"], r["score"]) for r in rows] == \
+        [(r["corpus_id"], r["score"]) for r in pipe.search(QUERY, k=3, candidates=20)]
+    assert main(["index", "search", str(out), "--query", QUERY, "--k", "1", "--no-reranker", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["corpus_id"] == planted
+    assert main(["index", "search", str(tmp_path), "--query", QUERY]) == 2
+    assert "pipeline.json is missing" in capsys.readouterr().err

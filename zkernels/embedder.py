@@ -141,6 +141,7 @@ class Embedder:
 
     def __init__(self, engine: ScoringEngine, tokenizer, recipe: EmbeddingRecipe, projections: Projections):
         self.engine, self.tokenizer, self.recipe = engine, tokenizer, recipe
+        self.folder: Path | None = None  # the checkpoint folder, when loaded with from_pretrained
         self.projections = projections.to(engine.device)
         self.prompts = recipe.prompts
         self.default_prompt_name = recipe.default_prompt_name
@@ -173,7 +174,9 @@ class Embedder:
         projections = load_projections(folder, config.hidden_size)
         tokenizer = load_tokenizer(folder)
         engine = ScoringEngine(folder, config, [], device, dtype, backend, max_tokens_per_batch, show_progress_bar)
-        return cls(engine, tokenizer, recipe, projections)
+        embedder = cls(engine, tokenizer, recipe, projections)
+        embedder.folder = folder
+        return embedder
 
     @property
     def device(self) -> str:
