@@ -1,4 +1,4 @@
-"""Command line: `zkernels rerank ...`, `zkernels demo`."""
+"""Command line: `zkernels rerank ...`, `zkernels demo`, `zkernels index build|search ...`."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="cpu")
     d.add_argument("--backend", default=None, choices=["torch", "triton"])
     d.set_defaults(func=_demo)
+
+    from .index_cli import add_index_subcommands
+    add_index_subcommands(sub)
     return parser
 
 
@@ -60,7 +63,8 @@ def main(argv=None) -> int:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
         # A clear one-line error for bad input; tracebacks are for bugs.
-        print(f"zkernels {args.command}: error: {e}", file=sys.stderr)
+        where = " ".join(filter(None, [args.command, getattr(args, "index_command", None)]))
+        print(f"zkernels {where}: error: {e}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,283 @@
+"""`Embedder`: sentence-transformers' `encode_query` / `encode_document` for Qwen3 embedding checkpoints
+(zembed-1, Qwen3-Embedding), on the same packed, prefix-cached forward as the reranker (`ScoringEngine`).
+
+What a text becomes, as sentence-transformers 6.2 does it for a last-token-pooling Qwen3 checkpoint:
+prompt + text as one string, tokenized with the checkpoint's tokenizer (add_special_tokens=True, so a
+tokenizer whose post-processor appends EOS, as Qwen3-Embedding's does, appends it here too), right-
+truncated at max_seq_length; the final-norm hidden state at the last token is the embedding, then L2-
+normalised when modules.json has a Normalize module. A suffix (zembed-1: "<|im_end|>\\n") is appended
+as token ids after truncation, so truncation never cuts it off and the pooled token is always the
+suffix's last token (ZeroEntropy's serving code keeps room for it the same way).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .config import CheckpointError, Qwen3Config
+from .loading import resolve_checkpoint
+from .projections import Projections, load_projections
+from .scoring import ScoringEngine, load_tokenizer
+
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+ZEMBED_SUFFIX = "<|im_end|>\n"
+
+
+@dataclass
+class EmbeddingRecipe:
+    """What the checkpoint's sentence-transformers files declare."""
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    suffix: str = ""
+    max_seq_length: int | None = None
+    normalize: bool = True
+
+
+def _read_json(path: Path) -> dict | list:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+
+
+def read_recipe(folder: Path, name: str = "") -> EmbeddingRecipe:
+    """Reads modules.json, the pooling config, config_sentence_transformers.json and
+    sentence_bert_config.json. Without modules.json, Qwen3-Embedding's recipe is assumed (last token,
+    normalised)."""
+    recipe = EmbeddingRecipe()
+    modules_file = folder / "modules.json"
+    if modules_file.is_file():
+        modules = _read_json(modules_file)
+        if not isinstance(modules, list):
+            raise CheckpointError(f"{modules_file} must hold a list of modules")
+        kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+        pooling = [m for m, k in zip(modules, kinds) if k == "Pooling"]
+        unsupported = [k for m, k in zip(modules, kinds)
+                       if k not in ("Pooling", "Normalize") and m.get("path", "") != ""]
+        if unsupported:  # e.g. Dense: a layer zkernels does not run
+            raise CheckpointError(f"{modules_file}: modules {unsupported} are not supported (zkernels runs a "
+                                  f"Qwen3 transformer, last-token Pooling and Normalize only)")
+        if len(pooling) != 1:
+            raise CheckpointError(f"{modules_file}: expected one Pooling module, found {len(pooling)}")
+        pool_cfg_file = folder / pooling[0].get("path", "") / "config.json"
+        if pool_cfg_file.is_file():
+            pool_cfg = _read_json(pool_cfg_file)
+            modes = sorted(k for k, v in pool_cfg.items() if k.startswith("pooling_mode") and v is True)
+            mode = pool_cfg.get("pooling_mode")
+            if modes != ["pooling_mode_lasttoken"] and mode not in ("lasttoken",):
+                raise CheckpointError(f"{pool_cfg_file}: pooling {modes or mode} is not supported; zkernels "
+                                      f"embeds with last-token pooling (pooling_mode_lasttoken) only")
+        recipe.normalize = "Normalize" in kinds
+    st_file = folder / "config_sentence_transformers.json"
+    if st_file.is_file():
+        st = _read_json(st_file)
+        prompts = st.get("prompts") or {}
+        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+            raise CheckpointError(f"{st_file}: 'prompts' must map names to strings")
+        recipe.prompts = dict(prompts)
+        recipe.default_prompt_name = st.get("default_prompt_name")
+        if recipe.default_prompt_name is not None and recipe.default_prompt_name not in recipe.prompts:
+            raise CheckpointError(f"{st_file}: default_prompt_name {recipe.default_prompt_name!r} is not among "
+                                  f"the prompts {list(recipe.prompts)}")
+        suffix = st.get("suffix")  # zkernels' own declaration; sentence-transformers ignores the key
+        if suffix is not None and not isinstance(suffix, str):
+            raise CheckpointError(f"{st_file}: 'suffix' must be a string")
+        recipe.suffix = suffix or ""
+    # zembed-1 declares its suffix in its own code (modeling_zembed.py), not in a config file.
+    if not recipe.suffix and ((folder / "modeling_zembed.py").is_file() or "zembed" in f"{name} {folder}".lower()):
+        recipe.suffix = ZEMBED_SUFFIX
+    sb_file = folder / "sentence_bert_config.json"
+    if sb_file.is_file():
+        sb = _read_json(sb_file)
+        if sb.get("do_lower_case"):
+            raise CheckpointError(f"{sb_file}: do_lower_case is not supported")
+        if sb.get("max_seq_length") is not None:
+            recipe.max_seq_length = int(sb["max_seq_length"])
+    return recipe
+
+
+def _check_texts(texts, what: str = "texts") -> list[str]:
+    if isinstance(texts, (bytes, dict)) or not isinstance(texts, Sequence) and not hasattr(texts, "__iter__"):
+        raise TypeError(f"{what} must be a string or a list of strings, got {type(texts).__name__}")
+    texts = list(texts)
+    if not texts:
+        raise ValueError(f"{what} is empty: nothing to embed")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"{what}[{i}] must be a string, got {type(t).__name__}")
+    return texts
+
+
+def quantize_embeddings(embeddings: np.ndarray, precision: str) -> np.ndarray:
+    """sentence-transformers' quantize_embeddings semantics: int8/uint8 on ranges from the embeddings
+    themselves (min/max per dimension, 255 steps), binary/ubinary one bit per dimension (value > 0),
+    packed big-endian, binary offset by -128."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if precision == "float32":
+        return embeddings.astype(np.float32)
+    if precision.endswith("int8"):
+        if embeddings.shape[0] < 2:
+            raise ValueError(f"precision={precision!r} calibrates its ranges on the embeddings of the call; "
+                             f"a single embedding cannot calibrate them")
+        starts = embeddings.min(axis=0).astype(np.float32)
+        steps = (embeddings.max(axis=0).astype(np.float32) - starts) / 255
+        steps = np.where(steps == 0, 1, steps)
+        q = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
+        return q.astype(np.uint8) if precision == "uint8" else (q - 128).astype(np.int8)
+    bits = np.packbits(embeddings > 0, axis=-1)
+    return bits if precision == "ubinary" else (bits - 128).astype(np.int8)
+
+
+class Embedder:
+    """Embeds texts exactly as sentence-transformers does for the checkpoint, on a packed, prefix-cached
+    Qwen3 forward."""
+
+    def __init__(self, engine: ScoringEngine, tokenizer, recipe: EmbeddingRecipe, projections: Projections):
+        self.engine, self.tokenizer, self.recipe = engine, tokenizer, recipe
+        self.folder: Path | None = None  # the checkpoint folder, when loaded with from_pretrained
+        self.projections = projections.to(engine.device)
+        self.prompts = recipe.prompts
+        self.default_prompt_name = recipe.default_prompt_name
+        self.suffix = recipe.suffix
+        self._suffix_ids = tokenizer(self.suffix, add_special_tokens=False).input_ids if self.suffix else []
+        self.max_seq_length = recipe.max_seq_length or min(tokenizer.model_max_length,
+                                                           engine.config.max_position_embeddings)
+        if self.max_seq_length <= len(self._suffix_ids):
+            raise ValueError(f"max_seq_length {self.max_seq_length} leaves no room for text before the suffix")
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device="cpu", dtype=None, *, suffix: str | None = None,
+                        max_seq_length: int | None = None, backend: str | None = None,
+                        max_tokens_per_batch: int | None = None, show_progress_bar: bool | None = None
+                        ) -> "Embedder":
+        """Loads a sentence-transformers-style Qwen3 embedding checkpoint (local folder or hub id).
+
+        device / dtype / backend / max_tokens_per_batch as for `Reranker.from_pretrained`. suffix: text
+        appended to every input after truncation (default: what the checkpoint declares: a "suffix" key
+        in config_sentence_transformers.json, or "<|im_end|>\\n" for zembed-1; else none). max_seq_length:
+        tokens per text, suffix included (default: sentence_bert_config.json's).
+        """
+        folder = resolve_checkpoint(path)
+        config = Qwen3Config.from_file(folder / "config.json")
+        recipe = read_recipe(folder, str(path))
+        if suffix is not None:
+            recipe.suffix = suffix
+        if max_seq_length is not None:
+            recipe.max_seq_length = int(max_seq_length)
+        projections = load_projections(folder, config.hidden_size)
+        tokenizer = load_tokenizer(folder)
+        engine = ScoringEngine(folder, config, [], device, dtype, backend, max_tokens_per_batch, show_progress_bar)
+        embedder = cls(engine, tokenizer, recipe, projections)
+        embedder.folder = folder
+        return embedder
+
+    @property
+    def device(self) -> str:
+        return self.engine.device
+
+    @property
+    def dimensions(self) -> list[int]:
+        """The output dimensions the checkpoint offers (hidden size, then its learned projections)."""
+        return self.projections.dimensions
+
+    def tokenize(self, texts: Sequence[str], prompt: str | None = None) -> list[list[int]]:
+        """Token ids per text: tokenizer(prompt + text) right-truncated to leave room for the suffix,
+        then the suffix ids."""
+        prompt = prompt or ""
+        limit = self.max_seq_length - len(self._suffix_ids)
+        ids = self.tokenizer([prompt + t for t in texts], add_special_tokens=True, truncation=True,
+                             max_length=limit).input_ids
+        out = [list(x) + self._suffix_ids for x in ids]
+        for i, x in enumerate(out):
+            if not x:
+                raise ValueError(f"text {i} is empty and there is no prompt or suffix: nothing to embed")
+        return out
+
+    def _resolve_prompt(self, prompt: str | None, prompt_name: str | None) -> str | None:
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+            return prompt
+        if prompt_name is not None:
+            if prompt_name not in self.prompts:
+                raise ValueError(f"prompt_name {prompt_name!r} is not among the checkpoint's prompts "
+                                 f"{list(self.prompts)}")
+            return self.prompts[prompt_name]
+        if self.default_prompt_name is not None:
+            return self.prompts[self.default_prompt_name]
+        return None
+
+    def encode(self, texts, prompt_name: str | None = None, prompt: str | None = None,
+               batch_size: int | None = None, show_progress_bar: bool | None = None, precision: str = "float32",
+               convert_to_numpy: bool = True, convert_to_tensor: bool = False, normalize_embeddings: bool = False,
+               truncate_dim: int | None = None, *, dimensions: int | None = None, use_prefix_cache: bool = True):
+        """Embeddings of `texts` (a string gives one vector), with sentence-transformers' semantics.
+
+        Order of operations as sentence-transformers: pooled, (projected to `dimensions`,) normalised when
+        the checkpoint normalises, truncated to `truncate_dim`, renormalised if normalize_embeddings,
+        quantized to `precision`. batch_size caps texts per forward (default: only the token budget).
+        The prompt ids every text shares are computed once (use_prefix_cache=False turns that off).
+        """
+        single = isinstance(texts, str)
+        texts = _check_texts([texts] if single else texts)
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        dim = self.projections.hidden_size if dimensions is None else dimensions
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim not in self.dimensions:
+            raise ValueError(f"dimensions={dimensions!r} is not offered by this checkpoint; choose one of "
+                             f"{self.dimensions}" + ("" if len(self.dimensions) > 1 else
+                                                     " (it ships no projections.safetensors; truncate_dim= "
+                                                     "cuts dimensions instead)"))
+        if truncate_dim is not None and (not isinstance(truncate_dim, int) or isinstance(truncate_dim, bool)
+                                         or not 1 <= truncate_dim <= dim):
+            raise ValueError(f"truncate_dim must be an int in [1, {dim}] or None, got {truncate_dim!r}")
+        prompt = self._resolve_prompt(prompt, prompt_name)
+        ids = self.tokenize(texts, prompt)
+        head = self._head(self.projections.matrix(dim), truncate_dim, normalize_embeddings)
+        emb = self.engine.hidden_states(ids, None, batch_size, show_progress_bar, use_prefix_cache,
+                                        desc="Embedding", head=head)
+        if precision != "float32":
+            emb = torch.from_numpy(quantize_embeddings(emb.cpu().numpy(), precision))
+        if convert_to_tensor:
+            out = emb
+        elif convert_to_numpy:
+            out = emb.cpu().numpy()
+        else:
+            out = list(emb)
+        return out[0] if single else out
+
+    def _head(self, matrix: torch.Tensor | None, truncate_dim: int | None, normalize_embeddings: bool):
+        """Per-row post-processing, run by the engine per canonical batch so rounding is order-free."""
+        normalize = self.recipe.normalize or matrix is not None
+
+        def head(hidden: torch.Tensor) -> torch.Tensor:
+            x = hidden.float()
+            if matrix is not None:
+                x = x @ matrix
+            if normalize:
+                x = torch.nn.functional.normalize(x, p=2, dim=1)
+            if truncate_dim is not None:
+                x = x[:, :truncate_dim]
+            if normalize_embeddings:
+                x = torch.nn.functional.normalize(x, p=2, dim=1)
+            return x.contiguous()
+        return head
+
+    def encode_query(self, texts, prompt_name: str | None = None, prompt: str | None = None, **kwargs):
+        """encode() with the checkpoint's "query" prompt unless one is given."""
+        if prompt_name is None and prompt is None and "query" in self.prompts:
+            prompt_name = "query"
+        return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)
+
+    def encode_document(self, texts, prompt_name: str | None = None, prompt: str | None = None, **kwargs):
+        """encode() with the checkpoint's "document" (or "passage", "corpus") prompt unless one is given."""
+        if prompt_name is None and prompt is None:
+            prompt_name = next((n for n in ("document", "passage", "corpus") if n in self.prompts), None)
+        return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)

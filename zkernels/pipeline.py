@@ -1,0 +1,150 @@
+"""`Pipeline`: embed -> binary index -> Hamming search -> float rescoring -> rerank, in one object.
+
+search(query, k, candidates, rerank):
+  1. the query's float embedding is quantized to bits and the index returns the `candidates` nearest
+     documents by Hamming distance;
+  2. those candidates are rescored by the float dot product of the query embedding with the stored
+     float document embeddings (done here, from the candidate ids, so any index that returns ids works),
+     and the best `rerank` of them (default min(candidates, 4 k)) survive;
+  3. the reranker scores (query, text) for the survivors and the best k are returned as
+     {"corpus_id", "score", "text"}, best first; without a reranker the float score ranks them.
+
+The folder written by save() holds the binary index, the float embeddings (float32 .npy, memory-mapped
+on load), the texts (JSONL) and pipeline.json (dimensions, counts, and caller metadata such as the
+model paths the CLI records).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .binary import BinaryIndex, quantize
+from .embedder import Embedder, _check_texts
+
+FORMAT_VERSION = 1
+INDEX_FILE, EMBEDDINGS_FILE, TEXTS_FILE, META_FILE = "index.bin", "embeddings.npy", "texts.jsonl", "pipeline.json"
+
+
+def _positive_int(value, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class Pipeline:
+    def __init__(self, embedder: Embedder, index: BinaryIndex | None = None, reranker=None, *,
+                 dimensions: int | None = None, metadata: dict | None = None):
+        """embedder: a zkernels Embedder; index: an empty BinaryIndex (default: one made to fit the
+        embedding size); reranker: a zkernels Reranker or None; dimensions: the embedder's output size
+        (a learned projection; default: the hidden size)."""
+        self.embedder, self.reranker = embedder, reranker
+        self.dimensions = dimensions if dimensions is not None else embedder.dimensions[0]
+        if self.dimensions not in embedder.dimensions:
+            raise ValueError(f"dimensions={dimensions!r} is not offered by the embedder; choose one of "
+                             f"{embedder.dimensions}")
+        if self.dimensions % 8:
+            raise ValueError(f"dimensions={self.dimensions} must be a multiple of 8 to pack into binary codes")
+        self.index = index if index is not None else BinaryIndex(self.dimensions)
+        if getattr(self.index, "num_bits", self.dimensions) != self.dimensions:
+            raise ValueError(f"the index holds {self.index.num_bits}-bit codes but the embeddings have "
+                             f"{self.dimensions} dimensions")
+        if len(self.index):
+            raise ValueError("Pipeline needs an empty index (it keeps the texts and float embeddings beside it)")
+        self.texts: list[str] = []
+        self.embeddings = np.zeros((0, self.dimensions), dtype=np.float32)
+        self.metadata = dict(metadata or {})
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def add_documents(self, texts: Sequence[str], batch_size: int | None = None,
+                      show_progress_bar: bool | None = None) -> list[int]:
+        """Embeds, quantizes and indexes `texts`; returns their corpus ids (positions in the corpus)."""
+        texts = _check_texts(texts, "texts")
+        emb = self.embedder.encode_document(texts, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                            dimensions=self.dimensions)
+        self.index.add(quantize(emb, precision="ubinary"))
+        first = len(self.texts)
+        self.texts.extend(texts)
+        self.embeddings = np.concatenate([self.embeddings, emb.astype(np.float32)])
+        return list(range(first, len(self.texts)))
+
+    def search(self, query: str, k: int = 10, candidates: int = 100, rerank: int | None = None,
+               show_progress_bar: bool | None = None) -> list[dict]:
+        """The best k documents for `query`: [{"corpus_id", "score", "text"}], best first. See the
+        module docstring for the three stages; `score` is the reranker's (or the float dot product)."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        _positive_int(k, "k")
+        _positive_int(candidates, "candidates")
+        if candidates < k:
+            raise ValueError(f"candidates ({candidates}) must be at least k ({k})")
+        rerank = min(candidates, 4 * k) if rerank is None else _positive_int(rerank, "rerank")
+        if rerank < k or rerank > candidates:
+            raise ValueError(f"rerank ({rerank}) must lie between k ({k}) and candidates ({candidates})")
+        if not self.texts:
+            return []
+        q = self.embedder.encode_query([query], dimensions=self.dimensions)
+        _, ids = self.index.search(quantize(q, precision="ubinary"), min(candidates, len(self.texts)))
+        ids = ids[0][ids[0] >= 0]
+        # Float rescoring in float64 so ties and order do not depend on BLAS blocking; stable sort keeps
+        # Hamming order among equal scores.
+        dots = self.embeddings[ids].astype(np.float64) @ q[0].astype(np.float64)
+        keep = np.argsort(-dots, kind="stable")[:rerank]
+        ids, dots = ids[keep], dots[keep]
+        if self.reranker is None:
+            return [{"corpus_id": int(i), "score": float(s), "text": self.texts[i]} for i, s in zip(ids[:k], dots[:k])]
+        ranked = self.reranker.rank(query, [self.texts[i] for i in ids], top_k=k,
+                                    show_progress_bar=show_progress_bar)
+        return [{"corpus_id": int(ids[r["corpus_id"]]), "score": r["score"], "text": self.texts[ids[r["corpus_id"]]]}
+                for r in ranked]
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Writes the index, float embeddings, texts and pipeline.json to `folder` (created if needed)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.index.save(str(folder / INDEX_FILE))
+        np.save(folder / EMBEDDINGS_FILE, self.embeddings)
+        with open(folder / TEXTS_FILE, "w", encoding="utf-8") as f:
+            for t in self.texts:
+                f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+        meta = {"format_version": FORMAT_VERSION, "dimensions": self.dimensions, "num_documents": len(self.texts),
+                **self.metadata}
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @staticmethod
+    def read_metadata(folder: str | os.PathLike) -> dict:
+        path = Path(folder) / META_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} is not a saved pipeline: {META_FILE} is missing")
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: format_version {meta.get('format_version')!r} is not {FORMAT_VERSION}")
+        return meta
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, embedder: Embedder, reranker=None, mmap: bool = True) -> "Pipeline":
+        """Reads a folder written by save(); the embedder must be the one that built it."""
+        folder = Path(folder)
+        meta = cls.read_metadata(folder)
+        extra = {k: v for k, v in meta.items() if k not in ("format_version", "dimensions", "num_documents")}
+        pipe = cls(embedder, None, reranker, dimensions=meta["dimensions"], metadata=extra)
+        pipe.index = BinaryIndex.load(str(folder / INDEX_FILE), mmap=mmap)
+        pipe.embeddings = np.load(folder / EMBEDDINGS_FILE, mmap_mode="r" if mmap else None)
+        with open(folder / TEXTS_FILE, encoding="utf-8") as f:
+            pipe.texts = [json.loads(line)["text"] for line in f]
+        n = meta["num_documents"]
+        if not (len(pipe.texts) == len(pipe.index) == len(pipe.embeddings) == n):
+            raise ValueError(f"{folder} is inconsistent: {len(pipe.texts)} texts, {len(pipe.index)} codes, "
+                             f"{len(pipe.embeddings)} embeddings, pipeline.json says {n}")
+        if pipe.embeddings.shape[1] != pipe.dimensions or pipe.index.num_bits != pipe.dimensions:
+            raise ValueError(f"{folder}: stored embeddings/codes do not have {pipe.dimensions} dimensions")
+        return pipe
