@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
 def _rerank(args) -> int:
-    from .documents import read_documents
+    from .documents import print_ranked, read_documents
     from .reranker import Reranker
 
     docs = read_documents(args.documents)
@@ -15,11 +14,7 @@ def _rerank(args) -> int:
                                         max_length=args.max_length, backend=args.backend)
     ranked = reranker.rank(args.query, docs, top_k=args.top_k, return_documents=True,
                            show_progress_bar=None if args.progress else False)
-    for i, row in enumerate(ranked, 1):
-        if args.json:
-            print(json.dumps({"rank": i, **row}, ensure_ascii=False))
-        else:
-            print(f"{i:4d}  {row['score']:.6f}  [{row['corpus_id']}]  {row['text'][:100].replace(chr(10), ' ')}")
+    print_ranked(ranked, args.json)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Reading document files for the command line: one document per line, or JSON Lines."""
+"""Command-line I/O: document files in (one document per line, or JSON Lines), ranked results out."""
 from __future__ import annotations
 
 import json
@@ -31,3 +31,12 @@ def read_documents(path: str | Path) -> list[str]:
             raise ValueError(f"{path}:{n}: expected a JSON string or an object with a string \"text\" field")
         docs.append(item)
     return docs
+
+
+def print_ranked(rows: list[dict], as_json: bool = False) -> None:
+    """Ranked {"corpus_id", "score", "text"} rows, best first: one JSON object or one aligned line each."""
+    for i, row in enumerate(rows, 1):
+        if as_json:
+            print(json.dumps({"rank": i, **row}, ensure_ascii=False))
+        else:
+            print(f"{i:4d}  {row['score']:.6f}  [{row['corpus_id']}]  {row['text'][:100].replace(chr(10), ' ')}")

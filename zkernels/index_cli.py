@@ -8,11 +8,10 @@ the zkernels cache folder. They show the machinery runs; their rankings mean not
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from .documents import read_documents
+from .documents import print_ranked, read_documents
 
 CHUNK = 2048  # documents per add_documents call: bounds memory and drives the progress bar
 DEMO_EMBEDDER, DEMO_RERANKER = "demo-embedder", "demo-reranker"
@@ -86,11 +85,7 @@ def _search(args) -> int:
     pipe = Pipeline.load(args.dir, embedder, reranker)
     results = pipe.search(args.query, k=args.k, candidates=args.candidates, rerank=args.rerank,
                           show_progress_bar=args.progress)
-    for i, row in enumerate(results, 1):
-        if args.json:
-            print(json.dumps({"rank": i, **row}, ensure_ascii=False))
-        else:
-            print(f"{i:4d}  {row['score']:.6f}  [{row['corpus_id']}]  {row['text'][:100].replace(chr(10), ' ')}")
+    print_ranked(results, args.json)
     return 0
 
 

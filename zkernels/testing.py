@@ -15,6 +15,19 @@ TINY_DEFAULTS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                      rms_norm_eps=1e-6, tie_word_embeddings=True)
 
 
+def _random_qwen3(model_cls, config_cls, seed: int, init_std: float, config: dict):
+    """A transformers Qwen3 model with seeded random weights (norm weights perturbed from their init of
+    ones, so a kernel that ignored them would be caught)."""
+    torch.manual_seed(seed)
+    values = {**TINY_DEFAULTS, "vocab_size": QWEN_VOCAB_SIZE, **config}
+    model = model_cls(config_cls(**values, initializer_range=init_std)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
 def make_tiny_checkpoint(folder: str | Path, format: str | None = "zerank", seed: int = 0,
                          init_std: float = 0.08, tokenizer=None, **config) -> Path:
     """Writes a random Qwen3ForCausalLM checkpoint with Qwen's real tokenizer to `folder`.
@@ -26,14 +39,7 @@ def make_tiny_checkpoint(folder: str | Path, format: str | None = "zerank", seed
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     folder = Path(folder)
-    values = {**TINY_DEFAULTS, "vocab_size": QWEN_VOCAB_SIZE, **config}
-    torch.manual_seed(seed)
-    model_config = Qwen3Config(**values, initializer_range=init_std)
-    model = Qwen3ForCausalLM(model_config).eval()
-    with torch.no_grad():  # norms initialise to ones; perturb them so their weights are exercised
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(torch.randn_like(p) * 0.2)
+    model = _random_qwen3(Qwen3ForCausalLM, Qwen3Config, seed, init_std, config)
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
@@ -70,12 +76,7 @@ def make_tiny_embedding_checkpoint(folder: str | Path, seed: int = 0, init_std: 
 
     folder = Path(folder)
     values = {**TINY_DEFAULTS, "vocab_size": QWEN_VOCAB_SIZE, **config}
-    torch.manual_seed(seed)
-    model = Qwen3Model(Qwen3Config(**values, initializer_range=init_std)).eval()
-    with torch.no_grad():  # as make_tiny_checkpoint: exercise the norm weights
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(torch.randn_like(p) * 0.2)
+    model = _random_qwen3(Qwen3Model, Qwen3Config, seed, init_std, config)
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))

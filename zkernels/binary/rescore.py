@@ -12,7 +12,6 @@ Where the float corpus vectors come from:
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 
