@@ -97,3 +97,17 @@ def test_many_queries_in_one_call_equal_separate_calls(tiny_checkpoint):
     together = reranker.predict(PAIRS)
     separate = [reranker.predict([p])[0] for p in PAIRS]
     _assert_close(together, torch.tensor(separate, dtype=torch.float64), rel=1e-6)
+
+
+def test_from_state_dict_scores_like_the_checkpoint(tiny_checkpoint, reference_model):
+    import json
+
+    from zkernels.testing import random_model_from_config
+    folder = tiny_checkpoint("gqa4-tied-hd32-3l", **CONFIGS["gqa4-tied-hd32-3l"])
+    from_disk = Reranker.from_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    in_memory = random_model_from_config(config, torch.float32, "cpu", "torch", hf_model=reference_model(folder))
+    prompts = from_disk.format.encode(PAIRS, 4096).ids
+    assert torch.equal(in_memory.score_token_ids(prompts), from_disk.score_token_ids(prompts))
+    with pytest.raises(RuntimeError, match="has no tokenizer"):
+        in_memory.predict(PAIRS)

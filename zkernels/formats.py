@@ -67,10 +67,13 @@ def _fit(ids: list[int], n_tail: int, n_head: int, max_length: int, truncate: bo
 class PromptFormat:
     name: str
     score_words: tuple[str, ...]
+    qwen_score_ids: tuple[int, ...]  # the score words' ids in Qwen's vocabulary
 
     def __init__(self, tokenizer):
+        """tokenizer None: a scorer of already-tokenized prompts (score_token_ids only), with Qwen's ids."""
         self.tokenizer = tokenizer
-        self.score_token_ids = [single_token_id(tokenizer, w) for w in self.score_words]
+        self.score_token_ids = ([single_token_id(tokenizer, w) for w in self.score_words] if tokenizer is not None
+                                else list(self.qwen_score_ids))
 
     def encode(self, pairs: Sequence[tuple[str, str]], max_length: int, truncate: bool = True,
                instruction: str | None = None) -> EncodedPrompts:
@@ -95,9 +98,12 @@ class PromptFormat:
 class ZerankFormat(PromptFormat):
     name = "zerank"
     score_words = ("Yes",)
+    qwen_score_ids = (9454,)
 
     def __init__(self, tokenizer):
         super().__init__(tokenizer)
+        if tokenizer is None:
+            return
         pieces, exact = self._template_pieces(tokenizer)
         self._pieces = pieces if exact else None
         self.tail_ids = tokenizer(pieces[2], add_special_tokens=False)["input_ids"]
@@ -166,10 +172,13 @@ class ZerankFormat(PromptFormat):
 class Qwen3RerankerFormat(PromptFormat):
     name = "qwen3-reranker"
     score_words = ("no", "yes")
+    qwen_score_ids = (2152, 9693)
 
     def __init__(self, tokenizer, instruction: str | None = None):
         super().__init__(tokenizer)
         self.instruction = instruction or QWEN3_RERANKER_DEFAULT_INSTRUCTION
+        if tokenizer is None:
+            return
         self.prefix_ids = tokenizer(QWEN3_RERANKER_PREFIX, add_special_tokens=False)["input_ids"]
         self.suffix_ids = tokenizer(QWEN3_RERANKER_SUFFIX, add_special_tokens=False)["input_ids"]
 

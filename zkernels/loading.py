@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -86,7 +86,10 @@ class _TensorReader:
     """Fetches named tensors across shards, checking shapes, with errors naming file and tensor."""
 
     def __init__(self, folder: Path, device, dtype, show_progress: bool | None):
-        self.files = shard_files(folder)
+        self._init(shard_files(folder), device, dtype, show_progress)
+
+    def _init(self, files, device, dtype, show_progress):
+        self.files = files
         self.device, self.dtype = str(device), dtype
         self.prefix = "model." if "model.embed_tokens.weight" in self.files else ""
         self._open = {}
@@ -96,6 +99,9 @@ class _TensorReader:
             from tqdm.auto import tqdm
             self._progress = tqdm(total=n_files, desc="Loading shards", unit="shard",
                                   disable=None if show_progress is None else False)
+
+    def _slice(self, name: str):
+        return self._handle(self.files[name]).get_slice(name)
 
     def _handle(self, file: Path):
         if file not in self._open:
@@ -120,7 +126,7 @@ class _TensorReader:
             raise CheckpointError(f"tensor {name!r} is missing from the checkpoint")
         file = self.files[name]
         try:
-            sl = self._handle(file).get_slice(name)
+            sl = self._slice(name)
             found = tuple(sl.get_shape())
             if found != tuple(shape):
                 raise CheckpointError(f"tensor {name!r} in {file.name} has shape {list(found)}, but config.json "
@@ -135,19 +141,49 @@ class _TensorReader:
             raise CheckpointError(f"could not read tensor {name!r} from {file}: {e}") from None
         return tensor.to(device=self.device, dtype=self.dtype)
 
+
+class _Sliceable:
+    """A tensor seen through safetensors' slice interface (get_shape, [a:b])."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+    def get_shape(self):
+        return list(self.tensor.shape)
+
+    def __getitem__(self, index):
+        return self.tensor[index]
+
+
+class _StateDictReader(_TensorReader):
+    """The same checks over an in-memory state dict (a transformers model's), e.g. for benchmarks that
+    must score with exactly the weights of a model they already hold."""
+
+    def __init__(self, tensors, device, dtype, show_progress=None):
+        self.tensors = tensors
+        self._init({name: Path("<state dict>") for name in tensors}, device, dtype, False)
+
+    def _slice(self, name: str):
+        return _Sliceable(self.tensors[name])
+
     def close(self):
         self._open.clear()
         if self._progress is not None:
             self._progress.close()
 
 
-def load_qwen3_weights(folder: Path, config: Qwen3Config, score_token_ids: Sequence[int], device="cpu",
-                       dtype=torch.float32, show_progress: bool | None = None) -> Qwen3Weights:
+def load_qwen3_weights(source: Path | Mapping[str, torch.Tensor], config: Qwen3Config,
+                       score_token_ids: Sequence[int], device="cpu", dtype=torch.float32,
+                       show_progress: bool | None = None) -> Qwen3Weights:
+    """source: a checkpoint folder, or a state dict (tensor name -> tensor) with the same names."""
     c = config
     for t in score_token_ids:
         if not 0 <= t < c.vocab_size:
             raise CheckpointError(f"score token id {t} is outside the vocabulary (size {c.vocab_size})")
-    reader = _TensorReader(folder, device, dtype, show_progress)
+    if isinstance(source, Mapping):
+        reader = _StateDictReader(source, device, dtype)
+    else:
+        reader = _TensorReader(source, device, dtype, show_progress)
     try:
         embed = reader.get("embed_tokens.weight", (c.vocab_size, c.hidden_size))
         layers = [_load_layer(reader, c, i) for i in range(c.num_layers)]

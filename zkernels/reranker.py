@@ -88,6 +88,18 @@ class Reranker:
         engine = ScoringEngine(folder, config, score_ids, device, dtype, backend, max_tokens_per_batch, show_progress_bar)
         return cls(engine, tokenizer, format, max_length, instruction)
 
+    @classmethod
+    def from_state_dict(cls, state_dict, config: dict | Qwen3Config, format: str = "zerank", tokenizer=None,
+                        device="cpu", dtype=None, *, max_length: int | None = None, instruction: str | None = None,
+                        backend: str | None = None, max_tokens_per_batch: int | None = None) -> "Reranker":
+        """A Reranker over weights already in memory (e.g. a transformers model's state_dict()), named as
+        in a checkpoint. Without a tokenizer only score_token_ids works, with Qwen's score-token ids."""
+        if not isinstance(config, Qwen3Config):
+            config = Qwen3Config.from_dict(config, source="config")
+        score_ids = make_format(format, tokenizer, instruction).score_token_ids
+        engine = ScoringEngine(state_dict, config, score_ids, device, dtype, backend, max_tokens_per_batch)
+        return cls(engine, tokenizer, format, max_length, instruction)
+
     @property
     def device(self) -> str:
         return self.engine.device
@@ -112,6 +124,9 @@ class Reranker:
         forward (default: only the token budget bounds a batch)."""
         single = isinstance(pairs, (list, tuple)) and len(pairs) == 2 and all(isinstance(x, str) for x in pairs)
         pairs = _check_pairs([pairs] if single else pairs)
+        if self.tokenizer is None:
+            raise RuntimeError("this Reranker has no tokenizer (built from a state dict without one): "
+                               "score token ids with score_token_ids(), or pass tokenizer=")
         if not pairs:
             return np.zeros(0, dtype=np.float32) if convert_to_numpy else torch.zeros(0)
         encoded = self.format.encode(pairs, self.max_length, truncate, instruction)

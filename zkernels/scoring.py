@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -43,7 +43,7 @@ def load_tokenizer(folder: Path):
 class ScoringEngine:
     """A Qwen3 forward on one device, with the batching policy around it."""
 
-    def __init__(self, folder: Path, config: Qwen3Config, score_token_ids: Sequence[int], device="cpu", dtype=None,
+    def __init__(self, source: Path | Mapping[str, torch.Tensor], config: Qwen3Config, score_token_ids: Sequence[int], device="cpu", dtype=None,
                  backend: str | None = None, max_tokens_per_batch: int | None = None,
                  show_progress: bool | None = None):
         device = str(torch.device(device))
@@ -52,7 +52,7 @@ class ScoringEngine:
         self.device = device
         self.dtype = resolve_dtype(dtype, device)
         self.config = config
-        weights = load_qwen3_weights(folder, self.config, score_token_ids, device, self.dtype, show_progress)
+        weights = load_qwen3_weights(source, self.config, score_token_ids, device, self.dtype, show_progress)
         self.forward = Qwen3Forward(self.config, weights, resolve_backend(backend, device))
         kind = "cuda" if device.startswith("cuda") else "cpu"
         self.max_tokens_per_batch = int(max_tokens_per_batch or DEFAULT_TOKENS_PER_BATCH[kind])

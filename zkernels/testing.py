@@ -28,6 +28,22 @@ def _random_qwen3(model_cls, config_cls, seed: int, init_std: float, config: dic
     return model
 
 
+def random_model_from_config(config: dict, dtype=torch.bfloat16, device="cuda", backend: str | None = None,
+                             hf_model=None, format: str = "zerank"):
+    """A zkernels Reranker with random weights of the given Qwen3 config.json shape (benchmarks: the time
+    a forward takes does not depend on the weights' values). With hf_model (a transformers
+    Qwen3ForCausalLM), the Reranker holds exactly that model's weights. No tokenizer: score token ids."""
+    from .reranker import Reranker
+
+    if hf_model is None:
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+        conf = Qwen3Config(**{k: v for k, v in config.items() if not k.startswith("_")
+                              and k not in ("architectures", "torch_dtype")})
+        with torch.device(device):  # initialise on the device: seconds for billions of parameters
+            hf_model = Qwen3ForCausalLM._from_config(conf, dtype=dtype)
+    return Reranker.from_state_dict(hf_model.state_dict(), config, format, None, device, dtype, backend=backend)
+
+
 def make_tiny_checkpoint(folder: str | Path, format: str | None = "zerank", seed: int = 0,
                          init_std: float = 0.08, tokenizer=None, **config) -> Path:
     """Writes a random Qwen3ForCausalLM checkpoint with Qwen's real tokenizer to `folder`.
