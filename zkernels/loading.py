@@ -141,6 +141,11 @@ class _TensorReader:
             raise CheckpointError(f"could not read tensor {name!r} from {file}: {e}") from None
         return tensor.to(device=self.device, dtype=self.dtype)
 
+    def close(self):
+        self._open.clear()
+        if self._progress is not None:
+            self._progress.close()
+
 
 class _Sliceable:
     """A tensor seen through safetensors' slice interface (get_shape, [a:b])."""
@@ -165,11 +170,6 @@ class _StateDictReader(_TensorReader):
 
     def _slice(self, name: str):
         return _Sliceable(self.tensors[name])
-
-    def close(self):
-        self._open.clear()
-        if self._progress is not None:
-            self._progress.close()
 
 
 def load_qwen3_weights(source: Path | Mapping[str, torch.Tensor], config: Qwen3Config,
