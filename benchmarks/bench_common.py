@@ -164,6 +164,7 @@ def plot_w2(rows: list[dict], path: Path) -> Path | None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib is not installed: no plot")
         return None
@@ -181,6 +182,9 @@ def plot_w2(rows: list[dict], path: Path) -> Path | None:
         ax.plot(xs, [p for _, _, p in pts], linestyle="--", color=line.get_color(), alpha=0.6)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(sorted({x for pts in series.values() for x, _, _ in pts}))
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("documents per request (~256 tokens each, 1 query)")
     ax.set_ylabel("latency, ms (dashed: p99)")
     ax.set_title(f"W2 latency by payload — {rows[0]['device']}")

@@ -141,6 +141,25 @@ def test_plan_covers_every_block_once():
     assert got == expect
 
 
+def test_plan_cache_follows_the_tensor():
+    # The cached plan is reused for the same cu_seqlens_q object, and an in-place change (outside
+    # inference mode) rebuilds it, so results stay right.
+    from zkernels.kernels.attention import _cached_plan
+    cu = torch.tensor([0, 3, 20], dtype=torch.int32, device=DEVICE)
+    p1 = _cached_plan(cu, 20, 4, 2, 32)
+    assert _cached_plan(cu, 20, 4, 2, 32) is p1
+    assert _cached_plan(cu, 20, 4, 1, 32) is not p1
+    args = list(_pack([(0, [3, 17])], 4, 2, 32, torch.float32))
+    args[3] = args[4] = cu
+    _check(tuple(args), torch.float32)
+    cu[1] = 15  # sequences of 15 and 5 rows: a different block count per sequence
+    _check(tuple(args), torch.float32)
+    with torch.inference_mode():
+        cu_inf = cu.clone()
+        args[3] = args[4] = cu_inf
+        _check(tuple(args), torch.float32)
+
+
 def test_attention_bad_args():
     q, k, v, cu_q, cu_k, ps, pl, scale = _pack([(3, [4])], 4, 2, 32, torch.float32)
     with pytest.raises(ValueError, match="head_dim"):

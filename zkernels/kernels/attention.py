@@ -209,6 +209,29 @@ def plan_attention(cu_seqlens_q: torch.Tensor, n_q_rows: int, n_heads: int, n_kv
     return AttentionPlan(table.to(torch.int32).contiguous(), cfg, n_q_rows)
 
 
+def _cached_plan(cu_seqlens_q, n_q_rows, n_heads, n_kv_heads, head_dim) -> AttentionPlan:
+    """The plan for this cu_seqlens_q tensor, built once and kept on the tensor object itself.
+
+    The model calls attention once per layer with the same cu_seqlens tensor; building the table
+    costs ~10 small device ops, so per layer it would add up. Keyed by the tensor's identity (the
+    attribute dies with it), shapes and config, and its version counter where it has one (inference
+    tensors do not), so an in-place change outside inference mode rebuilds it."""
+    try:
+        version = cu_seqlens_q._version
+    except RuntimeError:  # inference tensors track no version
+        version = None
+    key = (version, n_q_rows, n_heads, n_kv_heads, head_dim, interpreting())
+    cached = getattr(cu_seqlens_q, "_zkernels_attention_plan", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    plan = plan_attention(cu_seqlens_q, n_q_rows, n_heads, n_kv_heads, head_dim)
+    try:
+        cu_seqlens_q._zkernels_attention_plan = (key, plan)
+    except (AttributeError, RuntimeError):
+        pass
+    return plan
+
+
 def _check_qkv(name, t, n_heads, head_dim, dtype):
     if t.dim() != 3:
         raise ValueError(f"{name} must be [tokens, heads, head_dim], got {tuple(t.shape)}")
@@ -231,7 +254,8 @@ def _check_index(name, t, n):
 def attention_triton(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_lens, scale,
                      prefix_k=None, prefix_v=None, *, out=None, plan=None):
     """Triton attention_torch (see the module docstring). `out`: optional preallocated contiguous
-    output; `plan`: optional plan_attention(...) result to reuse across layers. Index tensors are not
+    output; `plan`: optional plan_attention(...) result (default: built once per cu_seqlens_q tensor
+    object and reused, see _cached_plan). Index tensors are not
     range-checked (that would need a device sync): they must describe rows that exist."""
     require_triton()
     if q.dim() != 3:
@@ -268,7 +292,7 @@ def attention_triton(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_
     if out is None:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if plan is None:
-        plan = plan_attention(cu_q, Tq, Hq, Hkv, D)
+        plan = _cached_plan(cu_seqlens_q, Tq, Hq, Hkv, D)
     elif plan.n_q_rows != Tq or plan.config != attention_config(D, Hq // Hkv):
         raise ValueError("plan was built for a different q shape or head layout")
     if Tq == 0 or S == 0:
