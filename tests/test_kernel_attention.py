@@ -141,6 +141,34 @@ def test_plan_covers_every_block_once():
     assert got == expect
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("last_layer", [False, True])
+def test_split_prefix_is_bit_identical_to_whole_prompt(dtype, last_layer):
+    # Batch invariance: a prompt computed as prefix sequence + document (shared-prefix packing) gives
+    # bit-for-bit the document rows of the same prompt packed whole with no prefix.
+    Hq, Hkv, D = 4, 2, 32
+    P, n = random.randint(5, 40), random.randint(1, 40)
+    T = P + n
+    q_all = torch.randn(T, Hq, D, device=DEVICE).to(dtype)
+    k = torch.randn(T, Hkv, D, device=DEVICE).to(dtype)
+    v = torch.randn(T, Hkv, D, device=DEVICE).to(dtype)
+    i32 = dict(dtype=torch.int32, device=DEVICE)
+    zero = torch.zeros(1, **i32)
+    whole_cu_k = torch.tensor([0, T], **i32)
+    split_cu_k = torch.tensor([0, P, T], **i32)
+    if last_layer:  # one query row, at the last token
+        q = q_all[T - 1:]
+        whole = attention_triton(q, k, v, torch.tensor([0, 1], **i32), whole_cu_k, zero, zero, 0.2)
+        split = attention_triton(q, k, v, torch.tensor([0, 0, 1], **i32), split_cu_k,
+                                 torch.zeros(2, **i32), torch.tensor([0, P], **i32), 0.2)
+        assert torch.equal(whole, split)
+    else:
+        whole = attention_triton(q_all, k, v, whole_cu_k, whole_cu_k, zero, zero, 0.2)
+        split = attention_triton(q_all, k, v, split_cu_k, split_cu_k, torch.zeros(2, **i32),
+                                 torch.tensor([0, P], **i32), 0.2)
+        assert torch.equal(whole, split)
+
+
 def test_plan_cache_follows_the_tensor():
     # The cached plan is reused for the same cu_seqlens_q object, and an in-place change (outside
     # inference mode) rebuilds it, so results stay right.

@@ -48,8 +48,8 @@ def attention_torch(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_l
 # whole GQA group, and the query prefix's K/V once per document block.
 # The block table (program -> sequence, first token) is built on the device without a host sync; the
 # grid is an upper bound on the number of blocks and surplus programs exit at once.
-# Per program: loop 1 over the prefix keys (no mask but the tail bound), loop 2 over the sequence's
-# own keys, unmasked while every row sees the whole key tile, masked on the diagonal tiles.
+# Per program: one pass over the virtual key sequence [prefix ++ own keys], unmasked while every row
+# sees the whole key tile, masked on the diagonal tiles.
 # ---------------------------------------------------------------------------------------------------
 import math  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -60,27 +60,32 @@ _LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _attend_tile(acc, m_i, l_i, q, k_base, v_base, stride_k, stride_v, j0, kv_len, row_limit, qk_scale,
-                 offs_n, offs_d, MASKED: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr):
-    """One key tile [j0, j0 + BLOCK_N) into the running softmax (fp32, base 2)."""
+def _attend_tile(acc, m_i, l_i, q, pk_base, pv_base, spk_t, spv_t, k_base, v_base, sk_t, sv_t,
+                 j0, p_len, n_keys, row_limit, qk_scale, offs_n, offs_d,
+                 MASKED: tl.constexpr, PREC: tl.constexpr):
+    """Key tile [j0, j0 + BLOCK_N) of the virtual key sequence [prefix ++ own] into the running
+    softmax (fp32, base 2). Key c < p_len comes from the prefix buffer, key c >= p_len from the
+    sequence's own rows; a tile may straddle the two."""
     cols = j0 + offs_n
-    k_ptrs = k_base + cols.to(tl.int64)[:, None] * stride_k + offs_d[None, :]
-    v_ptrs = v_base + cols.to(tl.int64)[:, None] * stride_v + offs_d[None, :]
+    c64 = cols.to(tl.int64)
+    own = c64 - p_len
+    in_prefix = cols < p_len
+    k_rows = tl.where(in_prefix, pk_base + c64 * spk_t, k_base + own * sk_t)
+    v_rows = tl.where(in_prefix, pv_base + c64 * spv_t, v_base + own * sv_t)
     if MASKED:
-        in_bounds = cols[:, None] < kv_len
-        k = tl.load(k_ptrs, mask=in_bounds, other=0.0)
-        v = tl.load(v_ptrs, mask=in_bounds, other=0.0)
+        in_bounds = cols[:, None] < n_keys
+        k = tl.load(k_rows[:, None] + offs_d[None, :], mask=in_bounds, other=0.0)
+        v = tl.load(v_rows[:, None] + offs_d[None, :], mask=in_bounds, other=0.0)
     else:
-        k = tl.load(k_ptrs)
-        v = tl.load(v_ptrs)
+        k = tl.load(k_rows[:, None] + offs_d[None, :])
+        v = tl.load(v_rows[:, None] + offs_d[None, :])
     s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
     if MASKED:
-        visible = cols[None, :] < kv_len
-        if CAUSAL:
-            visible = visible & (cols[None, :] <= row_limit[:, None])
-        s = tl.where(visible, s, float("-inf"))
+        # row_limit: the last key each row sees (every prefix key, own keys causally); bounded by
+        # n_keys for valid rows, the bound also covers padding rows.
+        s = tl.where((cols[None, :] <= row_limit[:, None]) & (cols[None, :] < n_keys), s, float("-inf"))
     # m_i starts finite (-1e30), so a row with every key of this tile masked gets p = 0, alpha = 1
-    # instead of NaN from (-inf) - (-inf).
+    # (an exact no-op) instead of NaN from (-inf) - (-inf).
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
     p = tl.math.exp2(s - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
@@ -121,32 +126,29 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, pk_ptr, pv_ptr, o_ptr,
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
-        # Loop 1: the shared prefix, every key visible; only the last partial tile needs a bound mask.
         pk_base = pk_ptr + p_beg.to(tl.int64) * spk_t + kvh.to(tl.int64) * spk_h
         pv_base = pv_ptr + p_beg.to(tl.int64) * spv_t + kvh.to(tl.int64) * spv_h
-        p_full = (p_len // BLOCK_N) * BLOCK_N
-        for j0 in range(0, p_full, BLOCK_N):
-            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, pk_base, pv_base, spk_t, spv_t, j0, p_len, tok,
-                                         qk_scale, offs_n, offs_d, False, False, PREC)
-        for j0 in range(p_full, p_len, BLOCK_N):
-            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, pk_base, pv_base, spk_t, spv_t, j0, p_len, tok,
-                                         qk_scale, offs_n, offs_d, True, False, PREC)
-
-        # Loop 2: own keys, causal bottom-right aligned: token t sees own keys 0 .. t + (nk - nq).
-        shift = nk - nq
-        row_limit = tok + shift
-        # Keys below tok0 + shift + 1 are visible to every row of the tile: no mask needed there.
-        own_full = (tl.maximum(tok0 + shift + 1, 0) // BLOCK_N) * BLOCK_N
-        last_tok = tl.minimum(tok0 + TOKENS, nq) - 1
-        own_end = tl.minimum(last_tok + shift + 1, nk)
         k_base = k_ptr + k_beg.to(tl.int64) * sk_t + kvh.to(tl.int64) * sk_h
         v_base = v_ptr + k_beg.to(tl.int64) * sv_t + kvh.to(tl.int64) * sv_h
-        for j0 in range(0, own_full, BLOCK_N):
-            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, k_base, v_base, sk_t, sv_t, j0, nk, row_limit,
-                                         qk_scale, offs_n, offs_d, False, True, PREC)
-        for j0 in range(own_full, own_end, BLOCK_N):
-            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, k_base, v_base, sk_t, sv_t, j0, nk, row_limit,
-                                         qk_scale, offs_n, offs_d, True, True, PREC)
+        # Virtual keys c = 0 .. p_len + nk - 1: the prefix in full, then own keys causally, bottom-right
+        # aligned (token t sees own keys 0 .. t + nk - nq). Tiles sit at fixed multiples of BLOCK_N of
+        # this sequence, so a prompt split into prefix + document gives bit-for-bit the result of the
+        # same prompt packed whole (batch invariance), and the prefix K/V is read once per q block.
+        n_keys = p_len + nk
+        shift = p_len + nk - nq
+        row_limit = tok + shift
+        # Keys below tok0 + shift + 1 are visible to every row of the tile: no mask needed there.
+        full_end = (tl.maximum(tok0 + shift + 1, 0) // BLOCK_N) * BLOCK_N
+        last_tok = tl.minimum(tok0 + TOKENS, nq) - 1
+        end = tl.minimum(last_tok + shift + 1, n_keys)
+        for j0 in range(0, full_end, BLOCK_N):
+            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, pk_base, pv_base, spk_t, spv_t, k_base, v_base,
+                                         sk_t, sv_t, j0, p_len, n_keys, row_limit, qk_scale, offs_n, offs_d,
+                                         False, PREC)
+        for j0 in range(full_end, end, BLOCK_N):
+            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, pk_base, pv_base, spk_t, spv_t, k_base, v_base,
+                                         sk_t, sv_t, j0, p_len, n_keys, row_limit, qk_scale, offs_n, offs_d,
+                                         True, PREC)
 
         out = acc / l_i[:, None]
         o_rows = (q_beg + tok).to(tl.int64) * so_t + head.to(tl.int64) * so_h
