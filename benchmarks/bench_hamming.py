@@ -177,11 +177,12 @@ def main():
     p.add_argument("--nq", type=int, nargs="+", default=[1, 10, 100, 1000])
     p.add_argument("--gpu-n", type=int, default=10_000_000)
     p.add_argument("--no-gpu", action="store_true")
+    p.add_argument("--no-cpu", action="store_true", help="skip the CPU-vs-FAISS section (e.g. where faiss is absent)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/hamming-<cpu|gpu>-<date>.json)")
     args = p.parse_args()
     stamp = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     command = "PYTHONPATH=. python benchmarks/bench_hamming.py " + " ".join(sys.argv[1:])
-    rows = run_cpu(args, stamp, command)
+    rows = [] if args.no_cpu else run_cpu(args, stamp, command)
     gpu_rows = []
     if not args.no_gpu:
         try:
