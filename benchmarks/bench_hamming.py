@@ -123,6 +123,7 @@ def run_cpu(args, stamp, command):
 def run_gpu(args, stamp, command):
     import torch
 
+    from bench_common import time_cuda_events  # beside this file
     from zkernels.binary import cuda, torch_search
 
     dev = torch.device("cuda")
@@ -132,17 +133,7 @@ def run_gpu(args, stamp, command):
     buf = torch.empty(1 << 31, dtype=torch.uint8, device=dev)
 
     def cuda_ms(fn, reps):
-        fn()
-        torch.cuda.synchronize()
-        out = []
-        for _ in range(reps):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            torch.cuda.synchronize()
-            out.append(s.elapsed_time(e))
-        return statistics.median(out)
+        return statistics.median(time_cuda_events(fn, warmup=1, reps=reps))
 
     copy_ms = cuda_ms(lambda: buf.clone(), 10)
     copy_gbps = 2 * buf.numel() / (copy_ms / 1e3) / 1e9  # read + write
