@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .binary import quantize
 from .config import CheckpointError, Qwen3Config
 from .loading import resolve_checkpoint
 from .projections import Projections, load_projections
@@ -116,12 +117,14 @@ def _check_texts(texts, what: str = "texts") -> list[str]:
 
 def quantize_embeddings(embeddings: np.ndarray, precision: str) -> np.ndarray:
     """sentence-transformers' quantize_embeddings semantics: int8/uint8 on ranges from the embeddings
-    themselves (min/max per dimension, 255 steps), binary/ubinary one bit per dimension (value > 0),
-    packed big-endian, binary offset by -128."""
+    themselves (min/max per dimension, 255 steps); binary/ubinary through zkernels.quantize (one bit per
+    dimension, value > 0, packed big-endian, binary offset by -128)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if precision == "float32":
         return embeddings.astype(np.float32)
+    if precision in ("binary", "ubinary"):
+        return quantize(embeddings, precision)
     if precision.endswith("int8"):
         if embeddings.shape[0] < 2:
             raise ValueError(f"precision={precision!r} calibrates its ranges on the embeddings of the call; "
@@ -131,8 +134,6 @@ def quantize_embeddings(embeddings: np.ndarray, precision: str) -> np.ndarray:
         steps = np.where(steps == 0, 1, steps)
         q = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
         return q.astype(np.uint8) if precision == "uint8" else (q - 128).astype(np.int8)
-    bits = np.packbits(embeddings > 0, axis=-1)
-    return bits if precision == "ubinary" else (bits - 128).astype(np.int8)
 
 
 class Embedder:
@@ -243,7 +244,9 @@ class Embedder:
         head = self._head(self.projections.matrix(dim), truncate_dim, normalize_embeddings)
         emb = self.engine.hidden_states(ids, None, batch_size, show_progress_bar, use_prefix_cache,
                                         desc="Embedding", head=head)
-        if precision != "float32":
+        if precision in ("binary", "ubinary"):
+            emb = quantize(emb, precision)  # packed on the embeddings' device
+        elif precision != "float32":
             emb = torch.from_numpy(quantize_embeddings(emb.cpu().numpy(), precision))
         if convert_to_tensor:
             out = emb
