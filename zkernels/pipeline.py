@@ -3,9 +3,9 @@
 search(query, k, candidates, rerank):
   1. the query's float embedding is quantized to bits and the index returns the `candidates` nearest
      documents by Hamming distance;
-  2. those candidates are rescored by the float dot product of the query embedding with the stored
-     float document embeddings (done here, from the candidate ids, so any index that returns ids works),
-     and the best `rerank` of them (default min(candidates, 4 k)) survive;
+  2. those candidates are rescored by the index (BinaryIndex.search's rescore=) with the float dot
+     product of the query embedding and the stored float document embeddings, and the best `rerank` of
+     them (default min(candidates, 4 k)) survive, ties to the smaller corpus id;
   3. the reranker scores (query, text) for the survivors and the best k are returned as
      {"corpus_id", "score", "text"}, best first; without a reranker the float score ranks them.
 
@@ -89,13 +89,13 @@ class Pipeline:
         if not self.texts:
             return []
         q = self.embedder.encode_query([query], dimensions=self.dimensions)
-        _, ids = self.index.search(quantize(q, precision="ubinary"), min(candidates, len(self.texts)))
-        ids = ids[0][ids[0] >= 0]
-        # Float rescoring in float64 so ties and order do not depend on BLAS blocking; stable sort keeps
-        # Hamming order among equal scores.
-        dots = self.embeddings[ids].astype(np.float64) @ q[0].astype(np.float64)
-        keep = np.argsort(-dots, kind="stable")[:rerank]
-        ids, dots = ids[keep], dots[keep]
+        candidates = min(candidates, len(self.texts))
+        # The index's own rescoring: Hamming candidates, then float dot products against the stored float
+        # embeddings (the callable reads only the candidates' rows of the memory-mapped array).
+        dots, ids = self.index.search(quantize(q, precision="ubinary"), min(rerank, candidates),
+                                      rescore=(q, lambda rows: self.embeddings[rows]), candidates=candidates)
+        found = ids[0] >= 0
+        ids, dots = ids[0][found], dots[0][found]
         if self.reranker is None:
             return [{"corpus_id": int(i), "score": float(s), "text": self.texts[i]} for i, s in zip(ids[:k], dots[:k])]
         ranked = self.reranker.rank(query, [self.texts[i] for i in ids], top_k=k,
