@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .config import CheckpointError, Qwen3Config
-from .formats import FORMATS, make_format
+from .formats import FORMATS, PromptFormat, make_format
 from .loading import resolve_checkpoint
 from .scoring import ScoringEngine, load_tokenizer
 
@@ -51,10 +51,12 @@ class Reranker:
     """Scores (query, document) pairs exactly as the checkpoint's reference recipe, on a packed,
     prefix-cached Qwen3 forward."""
 
-    def __init__(self, engine: ScoringEngine, tokenizer, format: str, max_length: int | None = None,
+    def __init__(self, engine: ScoringEngine, tokenizer, format: str | PromptFormat, max_length: int | None = None,
                  instruction: str | None = None):
+        """format: a format name, or a PromptFormat already built for this tokenizer (the loaders build it
+        first to learn which LM-head rows to load, and pass it on rather than build it twice)."""
         self.engine, self.tokenizer = engine, tokenizer
-        self.format = make_format(format, tokenizer, instruction)
+        self.format = format if isinstance(format, PromptFormat) else make_format(format, tokenizer, instruction)
         self.max_length = int(max_length or engine.config.max_position_embeddings)
         if self.max_length < 1:
             raise ValueError(f"max_length must be positive, got {max_length}")
@@ -80,13 +82,14 @@ class Reranker:
                              f"format='qwen3-reranker'")
         config = Qwen3Config.from_file(folder / "config.json")  # before anything else reads the folder
         tokenizer = load_tokenizer(folder)
-        score_ids = make_format(format, tokenizer, instruction).score_token_ids
+        fmt = make_format(format, tokenizer, instruction)
+        score_ids = fmt.score_token_ids
         declared = _declared_true_token(folder)
         if format == "zerank" and declared is not None and declared != score_ids[0]:
             raise CheckpointError(f"{folder}/1_LogitScore/config.json declares true_token_id {declared}, but the "
                                   f"tokenizer's 'Yes' is {score_ids[0]}")
         engine = ScoringEngine(folder, config, score_ids, device, dtype, backend, max_tokens_per_batch, show_progress_bar)
-        return cls(engine, tokenizer, format, max_length, instruction)
+        return cls(engine, tokenizer, fmt, max_length)
 
     @classmethod
     def from_state_dict(cls, state_dict, config: dict | Qwen3Config, format: str = "zerank", tokenizer=None,
@@ -96,9 +99,9 @@ class Reranker:
         in a checkpoint. Without a tokenizer only score_token_ids works, with Qwen's score-token ids."""
         if not isinstance(config, Qwen3Config):
             config = Qwen3Config.from_dict(config, source="config")
-        score_ids = make_format(format, tokenizer, instruction).score_token_ids
-        engine = ScoringEngine(state_dict, config, score_ids, device, dtype, backend, max_tokens_per_batch)
-        return cls(engine, tokenizer, format, max_length, instruction)
+        fmt = make_format(format, tokenizer, instruction)
+        engine = ScoringEngine(state_dict, config, fmt.score_token_ids, device, dtype, backend, max_tokens_per_batch)
+        return cls(engine, tokenizer, fmt, max_length)
 
     @property
     def device(self) -> str:
