@@ -164,7 +164,7 @@ class _StateDictReader(_TensorReader):
     """The same checks over an in-memory state dict (a transformers model's), e.g. for benchmarks that
     must score with exactly the weights of a model they already hold."""
 
-    def __init__(self, tensors, device, dtype, show_progress=None):
+    def __init__(self, tensors, device, dtype):
         self.tensors = tensors
         self._init({name: Path("<state dict>") for name in tensors}, device, dtype, False)
 
