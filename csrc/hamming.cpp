@@ -76,7 +76,7 @@ static void search_raw(const uint8_t* db, const int64_t* ids, int64_t n, const u
         return;
     }
     const int g = isa.group_rows;
-    Job job{db, ids, queries, nbytes, 0, 0};
+    Job job{db, ids, queries, nq, nbytes, 0, 0};
     job.row_block = std::max<int64_t>(g, ((256 * 1024) / nbytes) / g * g);
     job.query_block = std::max<int64_t>(1, std::min<int64_t>(64, 8192 / nbytes));
 
@@ -93,8 +93,6 @@ static void search_raw(const uint8_t* db, const int64_t* ids, int64_t n, const u
     T = (int)std::min<int64_t>(T, nchunks);
     std::vector<Worker> workers((size_t)T);
     for (Worker& w : workers) {
-        w.q0 = 0;
-        w.q1 = nq;
         w.hd.resize((size_t)(nq * cap));
         w.hi.resize((size_t)(nq * cap));
         w.heaps.resize((size_t)nq);

@@ -27,14 +27,16 @@ struct Job {
     const uint8_t* db;
     const int64_t* ids;
     const uint8_t* queries;
+    int64_t nq;
     int nbytes;
     int64_t row_block;    // rows per database block (about 256 KiB of codes: stays in L2)
     int64_t query_block;  // queries per block (about 8 KiB of codes: stays in L1)
 };
 
+// Every worker scans its database chunks [r0, r1) for all queries.
 struct Worker {
-    int64_t q0, q1, r0, r1;
-    std::vector<TopK> heaps;  // one per query in [q0, q1)
+    int64_t r0, r1;
+    std::vector<TopK> heaps;  // one per query
     std::vector<int32_t> hd;  // heap storage
     std::vector<int64_t> hi;
 };
@@ -65,14 +67,14 @@ inline void scan_rows(const Job& J, Worker& W) {
     alignas(64) int32_t d[G];
     for (int64_t rb = W.r0; rb < W.r1; rb += J.row_block) {
         const int64_t re = std::min(rb + J.row_block, W.r1);
-        for (int64_t qb = W.q0; qb < W.q1; qb += J.query_block) {
-            const int64_t qe = std::min(qb + J.query_block, W.q1);
+        for (int64_t qb = 0; qb < J.nq; qb += J.query_block) {
+            const int64_t qe = std::min(qb + J.query_block, J.nq);
             int64_t r = rb;
             for (; r + G <= re; r += G) {
                 const uint8_t* rows = J.db + r * n;
                 const int64_t* rid = J.ids + r;
                 for (int64_t q = qb; q < qe; ++q) {
-                    TopK& h = W.heaps[q - W.q0];
+                    TopK& h = W.heaps[q];
                     // Bit i set when row i might enter the heap; usually zero once the heap is full.
                     unsigned m = Isa::template group<NB>(J.queries + q * n, rows, n, d, h.thresh);
                     while (m) {
@@ -85,7 +87,7 @@ inline void scan_rows(const Job& J, Worker& W) {
             for (; r < re; ++r) {  // fewer than kGroup rows left (only in a worker's last chunk)
                 for (int64_t q = qb; q < qe; ++q) {
                     const int32_t dd = popcount_xor(J.queries + q * n, J.db + r * n, 0, n);
-                    TopK& h = W.heaps[q - W.q0];
+                    TopK& h = W.heaps[q];
                     if (dd <= h.thresh) h.push(dd, J.ids[r]);
                 }
             }
