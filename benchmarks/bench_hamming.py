@@ -125,6 +125,7 @@ def run_gpu(args, stamp, command):
 
     from bench_common import time_cuda_events  # beside this file
     from zkernels.binary import cuda, torch_search
+    from zkernels.binary.torch_store import TorchStore
 
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(dev)
@@ -138,10 +139,10 @@ def run_gpu(args, stamp, command):
     copy_ms = cuda_ms(lambda: buf.clone(), 10)
     copy_gbps = 2 * buf.numel() / (copy_ms / 1e3) / 1e9  # read + write
     del buf
-    from zkernels.binary.torch_store import TorchStore
-
-    # Codes made on the device, not copied from the host: wrap them in a device store directly.
+    # Codes made on the device, not copied from the host: wrap them in a device store directly
+    # (it keeps its own id-ordered copy; the original is dropped).
     store = TorchStore(width, codes, torch.arange(n, device=dev))
+    codes = store.codes
     index = BinaryIndex._from_store(args.bits, store, next_id=n)
     print(f"GPU: {name}; device copy bandwidth {copy_gbps:.0f} GB/s (read+write)")
     rows = []
