@@ -200,7 +200,8 @@ def test_list_of_queries_is_one_batch_with_the_same_results(embedder, reranker, 
     assert len(batched) == len(queries)
     for got, want in zip(batched, one_by_one):
         assert [(r["corpus_id"], r["text"]) for r in got] == [(r["corpus_id"], r["text"]) for r in want]
-        assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], rel=1e-4, abs=1e-5)
+        # equal to float32 rounding: a batch of queries is embedded (and reranked) in other matmul shapes
+        assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], rel=1e-5, abs=1e-6)
     assert batched[0] == batched[3]
 
 
