@@ -13,7 +13,7 @@ ext_modules = [
         "zkernels._hamming",
         ["csrc/hamming.cpp"],
         include_dirs=["csrc"],
-        depends=["csrc/hamming_topk.h", "csrc/hamming_scan.inc"],
+        depends=["csrc/hamming_topk.h", "csrc/hamming_scan.h", "csrc/hamming_isa.h"],
         cxx_std=17,
         extra_compile_args=["-O3"],
     ),

@@ -125,6 +125,7 @@ def run_gpu(args, stamp, command):
 
     from bench_common import time_cuda_events  # beside this file
     from zkernels.binary import cuda, torch_search
+    from zkernels.binary.torch_store import TorchStore
 
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(dev)
@@ -138,16 +139,18 @@ def run_gpu(args, stamp, command):
     copy_ms = cuda_ms(lambda: buf.clone(), 10)
     copy_gbps = 2 * buf.numel() / (copy_ms / 1e3) / 1e9  # read + write
     del buf
-    index = BinaryIndex(args.bits)
-    index._device = str(dev)
-    index._set_torch(codes, torch.arange(n, device=dev))
+    # Codes made on the device, not copied from the host: wrap them in a device store directly
+    # (it keeps its own id-ordered copy; the original is dropped).
+    store = TorchStore(width, codes, torch.arange(n, device=dev))
+    codes = store.codes
+    index = BinaryIndex._from_store(args.bits, store, next_id=n)
     print(f"GPU: {name}; device copy bandwidth {copy_gbps:.0f} GB/s (read+write)")
     rows = []
     for nq in (1, 1000):
         q = torch.randint(0, 256, (nq, width), dtype=torch.uint8, device=dev)
         kern = cuda_ms(lambda: cuda.distances(q[: min(nq, 8)], codes), 10)
         full = cuda_ms(lambda: index.search(q, k), 5 if nq == 1 else 2)
-        plain = cuda_ms(lambda: torch_search.search(codes, index._ids, q, k, args.bits), 2 if nq == 1 else 1)
+        plain = cuda_ms(lambda: torch_search.search(store.codes, store.ids, q, k, args.bits), 2 if nq == 1 else 1)
         gbps = codes.numel() / (full / 1e3) / 1e9
         kern_gbps = codes.numel() / (kern / 1e3) / 1e9
         print(f"nq={nq}: search {full:.2f} ms ({gbps:.0f} GB/s, {gbps / copy_gbps:.0%} of copy bw); distance kernel "

@@ -1,6 +1,8 @@
 // Bounded top-k selection for Hamming search: a max-heap of the k best (distance, id) pairs seen so
-// far, ordered so that the root is the current worst. "Better" means smaller distance, and on equal
-// distance the smaller stored id (the tie rule the whole package promises).
+// far, ordered so that the root is the current worst. The result contract (ascending distance, ties
+// by the smaller stored id, (FILL_DISTANCE, -1) fill) is defined once, in
+// zkernels/binary/topk_contract.py; `better` and `merge_topk` below implement it, and kFillDistance
+// is its FILL_DISTANCE (the extension exports it and a test checks the two are equal).
 #pragma once
 
 #include <algorithm>
@@ -63,7 +65,7 @@ struct TopK {
 };
 
 // Merges several heaps holding candidates for the same query into the final sorted row of k,
-// filling with (kFillDistance, -1) when fewer than k candidates exist (k > n).
+// filled as the contract says when fewer than k candidates exist (k > n).
 inline void merge_topk(const std::vector<const TopK*>& parts, int k, int32_t* out_d, int64_t* out_i) {
     std::vector<std::pair<int32_t, int64_t>> all;
     size_t total = 0;

@@ -1,6 +1,7 @@
 """BinaryIndex against an independent brute force and against FAISS IndexBinaryFlat."""
 import os
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -211,7 +212,8 @@ def test_save_load_round_trip(tmp_path, mmap):
     rng = np.random.default_rng(8)
     db = codes(rng, 300, 5)
     ix = BinaryIndex(40)
-    ix.add_with_ids(db, rng.permutation(1000)[:300])
+    stored_ids = rng.permutation(1000)[:300]
+    ix.add_with_ids(db, stored_ids)
     path = tmp_path / "ix.zkb"
     ix.save(path)
     assert os.listdir(tmp_path) == ["ix.zkb"]  # the temp file was renamed, nothing left behind
@@ -221,7 +223,7 @@ def test_save_load_round_trip(tmp_path, mmap):
     for a, b in zip(ix.search(q, 20), back.search(q, 20)):
         np.testing.assert_array_equal(a, b)
     back.add(db[:3])  # a memory-mapped index copies itself on write; ids continue after the max
-    assert len(back) == 303 and back.search(db[:1], 400)[1].max() == ix._ids[:300].max() + 3
+    assert len(back) == 303 and back.search(db[:1], 400)[1].max() == stored_ids.max() + 3
     empty = tmp_path / "empty.zkb"
     BinaryIndex(16).save(empty)
     assert len(BinaryIndex.load(empty)) == 0
@@ -266,29 +268,77 @@ def test_verify_false_skips_only_payload_check(tmp_path):
         BinaryIndex.load(path, verify=False)
 
 
-def test_concurrent_searches_and_adds():
-    rng = np.random.default_rng(11)
-    db = codes(rng, 30000, 128)
-    ix = BinaryIndex(1024, num_threads=2)
-    ix.add(db)
-    queries = [codes(rng, 3, 128, dup=False) for _ in range(12)]
-    expected = [ix.search(q, 10) for q in queries]
-    stop = threading.Event()
+POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1)
 
-    def adder():  # grows the buffer (reallocation) while searches run; new rows are far away
-        while not stop.is_set():
-            ix.add(np.zeros((500, 128), np.uint8))
+
+def exact_topk(db, ids, q, k):
+    """Independent top-k of one query: byte-table popcounts, then (distance, id) order."""
+    dist = POPCOUNT[db ^ q].sum(axis=1)
+    order = np.lexsort((ids, dist))[:k]
+    return dist[order], ids[order]
+
+
+def test_concurrent_searches_and_adds():
+    """Searches racing adds (one of which reallocates the buffer) see, each time, the exact top-k of
+    either the original rows or the original rows plus added ones. The added rows are all-zero codes
+    and the queries have few bits set, so added rows do enter the top-k (tied with original rows at
+    the k-th distance, where the tie rule decides): a search result tells which state it saw. Fails
+    if the adds raise (the adder's result is read), if any id or distance is not one of the two exact
+    answers (e.g. an id never added), or if no search saw an add finish (adds after all searches)."""
+    rng = np.random.default_rng(11)
+    n, w, k = 30000, 128, 10
+    db = codes(rng, n, w)
+    queries = []
+    for j in range(3):
+        q = np.zeros((3, w), np.uint8)
+        for row in q:
+            row[rng.choice(w, 5, replace=False)] = 0xFF  # popcount 40: all-zero rows are at distance 40
+        db[100 + 10 * j: 103 + 10 * j] = q[0] ^ np.roll(q[0], 16)  # original rows tied at distance 40 (or less)
+        queries.append(q)
+    ix = BinaryIndex(8 * w, num_threads=2)
+    ix.add(db)  # buffer capacity == n: the first concurrent add reallocates, later ones write in place
+    batch = 500
+    orig_ids = np.arange(n)
+    zero_ids = np.arange(n, n + k)  # any batch of zero rows contributes at most its k smallest ids
+    with_adds = (np.concatenate([db, np.zeros((k, w), np.uint8)]), np.concatenate([orig_ids, zero_ids]))
+    before = [[exact_topk(db, orig_ids, row, k) for row in q] for q in queries]
+    after = [[exact_topk(*with_adds, row, k) for row in q] for q in queries]
+    assert all(not np.array_equal(b[0][1], a[0][1]) for b, a in zip(before, after))  # states are distinguishable
+    stop = threading.Event()
+    adds_done = []
+    deadline = time.monotonic() + 30
+
+    def adder():
+        for _ in range(200):  # bounded: at most 200 batches
+            if stop.is_set():
+                break
+            ix.add(np.zeros((batch, w), np.uint8))
+            adds_done.append(1)
+        return len(adds_done)
+
+    def searcher(j):
+        seen = []  # per result: 0 = original rows only, 1 = with added rows
+        for _ in range(5000):  # bounded in count and (below) time
+            d, i = ix.search(queries[j], k)
+            for state, want in ((0, before[j]), (1, after[j])):
+                if all(np.array_equal(d[r], want[r][0]) and np.array_equal(i[r], want[r][1]) for r in range(3)):
+                    seen.append(state)
+                    break
+            else:
+                raise AssertionError(f"search {len(seen)} of query group {j} matches neither exact answer:\n{d}\n{i}")
+            if (seen[-1] == 1 and seen.count(1) >= 3) or fut.done() or time.monotonic() > deadline:
+                return seen
+        return seen
 
     with ThreadPoolExecutor(4) as pool:
-        pool.submit(adder)
-        results = list(pool.map(lambda q: ix.search(q, 10), queries * 2))
+        fut = pool.submit(adder)
+        seen = list(pool.map(searcher, range(len(queries))))
         stop.set()
-    for (d, i), (ed, ei) in zip(results, expected * 2):
-        # rows added meanwhile are all-zero codes with larger ids; they can only enter with a smaller
-        # distance than the k-th, so where they did not, results must be identical
-        mask = i < 30000
-        np.testing.assert_array_equal(d[mask.all(1)], ed[mask.all(1)])
-        np.testing.assert_array_equal(i[mask.all(1)], ei[mask.all(1)])
+        added = fut.result(timeout=60)  # re-raises whatever an add raised
+    assert added >= 1 and len(ix) == n + batch * added
+    for j, states in enumerate(seen):
+        assert 1 in states, f"query group {j}: no search saw an add finish (adds only after the searches?)"
+        assert states == sorted(states), f"query group {j}: rows seen, then unseen again: {states}"
 
 
 def test_numpy_fallback_warns_once_and_agrees(monkeypatch):
@@ -417,7 +467,8 @@ def test_cuda_matches_cpu(num_bits):
     q = codes(rng, 20, w, dup=False)
     q[0] = db[1]
     cpu = BinaryIndex(num_bits)
-    cpu.add_with_ids(db, rng.permutation(50000)[:5000])
+    stored_ids = rng.permutation(50000)[:5000]
+    cpu.add_with_ids(db, stored_ids)
     gpu = cpu.to("cuda")
     for k in (1, 10, 5000, 5003):
         cd, ci = cpu.search(q, k)
@@ -425,6 +476,6 @@ def test_cuda_matches_cpu(num_bits):
         assert gd.is_cuda
         np.testing.assert_array_equal(gd.cpu().numpy(), cd)
         np.testing.assert_array_equal(gi.cpu().numpy(), ci)
-    assert gpu.remove_ids(cpu._ids[:10]) == 10 and len(gpu) == 4990
+    assert gpu.remove_ids(stored_ids[:10]) == 10 and len(gpu) == 4990
     back = gpu.to("cpu")
     assert len(back) == 4990

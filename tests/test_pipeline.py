@@ -44,17 +44,15 @@ def reranker(tiny_checkpoint):
 
 
 class OverlapReranker:
-    """Scores a document by the number of query words it contains; records what it was asked."""
+    """Scores a (query, document) pair by the number of query words the document contains; records
+    the documents of each call."""
 
     def __init__(self):
         self.seen = []
 
-    def rank(self, query, documents, top_k=None, show_progress_bar=None):
-        self.seen.append(list(documents))
-        q = set(query.split())
-        scores = [len(q & set(d.split())) for d in documents]
-        order = sorted(range(len(documents)), key=lambda i: -scores[i])[:top_k]
-        return [{"corpus_id": i, "score": float(scores[i])} for i in order]
+    def predict(self, pairs, show_progress_bar=None):
+        self.seen.append([d for _, d in pairs])
+        return np.array([len(set(q.split()) & set(d.split())) for q, d in pairs], np.float32)
 
 
 def _expected_survivors(pipe, query, candidates, rerank):
@@ -129,7 +127,10 @@ def test_bad_input(embedder, tmp_path):
         pipe.add_documents(["fine", None])
     pipe.add_documents(["one document", "another document"])
     with pytest.raises(TypeError, match="query must be a string"):
-        pipe.search(["a list"])
+        pipe.search(42)
+    with pytest.raises(TypeError, match=r"queries\[1\] must be a string"):
+        pipe.search(["fine", b"bytes"])
+    assert pipe.search([]) == []
     with pytest.raises(ValueError, match="k must be a positive int"):
         pipe.search(QUERY, k=0)
     with pytest.raises(ValueError, match=r"candidates \(2\) must be at least k \(5\)"):
@@ -163,3 +164,71 @@ def test_cli_build_and_search(embedder, tiny_checkpoint, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["corpus_id"] == planted
     assert main(["index", "search", str(tmp_path), "--query", QUERY]) == 2
     assert "pipeline.json is missing" in capsys.readouterr().err
+
+
+class Spy:
+    """Wraps an object and counts calls of one method."""
+
+    def __init__(self, inner, method):
+        self.inner, self.method, self.calls = inner, method, 0
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if name != self.method:
+            return attr
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return attr(*args, **kwargs)
+        return counted
+
+
+@pytest.mark.parametrize("with_reranker", [False, True])
+def test_list_of_queries_is_one_batch_with_the_same_results(embedder, reranker, with_reranker):
+    docs, _ = _corpus(seed=6)
+    queries = [QUERY, "market engine", "violin harbor pepper", QUERY]
+    pipe = Pipeline(embedder, reranker=reranker if with_reranker else None)
+    pipe.add_documents(docs)
+    one_by_one = [pipe.search(q, k=3, candidates=20) for q in queries]
+    pipe.embedder = Spy(embedder, "encode_query")
+    if with_reranker:
+        pipe.reranker = Spy(reranker, "predict")
+    batched = pipe.search(queries, k=3, candidates=20)
+    assert pipe.embedder.calls == 1  # all queries embedded in one encode_query call
+    if with_reranker:
+        assert pipe.reranker.calls == 1  # all survivors reranked in one call
+    assert len(batched) == len(queries)
+    for got, want in zip(batched, one_by_one):
+        assert [(r["corpus_id"], r["text"]) for r in got] == [(r["corpus_id"], r["text"]) for r in want]
+        # equal to float32 rounding: a batch of queries is embedded (and reranked) in other matmul shapes
+        assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], rel=1e-5, abs=1e-6)
+    assert batched[0] == batched[3]
+
+
+def test_load_without_reranker_warns(embedder, reranker, tmp_path):
+    import warnings
+
+    pipe = Pipeline(embedder)
+    pipe.add_documents(_corpus(seed=7)[0])
+    pipe.save(tmp_path / "p")
+    with pytest.warns(UserWarning, match="not reranked"):
+        Pipeline.load(tmp_path / "p", embedder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Pipeline.load(tmp_path / "p", embedder, reranker)
+
+
+@pytest.mark.skipif(__import__("os").name != "posix", reason="POSIX permission bits")
+def test_saved_index_file_has_the_permissions_of_its_neighbours(embedder, tmp_path):
+    import os
+    import stat
+
+    pipe = Pipeline(embedder)
+    pipe.add_documents(_corpus(seed=8)[0][:5])
+    old = os.umask(0o022)
+    try:
+        pipe.save(tmp_path / "p")
+    finally:
+        os.umask(old)
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "p").iterdir()}
+    assert modes == dict.fromkeys(["index.bin", "embeddings.npy", "texts.jsonl", "pipeline.json"], 0o644)

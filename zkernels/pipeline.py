@@ -1,13 +1,14 @@
 """`Pipeline`: embed -> binary index -> Hamming search -> float rescoring -> rerank, in one object.
 
-search(query, k, candidates, rerank):
-  1. the query's float embedding is quantized to bits and the index returns the `candidates` nearest
-     documents by Hamming distance;
-  2. those candidates are rescored by the index (BinaryIndex.search's rescore=) with the float dot
+search(query or list of queries, k, candidates, rerank):
+  1. the queries' float embeddings (one encode_query call for all of them) are quantized to bits and
+     the index returns the `candidates` nearest documents of each by Hamming distance;
+  2. those candidates are rescored by the index (BinaryIndex.search_rescored) with the float dot
      product of the query embedding and the stored float document embeddings, and the best `rerank` of
      them (default min(candidates, 4 k)) survive, ties to the smaller corpus id;
-  3. the reranker scores (query, text) for the survivors and the best k are returned as
-     {"corpus_id", "score", "text"}, best first; without a reranker the float score ranks them.
+  3. the reranker scores (query, text) for the survivors of every query in one predict call, and the
+     best k per query are returned as {"corpus_id", "score", "text"}, best first (ties keep the float
+     order, as Reranker.rank does); without a reranker the float score ranks them.
 
 The folder written by save() holds the binary index, the float embeddings (float32 .npy, memory-mapped
 on load), the texts (JSONL) and pipeline.json (dimensions, counts, and caller metadata such as the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -33,6 +35,15 @@ def _positive_int(value, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def _check_queries(queries) -> list[str]:
+    if not isinstance(queries, Sequence):
+        raise TypeError(f"query must be a string or a list of strings, got {type(queries).__name__}")
+    for i, q in enumerate(queries):
+        if not isinstance(q, str):
+            raise TypeError(f"queries[{i}] must be a string, got {type(q).__name__}")
+    return list(queries)
 
 
 class Pipeline:
@@ -73,12 +84,13 @@ class Pipeline:
         self.embeddings = np.concatenate([self.embeddings, emb.astype(np.float32)])
         return list(range(first, len(self.texts)))
 
-    def search(self, query: str, k: int = 10, candidates: int = 100, rerank: int | None = None,
-               show_progress_bar: bool | None = None) -> list[dict]:
-        """The best k documents for `query`: [{"corpus_id", "score", "text"}], best first. See the
+    def search(self, query: str | Sequence[str], k: int = 10, candidates: int = 100, rerank: int | None = None,
+               show_progress_bar: bool | None = None) -> list[dict] | list[list[dict]]:
+        """The best k documents for `query`: [{"corpus_id", "score", "text"}], best first; for a list of
+        queries, one such list per query, all embedded, searched and reranked as one batch. See the
         module docstring for the three stages; `score` is the reranker's (or the float dot product)."""
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        single = isinstance(query, str)
+        queries = [query] if single else _check_queries(query)
         _positive_int(k, "k")
         _positive_int(candidates, "candidates")
         if candidates < k:
@@ -86,22 +98,35 @@ class Pipeline:
         rerank = min(candidates, 4 * k) if rerank is None else _positive_int(rerank, "rerank")
         if rerank < k or rerank > candidates:
             raise ValueError(f"rerank ({rerank}) must lie between k ({k}) and candidates ({candidates})")
-        if not self.texts:
-            return []
-        q = self.embedder.encode_query([query], dimensions=self.dimensions)
+        if not self.texts or not queries:
+            return [] if single else [[] for _ in queries]
+        q = self.embedder.encode_query(queries, dimensions=self.dimensions)
         candidates = min(candidates, len(self.texts))
         # The index's own rescoring: Hamming candidates, then float dot products against the stored float
         # embeddings (the callable reads only the candidates' rows of the memory-mapped array).
-        dots, ids = self.index.search(quantize(q, precision="ubinary"), min(rerank, candidates),
-                                      rescore=(q, lambda rows: self.embeddings[rows]), candidates=candidates)
-        found = ids[0] >= 0
-        ids, dots = ids[0][found], dots[0][found]
+        hits = self.index.search_rescored(quantize(q, precision="ubinary"), min(rerank, candidates), q,
+                                          lambda rows: self.embeddings[rows], candidates=candidates)
+        survivors = [(ids[ids >= 0], dots[ids >= 0]) for ids, dots in zip(hits.ids, hits.scores)]
         if self.reranker is None:
-            return [{"corpus_id": int(i), "score": float(s), "text": self.texts[i]} for i, s in zip(ids[:k], dots[:k])]
-        ranked = self.reranker.rank(query, [self.texts[i] for i in ids], top_k=k,
-                                    show_progress_bar=show_progress_bar)
-        return [{"corpus_id": int(ids[r["corpus_id"]]), "score": r["score"], "text": self.texts[ids[r["corpus_id"]]]}
-                for r in ranked]
+            results = [[self._hit(i, s) for i, s in zip(ids[:k], dots[:k])] for ids, dots in survivors]
+        else:
+            results = self._rerank(queries, [ids for ids, _ in survivors], k, show_progress_bar)
+        return results[0] if single else results
+
+    def _rerank(self, queries, survivor_ids, k, show_progress_bar):
+        """One reranker call for the survivors of every query, then the best k of each."""
+        pairs = [(query, self.texts[i]) for query, ids in zip(queries, survivor_ids) for i in ids]
+        scores = self.reranker.predict(pairs, show_progress_bar=show_progress_bar) if pairs else []
+        results, start = [], 0
+        for ids in survivor_ids:
+            mine = scores[start:start + len(ids)]
+            start += len(ids)
+            order = sorted(range(len(ids)), key=lambda j: -mine[j])[:k]  # stable: ties keep the float order
+            results.append([self._hit(ids[j], mine[j]) for j in order])
+        return results
+
+    def _hit(self, corpus_id, score) -> dict:
+        return {"corpus_id": int(corpus_id), "score": float(score), "text": self.texts[corpus_id]}
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Writes the index, float embeddings, texts and pipeline.json to `folder` (created if needed)."""
@@ -132,8 +157,13 @@ class Pipeline:
 
     @classmethod
     def load(cls, folder: str | os.PathLike, embedder: Embedder, reranker=None, mmap: bool = True) -> "Pipeline":
-        """Reads a folder written by save(); the embedder must be the one that built it."""
+        """Reads a folder written by save(); the embedder must be the one that built it. Without a
+        reranker, search ranks by the float embedding score only: a warning says so."""
         folder = Path(folder)
+        if reranker is None:
+            warnings.warn(f"Pipeline.load({str(folder)!r}) without a reranker: search results are ranked by the "
+                          "float embedding score and are not reranked (pass reranker= to rerank them)",
+                          UserWarning, stacklevel=2)
         meta = cls.read_metadata(folder)
         extra = {k: v for k, v in meta.items() if k not in ("format_version", "dimensions", "num_documents")}
         pipe = cls(embedder, None, reranker, dimensions=meta["dimensions"], metadata=extra)

@@ -6,6 +6,7 @@ import os
 import warnings
 
 from . import _numpy_search
+from .topk_contract import FILL_DISTANCE  # noqa: F401  (old import path)
 
 try:
     from .. import _hamming as _ext
@@ -14,13 +15,8 @@ except ImportError as exc:  # not built (source checkout without build_ext)
     _ext = None
     _IMPORT_ERROR = exc
 
-FILL_DISTANCE = _numpy_search.FILL_DISTANCE
 ENV_THREADS = "ZKERNELS_NUM_THREADS"
 _warned = False
-
-
-def have_extension() -> bool:
-    return _ext is not None
 
 
 def default_threads() -> int:
@@ -40,7 +36,8 @@ def default_threads() -> int:
 
 
 def search(db, ids, queries, k, num_threads=None, isa="auto"):
-    """db uint8 [n, w] C-contiguous, ids int64 [n], queries uint8 [nq, w]; already validated."""
+    """db uint8 [n, w] C-contiguous, ids int64 [n], queries uint8 [nq, w]; already validated.
+    Returns (distances, ids) as topk_contract.py describes."""
     global _warned
     threads = default_threads() if num_threads is None else num_threads
     if _ext is not None:

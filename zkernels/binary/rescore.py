@@ -2,7 +2,8 @@
 
 The Hamming search returns `candidates` ids per query (default k * DEFAULT_RESCORE_MULTIPLIER); each
 is scored by the dot product of the float query with a float vector for that id, and the best k by
-score are returned (descending score, ties by smaller id; -inf / -1 fill when fewer than k exist).
+score are returned: descending score (the opposite direction of a Hamming search's distances), with
+the tie rule and fill id of topk_contract.py and a -inf score fill when fewer than k exist.
 
 Where the float corpus vectors come from:
   * an array [N, dim] indexed by the stored id (ids must lie in [0, N)),
@@ -58,7 +59,7 @@ def rescore(cand_ids, float_queries, corpus, k, unpack_rows):
     full[valid] = vecs
     scores = torch.einsum("qd,qcd->qc", fq, full)
     scores = scores.masked_fill(~valid, float("-inf"))
-    # Order: descending score, ties by smaller id (stable sort by id first, then by score).
+    # Order: descending score, then the tie rule (stable sort by id first, then by score).
     by_id = torch.sort(torch.where(valid, cand_ids, torch.iinfo(torch.int64).max), dim=1, stable=True).indices
     s1 = scores.gather(1, by_id)
     by_score = torch.sort(-s1, dim=1, stable=True).indices

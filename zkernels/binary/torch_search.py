@@ -1,14 +1,15 @@
 """Exact Hamming top-k on torch tensors: the selection used by the CUDA path, plus a plain-torch
 distance function (the GPU benchmark's baseline, and what lets the selection be tested on CPU).
 
-Rows must be stored in ascending id order (BinaryIndex keeps them so on a device); then "ties broken
-by smaller id" is "ties broken by smaller row", which stable sorts give for free.
+Results follow topk_contract.py. Rows must be stored in ascending id order (torch_store.py keeps
+them so); then its tie rule (smaller id first) is "smaller row first", which stable sorts give.
 """
 from __future__ import annotations
 
 import torch
 
-FILL_DISTANCE = 2**31 - 1
+from .topk_contract import FILL_DISTANCE, FILL_ID
+
 _LUT = {}
 
 
@@ -55,7 +56,7 @@ def search(codes, ids_sorted, queries, k, num_bits, distance_fn=torch_distances,
     nq, n = queries.shape[0], codes.shape[0]
     dev = codes.device
     out_d = torch.full((nq, k), FILL_DISTANCE, dtype=torch.int32, device=dev)
-    out_i = torch.full((nq, k), -1, dtype=torch.int64, device=dev)
+    out_i = torch.full((nq, k), FILL_ID, dtype=torch.int64, device=dev)
     if nq == 0 or n == 0:
         return out_d, out_i
     kk = min(k, n)
