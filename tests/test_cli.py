@@ -182,3 +182,17 @@ def test_demo_runs_offline_with_a_parity_check(tmp_path, monkeypatch, capsys):
     assert sum(line[:3].strip().rstrip(".").isdigit() for line in captured.out.splitlines()) == 3
     # transformers' own bars (writing the checkpoint, loading the reference) do not clutter the demo
     assert "Loading weights" not in captured.err and "Writing model shards" not in captured.err, captured.err
+
+
+def test_an_unexpected_exception_is_one_line_unless_debugging(tmp_path, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise KeyError("weight_map")
+    monkeypatch.setattr("zkernels.cli.rerank.check_checkpoint", lambda *a, **k: None)
+    monkeypatch.setattr("zkernels.reranker.Reranker.from_pretrained", broken)
+    (tmp_path / "docs.txt").write_text("a document\n")
+    argv = ["rerank", "--model", str(tmp_path), "--query", "q", "--documents", str(tmp_path / "docs.txt")]
+    assert main(argv) == 1
+    assert "unexpected KeyError" in _one_error_line(capsys.readouterr().err)
+    monkeypatch.setenv("ZKERNELS_DEBUG", "1")
+    with pytest.raises(KeyError):
+        main(argv)

@@ -7,7 +7,8 @@ shows them. A new command (`serve`, `rerank-dataset`, ...) is a new module added
 Exit status: 0 done; 2 a wrong command line (argparse's usage errors, and UsageError for arguments that
 cannot work together), found before any model loads; 1 the command failed (a bad file, checkpoint or
 input) with one line `zkernels: error: ...` on stderr and no traceback; 141 stdout closed early
-(`... | head`), quietly, as for a Unix tool ended by SIGPIPE.
+(`... | head`), quietly, as for a Unix tool ended by SIGPIPE. An unexpected exception (a bug) is one
+line too, naming its type; ZKERNELS_DEBUG=1 shows the traceback of any error instead.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ COMMANDS = [rerank, index, demo]
 # Bad input, files and checkpoints raise these (CheckpointError is a ValueError); any other exception is
 # a bug in zkernels and keeps its traceback.
 RUNTIME_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
+DEBUG_ENV = "ZKERNELS_DEBUG"
 EXIT_BROKEN_PIPE = 128 + int(getattr(signal, "SIGPIPE", 13))
 
 
@@ -82,11 +84,17 @@ def main(argv=None) -> int:
         this.print_usage(sys.stderr)
         print(f"{this.prog}: error: {e}", file=sys.stderr)
         return 2
-    except RUNTIME_ERRORS as e:
-        print_error(str(e), flags)
-        return 1
     except KeyboardInterrupt:
         return 128 + int(signal.SIGINT)
+    except Exception as e:
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        if isinstance(e, RUNTIME_ERRORS):
+            print_error(str(e), flags)
+        else:
+            print_error(f"unexpected {type(e).__name__}: {e} (a bug in zkernels? {DEBUG_ENV}=1 shows the "
+                        f"traceback)", flags)
+        return 1
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ DEMO_CONFIG = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, 
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """transformers' own progress bars (writing and loading the tiny checkpoint) off: they are noise here."""
     from transformers.utils import logging as hf_logging
     was_on = hf_logging.is_progress_bar_enabled()
@@ -50,7 +50,7 @@ def demo_checkpoint(kind: str = "zerank"):
     folder = cache_dir() / f"demo-{kind}-v1"
     if not (folder / "model.safetensors").is_file():
         print(f"building the demo checkpoint (random weights) in {folder}", file=sys.stderr, flush=True)
-        with _quiet_transformers():
+        with quiet_transformers():
             make_tiny_checkpoint(folder, format=kind, seed=1234, **DEMO_CONFIG)
     return folder
 
@@ -77,7 +77,7 @@ def run_demo(device: str = "cpu", backend: str | None = None, top_k: int | None 
     print(f"\nscored {len(DOCUMENTS)} documents in {elapsed * 1000:.1f} ms (tiny model on {device}: not a speed figure)")
 
     ours = torch.tensor(reranker.predict([(QUERY, d) for d in DOCUMENTS]), dtype=torch.float64)
-    with _quiet_transformers():
+    with quiet_transformers():
         reference_model = load_reference_model(folder)
     ref = zerank_reference(reference_model, reranker.tokenizer, [(QUERY, d) for d in DOCUMENTS]).double()
     rel = ((ours - ref).abs() / ref.abs()).max().item()

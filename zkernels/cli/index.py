@@ -28,14 +28,16 @@ def _demo_folder(name: str) -> Path:
     from ..qwen_vocab import build_qwen_tokenizer, cache_dir
     from ..testing import make_tiny_embedding_checkpoint
 
+    from .demo import demo_checkpoint, quiet_transformers
+
     if name == DEMO_RERANKER:  # the same cached checkpoint `zkernels demo` uses
-        from .demo import demo_checkpoint
         return demo_checkpoint()
     folder = cache_dir() / name
     if not (folder / "config.json").is_file():
         print(f"building the demo {name.split('-')[1]} (random weights: results mean nothing) in {folder}",
               file=sys.stderr)
-        make_tiny_embedding_checkpoint(folder, tokenizer=build_qwen_tokenizer())
+        with quiet_transformers():
+            make_tiny_embedding_checkpoint(folder, tokenizer=build_qwen_tokenizer())
     return folder
 
 
