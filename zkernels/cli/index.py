@@ -91,10 +91,10 @@ def _build(args) -> int:
 
     from ..pipeline import Pipeline
 
-    _check_out_folder(args.out)
-    numbered = read_numbered_documents(args.documents)
     if args.reranker and args.no_reranker:
         raise UsageError("--reranker and --no-reranker exclude each other")
+    _check_out_folder(args.out)
+    numbered = read_numbered_documents(args.documents)
     model, reranker_path = _model_paths(args)
     embedder, reranker = _load_models(args, model, reranker_path)
     pipe = Pipeline(embedder, reranker=reranker, dimensions=args.dimensions,
