@@ -65,6 +65,16 @@ def _quiet_stdout() -> None:
 
 
 def main(argv=None) -> int:
+    try:
+        status = _run(argv)
+        sys.stdout.flush()  # here, not at interpreter exit, so a closed pipe is handled below
+        return status
+    except BrokenPipeError:  # `zkernels ... | head`: the reader left; stop quietly
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -75,11 +85,10 @@ def main(argv=None) -> int:
     try:
         with cli_warnings(flags):
             status = args.func(args)
-        sys.stdout.flush()  # here, not at exit, so a closed pipe is handled below
+        sys.stdout.flush()
         return status
     except BrokenPipeError:
-        _quiet_stdout()
-        return EXIT_BROKEN_PIPE
+        raise
     except UsageError as e:
         this.print_usage(sys.stderr)
         print(f"{this.prog}: error: {e}", file=sys.stderr)
