@@ -21,8 +21,8 @@ from . import demo, index, rerank
 from .messages import UsageError, cli_warnings, print_error
 
 COMMANDS = [rerank, index, demo]
-# Bad input, files and checkpoints raise these (CheckpointError is a ValueError); any other exception is
-# a bug in zkernels and keeps its traceback.
+# Bad input, files and checkpoints raise these (CheckpointError is a ValueError): their message is the
+# whole story. Any other exception is a bug in zkernels, reported with its type.
 RUNTIME_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
 DEBUG_ENV = "ZKERNELS_DEBUG"
 EXIT_BROKEN_PIPE = 128 + int(getattr(signal, "SIGPIPE", 13))
