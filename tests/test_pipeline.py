@@ -162,7 +162,7 @@ def test_cli_build_and_search(embedder, tiny_checkpoint, tmp_path, capsys):
         [(r["corpus_id"], r["score"]) for r in pipe.search(QUERY, k=3, candidates=20)]
     assert main(["index", "search", str(out), "--query", QUERY, "--k", "1", "--no-reranker", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["corpus_id"] == planted
-    assert main(["index", "search", str(tmp_path), "--query", QUERY]) == 2
+    assert main(["index", "search", str(tmp_path), "--query", QUERY]) == 1  # a runtime error, not usage
     assert "pipeline.json is missing" in capsys.readouterr().err
 
 

@@ -1,0 +1,53 @@
+"""Checks of a checkpoint argument made before any model loads: that it names a model folder, and one of
+the kind the option needs (an embedding checkpoint for `index --model`, a reranker for `--reranker` and
+`rerank --model`). Loading a model takes seconds to minutes; a wrong path should not."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..loading import resolve_checkpoint
+
+EMBEDDER, RERANKER = "embedding", "reranker"
+CONFIG_PATTERNS = ("*.json", "*.py")  # enough of a hub checkpoint to tell what it is
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # unreadable: the loader reports it with its own message
+
+
+def checkpoint_kind(folder: Path, name: str = "") -> str | None:
+    """EMBEDDER, RERANKER, or None where the folder does not say."""
+    from ..reranker import detect_format
+
+    modules = _read_json(folder / "modules.json")
+    kinds = ({str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)}
+             if isinstance(modules, list) else set())
+    if "Pooling" in kinds:  # a sentence-transformers embedding model pools token states into one vector
+        return EMBEDDER
+    config = _read_json(folder / "config.json")
+    archs = config.get("architectures") or [] if isinstance(config, dict) else []
+    if "LogitScore" in kinds or any(str(a).endswith("ForSequenceClassification") for a in archs):
+        return RERANKER
+    if detect_format(folder, name) is not None:
+        return RERANKER
+    return None
+
+
+def check_checkpoint(value: str, flag: str, want: str, other_flag: str | None = None) -> None:
+    """Raises ValueError naming `flag` if `value` is not a checkpoint folder (or hub id) of kind `want`;
+    other_flag: the command's option for the other kind, named in the message."""
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {value} is a file; pass the checkpoint's folder")
+    folder = resolve_checkpoint(value, allow_patterns=CONFIG_PATTERNS)  # a hub id: its config files only
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{flag} {value} has no config.json: not a model checkpoint folder")
+    kind = checkpoint_kind(folder, value)
+    if kind is not None and kind != want:
+        hint = f"; pass it as {other_flag}" if other_flag else ""
+        raise ValueError(f"{flag} {value} is {'an' if kind == EMBEDDER else 'a'} {kind} checkpoint, but {flag} "
+                         f"needs {'an' if want == EMBEDDER else 'a'} {want} checkpoint{hint}")

@@ -1,0 +1,76 @@
+"""Options and argument types shared by the commands, so every command spells and checks them alike."""
+from __future__ import annotations
+
+import argparse
+
+from .. import formats, kernels
+
+DTYPES = ("float32", "bfloat16", "float16")  # what zkernels' loaders accept by name (bf16/fp16 aliases aside)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1, checked when the command line is read (before any model loads)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def utf8_text(text: str) -> str:
+    """argparse type: text that is valid UTF-8. Python hands undecodable argv bytes over as lone
+    surrogates, which would fail deep in the tokenizer; say so here instead."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raw = e.object[e.start:e.end].encode("utf-8", "surrogateescape")
+        raise argparse.ArgumentTypeError(f"is not valid UTF-8 text: bytes {raw!r} at character {e.start}; "
+                                         f"pass UTF-8 (check the terminal's or the script's encoding)") from None
+    return text
+
+
+def add_top_k(p: argparse.ArgumentParser, default: int | None, what: str = "results to print") -> None:
+    p.add_argument("--top-k", "--k", dest="top_k", type=positive_int, default=default, metavar="N",
+                   help=f"{what} (default: {default if default is not None else 'all'}); --k is an alias")
+
+
+def add_progress(p: argparse.ArgumentParser) -> None:
+    """--progress / --no-progress, one meaning everywhere: progress bars forced on, off, or (default)
+    shown when stderr is a terminal. The value is a show_progress_bar for the API (None, True, False)."""
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show progress bars on stderr (default: only when stderr is a terminal)")
+
+
+def add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default=None, choices=kernels.BACKENDS,
+                   help="kernel backend (default: triton on cuda, torch on cpu; env ZKERNELS_BACKEND)")
+
+
+def add_device(p: argparse.ArgumentParser, backend: bool = True) -> None:
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="weights and activations dtype (default: float32 on cpu, bfloat16 on cuda)")
+    if backend:
+        add_backend(p)
+
+
+def add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default=None, choices=formats.FORMATS,
+                   help="scoring recipe of the reranker (default: what the checkpoint declares)")
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per result (rank, corpus_id, line, score, text)")
+
+
+def add_documents(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--documents", required=True, metavar="FILE",
+                   help="UTF-8 text file, one document per line (blank lines skipped), or .jsonl/.ndjson "
+                        "(each line a JSON string or {\"text\": ...})")
+
+
+def add_query(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--query", required=True, type=utf8_text, help="the query text")
