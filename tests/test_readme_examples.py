@@ -36,7 +36,6 @@ def test_cpu_example_runs_as_written(code, tmp_path, tmp_path_factory, monkeypat
     assert "cuda" not in code.lower(), "a CPU example must not need a GPU"
     if not os.environ.get("ZKERNELS_CACHE"):  # CI sets it (the demo's checkpoint is already there)
         monkeypatch.setenv("ZKERNELS_CACHE", str(tmp_path_factory.getbasetemp() / "zkernels-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)  # examples write files (an index, a demo checkpoint) where they run
     exec(compile(code, "<readme example>", "exec"), {"__name__": "__readme_example__"})
 
