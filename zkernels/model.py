@@ -49,7 +49,12 @@ class Qwen3Forward:
 
     @torch.inference_mode()
     def hidden_at_read_rows(self, batch: PackedBatch) -> torch.Tensor:
-        """Final-norm hidden states [R, hidden] at batch.read_rows, in the model dtype."""
+        """Final-norm hidden states [R, hidden] at batch.read_rows, in the model dtype.
+
+        Shapes below: T packed rows (every token of the batch), R read rows (one per prompt), S packed
+        sequences, Tq the rows that compute queries (T, or R in the last layer), H hidden, Hq / Hkv query /
+        key-value heads, D head_dim, I intermediate; Hq * D = q_width, Hkv * D = kv_width.
+        """
         c, w, ops = self.config, self.weights, self.ops
         # Checked on the host copy: no device sync.
         if int(batch.positions.max()) >= c.max_position_embeddings:
@@ -57,29 +62,32 @@ class Qwen3Forward:
                              f"max_position_embeddings {c.max_position_embeddings}")
         if int(batch.token_ids.max()) >= c.vocab_size:
             raise ValueError(f"token id {int(batch.token_ids.max())} is outside the vocabulary (size {c.vocab_size})")
-        b = batch.to(self.device)
-        n_rows = b.token_ids.shape[0]
-        hidden = w.embed[b.token_ids]
-        residual = None
+        b = batch.to(self.device)                            # token_ids, positions [T]; read_rows [R]
+        n_rows = b.token_ids.shape[0]                        # T
+        hidden = w.embed[b.token_ids]                        # [T, H]
+        residual = None                                      # then [T, H]; [R, H] once the last layer selects
         for i, layer in enumerate(w.layers):
             last = i == len(w.layers) - 1
             if residual is None:
-                x, residual = ops.rms_norm(hidden, layer.input_norm, c.rms_norm_eps), hidden
+                x, residual = ops.rms_norm(hidden, layer.input_norm, c.rms_norm_eps), hidden  # [T, H], [T, H]
             else:
-                x, residual = ops.add_rms_norm(hidden, residual, layer.input_norm, c.rms_norm_eps)
-            qkv = linear(x, layer.qkv, layer.qkv_bias)
-            q = qkv[:, :c.q_width].view(n_rows, c.num_heads, c.head_dim)
-            k = qkv[:, c.q_width:c.q_width + c.kv_width].view(n_rows, c.num_kv_heads, c.head_dim)
-            v = qkv[:, c.q_width + c.kv_width:].view(n_rows, c.num_kv_heads, c.head_dim)
+                x, residual = ops.add_rms_norm(hidden, residual, layer.input_norm, c.rms_norm_eps)  # [T, H], [T, H]
+            qkv = linear(x, layer.qkv, layer.qkv_bias)            # [T, Hq*D + 2*Hkv*D]
+            q = qkv[:, :c.q_width].view(n_rows, c.num_heads, c.head_dim)               # [T, Hq, D]
+            k = qkv[:, c.q_width:c.q_width + c.kv_width].view(n_rows, c.num_kv_heads, c.head_dim)  # [T, Hkv, D]
+            v = qkv[:, c.q_width + c.kv_width:].view(n_rows, c.num_kv_heads, c.head_dim)          # [T, Hkv, D]
             if last:  # keys and values are needed everywhere, queries and everything after only where read
+                # q [R, Hq, D], residual [R, H], q_pos [R], cu_q [S+1] (read rows per sequence)
                 q, residual, q_pos, cu_q = q[b.read_rows], residual[b.read_rows], b.positions[b.read_rows], b.cu_seqlens_read
             else:
-                q_pos, cu_q = b.positions, b.cu_seqlens
+                q_pos, cu_q = b.positions, b.cu_seqlens                                # [T], [S+1]
             q, k = ops.qk_norm_rope(q, k, layer.q_norm, layer.k_norm, self.cos, self.sin, q_pos, b.positions,
-                                    c.rms_norm_eps)
+                                    c.rms_norm_eps)                                     # [Tq, Hq, D], [T, Hkv, D]
+            # attn [Tq, Hq, D] -> o-proj [Tq, H]
             attn = ops.attention(q, k, v, cu_q, b.cu_seqlens, b.prefix_starts, b.prefix_lens, self.scale)
             hidden = linear(attn.reshape(attn.shape[0], c.q_width), layer.o, layer.o_bias)
-            x, residual = ops.add_rms_norm(hidden, residual, layer.post_norm, c.rms_norm_eps)
+            x, residual = ops.add_rms_norm(hidden, residual, layer.post_norm, c.rms_norm_eps)  # [Tq, H], [Tq, H]
+            # gate_up [Tq, 2*I] -> swiglu [Tq, I] -> down [Tq, H]
             hidden = linear(ops.swiglu(linear(x, layer.gate_up)), layer.down)
-        out, _ = ops.add_rms_norm(hidden, residual, w.final_norm, c.rms_norm_eps)
+        out, _ = ops.add_rms_norm(hidden, residual, w.final_norm, c.rms_norm_eps)  # [R, H]
         return out

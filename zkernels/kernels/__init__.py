@@ -22,10 +22,17 @@ def resolve_backend(backend: str | None = None, device="cpu") -> str:
         raise ValueError(f"unknown backend {choice!r} (from {'backend=' if backend else ENV_VAR}); "
                          f"choose one of {BACKENDS}")
     if choice == "triton" and not _triton_available():
-        raise RuntimeError("backend 'triton' was asked for but triton cannot be imported")
+        raise RuntimeError(TRITON_MISSING.format(source="backend='triton'" if backend else f"{ENV_VAR}=triton"))
     if choice == "triton" and not str(device).startswith("cuda") and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError("backend 'triton' on a CPU device needs TRITON_INTERPRET=1 (interpreter, for tests)")
     return choice
+
+
+# triton is an optional extra (about 1 GB, useful only on CUDA or under the interpreter in tests), so a
+# missing import must say how to get it rather than surface as an ImportError deep in a kernel module.
+TRITON_MISSING = ("{source} asks for the Triton kernels, but the triton package is not installed. Install it "
+                  "with `pip install \"zkernels[gpu]\"` (or `pip install triton`; a CUDA build of torch "
+                  "usually brings it), or choose backend='torch'.")
 
 
 def _triton_available() -> bool:
@@ -47,6 +54,8 @@ def get_ops(backend: str) -> SimpleNamespace:
                                qk_norm_rope=qk_norm_rope_torch, swiglu=swiglu_torch,
                                attention=attention_torch)
     if backend == "triton":
+        if not _triton_available():
+            raise RuntimeError(TRITON_MISSING.format(source="get_ops('triton')"))
         from .attention import attention_triton
         from .qk_norm_rope import qk_norm_rope_triton
         from .rms_norm import add_rms_norm_triton, rms_norm_triton
