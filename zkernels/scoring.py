@@ -109,17 +109,6 @@ class ScoringEngine:
             if progress is not None:
                 progress.close()
 
-    def hidden_states(self, prompts: Sequence[Sequence[int]], groups: Sequence | None = None,
-                      batch_size: int | None = None, show_progress_bar: bool | None = None,
-                      use_prefix_cache: bool = True, desc: str = "Scoring", head=None) -> torch.Tensor:
-        """All rows of `iter_batches` in caller order: [n, hidden] (or [n, m] of `head(hidden)`, the head
-        applied per batch)."""
-        parts = self.iter_batches(prompts, groups, batch_size=batch_size, use_prefix_cache=use_prefix_cache,
-                                  show_progress_bar=show_progress_bar, desc=desc)
-        if head is not None:
-            parts = ((index, head(hidden)) for index, hidden in parts)
-        return gather_rows(parts, len(prompts))
-
 
 def gather_rows(parts: Iterable[tuple[Sequence[int], torch.Tensor]], n: int) -> torch.Tensor:
     """Rows from `(index, rows)` parts (as `ScoringEngine.iter_batches` yields them, or a head's output
