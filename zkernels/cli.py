@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .index_cli import add_index_subcommands
     add_index_subcommands(sub)
+    from .serve.command import add_parser as add_serve_parser; add_serve_parser(sub)  # noqa: E702
     return parser
 
 
