@@ -118,8 +118,8 @@ class Server:
             except ForwardFailed as e:
                 raise ServeError(500, f"inference failed for this request: {e}") from None
             return rows.numpy(), time.perf_counter() - submitted
-        started = job.started
-        job.future.cancel()  # the worker skips it if it has not taken it yet
+        job.future.cancel()
+        started = not worker.discard(job)
         reason = "disconnected" if disconnect in done else "timeout"
         if not started:
             self.metrics.dropped.inc(model=kind, reason=reason)

@@ -29,6 +29,9 @@ def error_response(status: int, message: str, field: str | None = None, headers:
     return JSONResponse(error_body(status, message, field), status_code=status, headers=headers)
 
 
+_TYPE_NAMES = ("str", "int", "float", "bool", "list", "dict")
+
+
 def _field_name(loc) -> str:
     """('body', 'documents', 3) -> 'documents[3]'; the union branch names pydantic adds are dropped."""
     parts = [p for p in loc if p != "body"]
@@ -36,8 +39,8 @@ def _field_name(loc) -> str:
     for p in parts:
         if isinstance(p, int):
             out += f"[{p}]"
-        elif isinstance(p, str) and ("[" in p or p in ("str", "list", "function-after", "function-before")):
-            continue  # a union branch ('list[str]'), not a field
+        elif isinstance(p, str) and ("[" in p or "-" in p or p[:1].isupper() or p in _TYPE_NAMES):
+            continue  # a union branch ('str', 'list[str]', 'TextDocument'), not a field: ours are lowercase
         else:
             out += ("." if out else "") + p
     return out or "body"

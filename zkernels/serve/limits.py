@@ -42,10 +42,6 @@ async def _send_json(send, status: int, body: dict, headers: list | None = None)
     await send({"type": "http.response.body", "body": data})
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
     """413 for a body over max_bytes."""
 
@@ -62,28 +58,26 @@ class BodySizeLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await _send_json(send, 413, self._message(length.decode()))
-        seen = 0
-        started = False
+        seen, refused = 0, False
 
         async def counting_receive():
-            nonlocal seen
+            # Over the limit: answer 413 here and tell the app the client left, so it stops reading and
+            # whatever it answers is dropped (an exception would become the framework's generic 400).
+            nonlocal seen, refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge()
+                if seen > self.max_bytes and not refused:
+                    refused = True
+                    await _send_json(send, 413, self._message(f"more than {self.max_bytes}"))
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def guarded_send(message):
+            if not refused:
+                await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await _send_json(send, 413, self._message(f"more than {self.max_bytes}"))
+        await self.app(scope, counting_receive, guarded_send)
 
 
 class ApiKeyCheck:

@@ -86,6 +86,15 @@ class ModelWorker:
         self._wake.set()
         return job
 
+    def discard(self, job: Job) -> bool:
+        """Takes a job the client no longer waits for out of the queue; False if the worker has it already."""
+        try:
+            self._queue.remove(job)
+        except ValueError:
+            return False
+        self.metrics.queue_depth.set(len(self._queue), model=self.name)
+        return True
+
     async def close(self) -> None:
         """Finishes everything queued, then stops."""
         self._closing = True
