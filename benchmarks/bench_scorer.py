@@ -42,7 +42,7 @@ W2_PAYLOADS = (1, 5, 10, 25, 50, 100, 200)
 def build_zkernels_scorer(config: dict, dtype, device, hf_model=None):
     """The zkernels scorer for this config (Triton backend on CUDA). With hf_model it holds exactly that
     model's weights, so the accuracy check compares both implementations on one checkpoint."""
-    from zkernels.testing import random_model_from_config
+    from zkernels.random_checkpoints import random_model_from_config
     backend = "triton" if str(device).startswith("cuda") or os.environ.get("TRITON_INTERPRET") == "1" else "torch"
     return random_model_from_config(config, dtype, device, backend, hf_model=hf_model)
 

@@ -7,7 +7,7 @@ from test_reranker_parity import CONFIGS, PAIRS
 from zkernels import Reranker
 from zkernels.qwen_vocab import build_qwen_tokenizer
 from zkernels.reference import load_reference_model, qwen3_reranker_reference, zerank_reference
-from zkernels.testing import make_tiny_checkpoint
+from zkernels.random_checkpoints import make_tiny_checkpoint
 tmp = tempfile.mkdtemp()
 tok = build_qwen_tokenizer(f"{tmp}/tok")
 worst = 0.0

@@ -30,7 +30,7 @@ def qwen_tokenizer(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, qwen_tokenizer):
     """make(name, format=..., **config) -> folder; each distinct checkpoint is written once per session."""
-    from zkernels.testing import make_tiny_checkpoint
+    from zkernels.random_checkpoints import make_tiny_checkpoint
     made = {}
     root = tmp_path_factory.mktemp("ckpt")
 

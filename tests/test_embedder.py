@@ -35,14 +35,14 @@ def _projections(seed=1):
 
 @pytest.fixture(scope="module")
 def zembed_ckpt(tmp_path_factory, qwen_tokenizer):
-    from zkernels.testing import make_tiny_embedding_checkpoint
+    from zkernels.random_checkpoints import make_tiny_embedding_checkpoint
     return make_tiny_embedding_checkpoint(tmp_path_factory.mktemp("emb") / "zembed-tiny", tokenizer=qwen_tokenizer,
                                           max_seq_length=MAX_SEQ, projections=_projections())
 
 
 @pytest.fixture(scope="module")
 def qwen3_ckpt(tmp_path_factory, qwen_tokenizer):
-    from zkernels.testing import make_tiny_embedding_checkpoint
+    from zkernels.random_checkpoints import make_tiny_embedding_checkpoint
     return make_tiny_embedding_checkpoint(
         tmp_path_factory.mktemp("emb") / "qwen3-embedding-tiny", seed=3, tokenizer=qwen_tokenizer, suffix=None,
         append_eos=True, max_seq_length=MAX_SEQ,

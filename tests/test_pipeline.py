@@ -31,7 +31,7 @@ def _corpus(n=40, seed=0):
 
 @pytest.fixture(scope="module")
 def embedder(tmp_path_factory, qwen_tokenizer):
-    from zkernels.testing import make_tiny_embedding_checkpoint
+    from zkernels.random_checkpoints import make_tiny_embedding_checkpoint
     g = torch.Generator().manual_seed(5)
     folder = make_tiny_embedding_checkpoint(tmp_path_factory.mktemp("pipe") / "emb", tokenizer=qwen_tokenizer,
                                             prompts={}, projections={32: torch.randn(64, 32, generator=g)})

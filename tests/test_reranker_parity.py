@@ -102,7 +102,7 @@ def test_many_queries_in_one_call_equal_separate_calls(tiny_checkpoint):
 def test_from_state_dict_scores_like_the_checkpoint(tiny_checkpoint, reference_model):
     import json
 
-    from zkernels.testing import random_model_from_config
+    from zkernels.random_checkpoints import random_model_from_config
     folder = tiny_checkpoint("gqa4-tied-hd32-3l", **CONFIGS["gqa4-tied-hd32-3l"])
     from_disk = Reranker.from_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())

@@ -27,8 +27,8 @@ DEMO_CONFIG = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, 
 
 def demo_checkpoint(kind: str = "zerank"):
     """The cached demo reranker checkpoint folder (built on first use)."""
-    from .qwen_vocab import cache_dir
-    from .testing import make_tiny_checkpoint
+    from .paths import cache_dir
+    from .random_checkpoints import make_tiny_checkpoint
     folder = cache_dir() / f"demo-{kind}-v1"
     if not (folder / "model.safetensors").is_file():
         print(f"Building the demo checkpoint (random weights) in {folder} ...", flush=True)

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 
 from .binary import quantize
+from .binary.quantize import BINARY_PRECISIONS, PRECISIONS, quantize_embeddings  # noqa: F401  (old import path)
 from .config import CheckpointError, Qwen3Config
-from .loading import resolve_checkpoint
+from .loading import load_tokenizer, resolve_checkpoint
 from .projections import Projections, load_projections
-from .scoring import ScoringEngine, load_tokenizer
+from .scoring import ScoringEngine, gather_rows, pad_rows
 
-PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 ZEMBED_SUFFIX = "<|im_end|>\n"
 
 
@@ -113,27 +113,6 @@ def _check_texts(texts, what: str = "texts") -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"{what}[{i}] must be a string, got {type(t).__name__}")
     return texts
-
-
-def quantize_embeddings(embeddings: np.ndarray, precision: str) -> np.ndarray:
-    """sentence-transformers' quantize_embeddings semantics: int8/uint8 on ranges from the embeddings
-    themselves (min/max per dimension, 255 steps); binary/ubinary through zkernels.quantize (one bit per
-    dimension, value > 0, packed big-endian, binary offset by -128)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-    if precision == "float32":
-        return embeddings.astype(np.float32)
-    if precision in ("binary", "ubinary"):
-        return quantize(embeddings, precision)
-    if precision.endswith("int8"):
-        if embeddings.shape[0] < 2:
-            raise ValueError(f"precision={precision!r} calibrates its ranges on the embeddings of the call; "
-                             f"a single embedding cannot calibrate them")
-        starts = embeddings.min(axis=0).astype(np.float32)
-        steps = (embeddings.max(axis=0).astype(np.float32) - starts) / 255
-        steps = np.where(steps == 0, 1, steps)
-        q = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
-        return q.astype(np.uint8) if precision == "uint8" else (q - 128).astype(np.int8)
 
 
 class Embedder:
@@ -241,10 +220,11 @@ class Embedder:
             raise ValueError(f"truncate_dim must be an int in [1, {dim}] or None, got {truncate_dim!r}")
         prompt = self._resolve_prompt(prompt, prompt_name)
         ids = self.tokenize(texts, prompt)
-        head = self._head(self.projections.matrix(dim), truncate_dim, normalize_embeddings)
-        emb = self.engine.hidden_states(ids, None, batch_size, show_progress_bar, use_prefix_cache,
-                                        desc="Embedding", head=head)
-        if precision in ("binary", "ubinary"):
+        head = self.embedding_head(dim, truncate_dim, normalize_embeddings)
+        batches = self.engine.iter_batches(ids, batch_size=batch_size, use_prefix_cache=use_prefix_cache,
+                                           show_progress_bar=show_progress_bar, desc="Embedding")
+        emb = gather_rows(((index, head(hidden)) for index, hidden in batches), len(ids))
+        if precision in BINARY_PRECISIONS:
             emb = quantize(emb, precision)  # packed on the embeddings' device
         elif precision != "float32":
             emb = torch.from_numpy(quantize_embeddings(emb.cpu().numpy(), precision))
@@ -256,21 +236,27 @@ class Embedder:
             out = list(emb)
         return out[0] if single else out
 
-    def _head(self, matrix: torch.Tensor | None, truncate_dim: int | None, normalize_embeddings: bool):
-        """Per-row post-processing, run by the engine per canonical batch so rounding is order-free."""
+    def embedding_head(self, dimensions: int | None = None, truncate_dim: int | None = None,
+                       normalize_embeddings: bool = False):
+        """The post-processing of pooled hidden states, as a function hidden [R, hidden] -> float32
+        [R, d]: projected to `dimensions` (learned projections), normalised when the checkpoint
+        normalises, cut to `truncate_dim`, renormalised if asked. Run it per packed batch of
+        `ScoringEngine.iter_batches`; rows are padded (`pad_rows`) so each rounds the same whatever
+        else shares its batch."""
+        matrix = self.projections.matrix(self.projections.hidden_size if dimensions is None else dimensions)
         normalize = self.recipe.normalize or matrix is not None
 
         def head(hidden: torch.Tensor) -> torch.Tensor:
-            x = hidden.float()
+            x = pad_rows(hidden).float()                                      # [R_pad, hidden]
             if matrix is not None:
-                x = x @ matrix
+                x = x @ matrix                                                # [R_pad, d]
             if normalize:
                 x = torch.nn.functional.normalize(x, p=2, dim=1)
             if truncate_dim is not None:
                 x = x[:, :truncate_dim]
             if normalize_embeddings:
                 x = torch.nn.functional.normalize(x, p=2, dim=1)
-            return x.contiguous()
+            return x[:hidden.shape[0]].contiguous()                           # [R, d]
         return head
 
     def encode_query(self, texts, prompt_name: str | None = None, prompt: str | None = None, **kwargs):

@@ -40,7 +40,6 @@ CHATML_TEMPLATE = (
 class EncodedPrompts:
     ids: list[list[int]]
     groups: list[int]        # prompts with the same group share their query's prefix
-    n_truncated: int = 0
 
 
 def single_token_id(tokenizer, word: str) -> int:
@@ -163,7 +162,7 @@ class ZerankFormat(PromptFormat):
                 ids[i], cut = _fit(ids[i], n_tail, head_len[q], max_length, truncate, f"pairs[{i}]")
                 n_truncated += cut
         self._warn_truncated(n_truncated, max_length)
-        return EncodedPrompts(ids, self._group_ids([self.clip(q, "")[0] for q, _ in pairs]), n_truncated)
+        return EncodedPrompts(ids, self._group_ids([self.clip(q, "")[0] for q, _ in pairs]))
 
     def scores(self, logits):
         return torch.sigmoid(logits[:, 0] / ZERANK_TEMPERATURE)
@@ -205,7 +204,7 @@ class Qwen3RerankerFormat(PromptFormat):
                 n_truncated += cut
             ids.append(prompt)
         self._warn_truncated(n_truncated, max_length)
-        return EncodedPrompts(ids, self._group_ids([self.content(instruction, q, "") for q, _ in pairs]), n_truncated)
+        return EncodedPrompts(ids, self._group_ids([self.content(instruction, q, "") for q, _ in pairs]))
 
     def scores(self, logits):
         return torch.softmax(logits, dim=-1)[:, 1]

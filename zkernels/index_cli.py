@@ -19,8 +19,9 @@ DEMO_EMBEDDER, DEMO_RERANKER = "demo-embedder", "demo-reranker"
 
 def _demo_folder(name: str) -> Path:
     """Builds (once) and returns a demo checkpoint folder under the zkernels cache."""
-    from .qwen_vocab import build_qwen_tokenizer, cache_dir
-    from .testing import make_tiny_embedding_checkpoint
+    from .paths import cache_dir
+    from .qwen_vocab import build_qwen_tokenizer
+    from .random_checkpoints import make_tiny_embedding_checkpoint
 
     if name == DEMO_RERANKER:  # the same cached checkpoint `zkernels demo` uses
         from .demo import demo_checkpoint

@@ -20,6 +20,30 @@ INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
 
+def resolve_dtype(dtype, device: str) -> torch.dtype:
+    """The model dtype: the one asked for (a torch dtype or its name), else float32 on CPU, bfloat16 on CUDA."""
+    if dtype is None:
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, str):
+        dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                 "float16": torch.float16, "fp16": torch.float16}.get(dtype, dtype)
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
+    return dtype
+
+
+def load_tokenizer(folder: Path):
+    """The checkpoint folder's own tokenizer (transformers' AutoTokenizer), with a CheckpointError naming
+    the folder when it has none or it cannot be read."""
+    from transformers import AutoTokenizer
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+        raise CheckpointError(f"no tokenizer files (tokenizer.json / tokenizer_config.json) in {folder}")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as e:
+        raise CheckpointError(f"could not load the tokenizer in {folder}: {type(e).__name__}: {e}") from None
+
+
 def resolve_checkpoint(path_or_id: str | os.PathLike, allow_patterns: Sequence[str] | None = None) -> Path:
     """A local folder as is; otherwise a Hugging Face hub id downloaded with huggingface_hub."""
     path = Path(path_or_id).expanduser()

@@ -15,6 +15,21 @@ from .loading import Qwen3Weights
 from .packing import PackedBatch
 
 
+# CPU GEMM kernels take another code path below 8 rows and round differently there, so a row's value
+# would depend on how many rows share its matmul; padding small inputs keeps a prompt's result
+# independent of its batch (see ScoringEngine.iter_batches).
+MIN_CPU_MATMUL_ROWS = 8
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear, batch-invariant per row on CPU."""
+    n = x.shape[0]
+    if n >= MIN_CPU_MATMUL_ROWS or x.device.type != "cpu":
+        return torch.nn.functional.linear(x, weight, bias)
+    padded = torch.cat((x, x.new_zeros((MIN_CPU_MATMUL_ROWS - n, *x.shape[1:]))))
+    return torch.nn.functional.linear(padded, weight, bias)[:n]
+
+
 class Qwen3Forward:
     def __init__(self, config: Qwen3Config, weights: Qwen3Weights, backend: str):
         self.config, self.weights = config, weights
@@ -52,7 +67,7 @@ class Qwen3Forward:
                 x, residual = ops.rms_norm(hidden, layer.input_norm, c.rms_norm_eps), hidden
             else:
                 x, residual = ops.add_rms_norm(hidden, residual, layer.input_norm, c.rms_norm_eps)
-            qkv = torch.nn.functional.linear(x, layer.qkv, layer.qkv_bias)
+            qkv = linear(x, layer.qkv, layer.qkv_bias)
             q = qkv[:, :c.q_width].view(n_rows, c.num_heads, c.head_dim)
             k = qkv[:, c.q_width:c.q_width + c.kv_width].view(n_rows, c.num_kv_heads, c.head_dim)
             v = qkv[:, c.q_width + c.kv_width:].view(n_rows, c.num_kv_heads, c.head_dim)
@@ -63,8 +78,8 @@ class Qwen3Forward:
             q, k = ops.qk_norm_rope(q, k, layer.q_norm, layer.k_norm, self.cos, self.sin, q_pos, b.positions,
                                     c.rms_norm_eps)
             attn = ops.attention(q, k, v, cu_q, b.cu_seqlens, b.prefix_starts, b.prefix_lens, self.scale)
-            hidden = torch.nn.functional.linear(attn.reshape(attn.shape[0], c.q_width), layer.o, layer.o_bias)
+            hidden = linear(attn.reshape(attn.shape[0], c.q_width), layer.o, layer.o_bias)
             x, residual = ops.add_rms_norm(hidden, residual, layer.post_norm, c.rms_norm_eps)
-            hidden = torch.nn.functional.linear(ops.swiglu(torch.nn.functional.linear(x, layer.gate_up)), layer.down)
+            hidden = linear(ops.swiglu(linear(x, layer.gate_up)), layer.down)
         out, _ = ops.add_rms_norm(hidden, residual, w.final_norm, c.rms_norm_eps)
         return out

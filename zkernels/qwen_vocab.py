@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .formats import CHATML_TEMPLATE
+from .paths import cache_dir
 
 QWEN3_ADDED_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
@@ -21,10 +22,6 @@ QWEN3_ADDED_TOKENS = (
     "<think>", "</think>",
 )
 QWEN_VOCAB_SIZE = 151_936  # the embedding rows of every Qwen3 checkpoint (padded past the tokenizer)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ZKERNELS_CACHE", Path.home() / ".cache" / "zkernels"))
 
 
 def qwen_tokenizer_available() -> bool:

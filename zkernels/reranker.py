@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from .config import CheckpointError, Qwen3Config
-from .formats import FORMATS, PromptFormat, make_format
-from .loading import resolve_checkpoint
-from .scoring import ScoringEngine, load_tokenizer
+from .formats import FORMATS, EncodedPrompts, PromptFormat, make_format
+from .loading import load_tokenizer, resolve_checkpoint
+from .scoring import ScoringEngine, gather_rows, pad_rows
 
 
 def detect_format(folder: Path, name: str) -> str | None:
@@ -107,17 +107,29 @@ class Reranker:
     def device(self) -> str:
         return self.engine.device
 
+    def score_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The score head: final-norm hidden states [R, hidden] (as `ScoringEngine.iter_batches` yields
+        them) -> scores [R] float32. Run it per packed batch, on the batch's rows as yielded: the rows are
+        padded (`pad_rows`) so each row's score rounds the same whatever else shares its batch."""
+        logits = pad_rows(hidden).float() @ self.engine.score_rows.float().T  # [R_pad, m]
+        return self.format.scores(logits)[:hidden.shape[0]]                  # [R]
+
+    def encode_pairs(self, pairs, *, truncate: bool = True, instruction: str | None = None) -> EncodedPrompts:
+        """Tokenizes (query, document) pairs as the reference recipe does: prompt ids per pair, and one
+        prefix group per query. Pure tokenization (no model work): servers run it off the model worker."""
+        if self.tokenizer is None:
+            raise RuntimeError("this Reranker has no tokenizer (built from a state dict without one): "
+                               "score token ids with score_token_ids(), or pass tokenizer=")
+        return self.format.encode(_check_pairs(pairs), self.max_length, truncate, instruction)
+
     def score_token_ids(self, prompts: Sequence[Sequence[int]], groups: Sequence[int] | None = None,
                         batch_size: int | None = None, show_progress_bar: bool | None = None,
                         use_prefix_cache: bool = True) -> torch.Tensor:
         """Scores already-tokenized prompts ([n] float32 on the model's device). Prompts sharing a group
         share their common token prefix; without groups, all prompts form one group."""
-        rows = self.engine.forward.weights.score_rows.float().T
-        # The whole head runs per canonical batch: even elementwise ops (sigmoid) round differently on
-        # SIMD-remainder elements, so applying them after un-permuting would make scores order-dependent.
-        scores = self.engine.hidden_states(prompts, groups, batch_size, show_progress_bar, use_prefix_cache,
-                                           head=lambda hidden: self.format.scores(hidden.float() @ rows)[:, None])
-        return scores[:, 0]
+        batches = self.engine.iter_batches(prompts, groups, batch_size=batch_size, use_prefix_cache=use_prefix_cache,
+                                           show_progress_bar=show_progress_bar)
+        return gather_rows(((index, self.score_hidden(hidden)) for index, hidden in batches), len(prompts))
 
     def predict(self, pairs, batch_size: int | None = None, show_progress_bar: bool | None = None,
                 convert_to_numpy: bool = True, *, truncate: bool = True, instruction: str | None = None,
@@ -127,12 +139,9 @@ class Reranker:
         forward (default: only the token budget bounds a batch)."""
         single = isinstance(pairs, (list, tuple)) and len(pairs) == 2 and all(isinstance(x, str) for x in pairs)
         pairs = _check_pairs([pairs] if single else pairs)
-        if self.tokenizer is None:
-            raise RuntimeError("this Reranker has no tokenizer (built from a state dict without one): "
-                               "score token ids with score_token_ids(), or pass tokenizer=")
         if not pairs:
             return np.zeros(0, dtype=np.float32) if convert_to_numpy else torch.zeros(0)
-        encoded = self.format.encode(pairs, self.max_length, truncate, instruction)
+        encoded = self.encode_pairs(pairs, truncate=truncate, instruction=instruction)
         scores = self.score_token_ids(encoded.ids, encoded.groups, batch_size, show_progress_bar,
                                       use_prefix_cache).cpu()
         if single:

@@ -1,43 +1,23 @@
-"""Shared machinery of every model in the package: a loaded Qwen3 forward plus the packed, prefix-cached
-scheduling of many prompts through it. The reranker reads score rows at the last token; the embedder
-reads the hidden state itself. Both go through `ScoringEngine.hidden_states`.
+"""`ScoringEngine`: a loaded Qwen3 forward on one device, and the packed, prefix-cached scheduling of many
+prompts through it. It hands out canonical packed batches of final-norm hidden states; what a caller
+makes of them (the reranker's score head, the embedder's pooling and projections, the server's and the
+Ray adapter's routing of rows back to requests) is the caller's.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import torch
 
-from .config import CheckpointError, Qwen3Config
+from .config import Qwen3Config
 from .kernels import resolve_backend
-from .loading import load_qwen3_weights
+from .loading import load_qwen3_weights, resolve_dtype, load_tokenizer  # noqa: F401  (old import path)
 from .model import Qwen3Forward
 from .packing import plan_batches
 
 DEFAULT_TOKENS_PER_BATCH = {"cuda": 32_768, "cpu": 8_192}
-
-
-def resolve_dtype(dtype, device: str) -> torch.dtype:
-    if dtype is None:
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if isinstance(dtype, str):
-        dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                 "float16": torch.float16, "fp16": torch.float16}.get(dtype, dtype)
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
-    return dtype
-
-
-def load_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
-    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
-        raise CheckpointError(f"no tokenizer files (tokenizer.json / tokenizer_config.json) in {folder}")
-    try:
-        return AutoTokenizer.from_pretrained(str(folder))
-    except Exception as e:
-        raise CheckpointError(f"could not load the tokenizer in {folder}: {type(e).__name__}: {e}") from None
 
 
 class ScoringEngine:
@@ -63,15 +43,34 @@ class ScoringEngine:
     def backend(self) -> str:
         return self.forward.backend
 
-    def hidden_states(self, prompts: Sequence[Sequence[int]], groups: Sequence[int] | None = None,
-                      batch_size: int | None = None, show_progress_bar: bool | None = None,
-                      use_prefix_cache: bool = True, desc: str = "Scoring", head=None) -> torch.Tensor:
-        """Final-norm hidden state at the last token of every prompt: [n, hidden], model dtype, on device;
-        or head(hidden states) [n, m] when a head is given.
+    @property
+    def score_rows(self) -> torch.Tensor:
+        """[m, hidden], model dtype, on device: the output-projection rows a score reads (LM-head rows of
+        the score tokens, or a classifier's score.weight), in the order the loader was given them."""
+        return self.forward.weights.score_rows
 
-        Identical prompts are computed once. Prompts with the same group share their common prefix. The
-        head runs per packed batch, whose make-up is canonical, so its float rounding (a matmul's can
-        depend on a row's place in the matrix) does not depend on the caller's input order.
+    def iter_batches(self, prompts: Sequence[Sequence[int]], groups: Sequence | None = None, *,
+                     batch_size: int | None = None, use_prefix_cache: bool = True,
+                     show_progress_bar: bool | None = False, desc: str = "Scoring"
+                     ) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Runs the prompts through the model and yields, one packed forward at a time,
+        `(index, hidden)`: `hidden` [R, hidden] (model dtype, on the engine's device) is the final-norm
+        hidden state at the last token of the prompts `prompts[index[r]]`.
+
+        For the callers built on this (Reranker, Embedder, the server's scheduler, the Ray adapter):
+        - Every caller index appears exactly once over the whole iteration; `gather_rows` puts the rows
+          (or what a head made of them) back in caller order. Identical (group, prompt) pairs are
+          computed once and their row repeated.
+        - `groups` holds one hashable key per prompt (one per query); the prompts of a key share their
+          longest common token prefix, computed once per batch. Give unrelated work distinct keys (the
+          server keys by (request, query)), so what one caller sends never changes another's prefix.
+        - Batches are formed in a canonical order under `max_tokens_per_batch` (and `batch_size` prompts),
+          so the split into batches does not depend on the order of `prompts`.
+        - On CPU in float32 a prompt's row does not depend on what else is in its batch (the forward pads
+          the few shapes where CPU kernels round by batch size), so results are bit-identical however the
+          work is batched. A head applied per batch should keep that property: see `pad_rows`.
+        - Work starts at the first `next()`; a consumer may stop early, and the remaining batches are
+          never computed.
         """
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
@@ -79,25 +78,72 @@ class ScoringEngine:
             if len(p) == 0:
                 raise ValueError(f"prompt {i} has no tokens")
         groups = list(groups) if groups is not None else [0] * len(prompts)
+        if len(groups) != len(prompts):
+            raise ValueError(f"got {len(groups)} groups for {len(prompts)} prompts")
         unique: dict[tuple, int] = {}
-        slot = [unique.setdefault((groups[i], tuple(p)), len(unique)) for i, p in enumerate(prompts)]
-        u_prompts = [list(k[1]) for k in unique]
-        u_groups = [k[0] for k in unique]
-        batches = plan_batches(u_prompts, u_groups, self.max_tokens_per_batch, batch_size, use_prefix_cache)
-        progress = _progress(len(u_prompts), show_progress_bar, len(batches), desc)
-        out = None
-        for batch in batches:
-            rows = self.forward.hidden_at_read_rows(batch)
-            if head is not None:
-                rows = head(rows)
-            if out is None:
-                out = rows.new_empty((len(u_prompts), rows.shape[1]))
-            out[torch.tensor(batch.prompt_index, device=self.device)] = rows
+        copies: list[list[int]] = []  # unique prompt -> caller indices
+        for i, p in enumerate(prompts):
+            u = unique.setdefault((groups[i], tuple(p)), len(unique))
+            if u == len(copies):
+                copies.append([])
+            copies[u].append(i)
+        keys = list(unique)
+        group_ids: dict = {}
+        u_groups = [group_ids.setdefault(k[0], len(group_ids)) for k in keys]
+        batches = plan_batches([k[1] for k in keys], u_groups, self.max_tokens_per_batch, batch_size,
+                               use_prefix_cache)
+        progress = _progress(len(keys), show_progress_bar, len(batches), desc)
+        try:
+            for batch in batches:
+                hidden = self.forward.hidden_at_read_rows(batch)           # [R_unique, hidden]
+                index, take = [], []
+                for r, u in enumerate(batch.prompt_index):
+                    index.extend(copies[u])
+                    take.extend([r] * len(copies[u]))
+                if len(take) != hidden.shape[0]:
+                    hidden = hidden[torch.tensor(take, device=hidden.device)]  # [R, hidden]
+                if progress is not None:
+                    progress.update(len(batch.prompt_index))
+                yield index, hidden
+        finally:
             if progress is not None:
-                progress.update(len(batch.prompt_index))
-        if progress is not None:
-            progress.close()
-        return out[torch.tensor(slot, dtype=torch.long, device=self.device)]
+                progress.close()
+
+    def hidden_states(self, prompts: Sequence[Sequence[int]], groups: Sequence | None = None,
+                      batch_size: int | None = None, show_progress_bar: bool | None = None,
+                      use_prefix_cache: bool = True, desc: str = "Scoring", head=None) -> torch.Tensor:
+        """All rows of `iter_batches` in caller order: [n, hidden] (or [n, m] of `head(hidden)`, the head
+        applied per batch)."""
+        parts = self.iter_batches(prompts, groups, batch_size=batch_size, use_prefix_cache=use_prefix_cache,
+                                  show_progress_bar=show_progress_bar, desc=desc)
+        if head is not None:
+            parts = ((index, head(hidden)) for index, hidden in parts)
+        return gather_rows(parts, len(prompts))
+
+
+def gather_rows(parts: Iterable[tuple[Sequence[int], torch.Tensor]], n: int) -> torch.Tensor:
+    """Rows from `(index, rows)` parts (as `ScoringEngine.iter_batches` yields them, or a head's output
+    per batch) back in caller order: [n, ...]. Every index in range(n) must appear exactly once."""
+    out, seen = None, 0
+    for index, rows in parts:
+        if out is None:
+            out = rows.new_empty((n, *rows.shape[1:]))
+        out[torch.as_tensor(index, dtype=torch.long, device=rows.device)] = rows
+        seen += len(index)
+    if seen != n:
+        raise RuntimeError(f"gather_rows: got {seen} rows for {n} prompts")
+    if out is None:
+        raise ValueError("gather_rows: no rows (no prompts?)")
+    return out
+
+
+def pad_rows(x: torch.Tensor, multiple: int = 64) -> torch.Tensor:
+    """x [R, ...] with zero rows appended up to a multiple of `multiple`. A per-batch head runs on the
+    padded rows so that every real row takes the same kernel path whatever R is: CPU matmuls round
+    differently below 8 rows, and vectorised elementwise ops (sigmoid, exp) compute a vector's
+    remainder elements with scalar code that rounds differently."""
+    pad = -x.shape[0] % multiple
+    return x if pad == 0 else torch.cat((x, x.new_zeros((pad, *x.shape[1:]))))
 
 
 def _progress(total: int, show: bool | None, n_batches: int, desc: str):

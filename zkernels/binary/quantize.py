@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-PRECISIONS = ("ubinary", "binary")
+# Every output precision of an embedding, as sentence-transformers names them; the binary ones are the
+# packed-bit codes `quantize` makes and `BinaryIndex` searches.
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+BINARY_PRECISIONS = ("ubinary", "binary")
 
 
 def _check_precision(precision):
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in BINARY_PRECISIONS:
+        raise ValueError(f"precision must be one of {BINARY_PRECISIONS}, got {precision!r}")
 
 
 def _check_ndim(ndim):
@@ -67,3 +70,24 @@ def _quantize_torch(torch, x, precision):
     if precision == "ubinary":
         return packed
     return (packed.to(torch.int16) - 128).to(torch.int8)
+
+
+def quantize_embeddings(embeddings: np.ndarray, precision: str) -> np.ndarray:
+    """sentence-transformers' quantize_embeddings semantics: int8/uint8 on ranges from the embeddings
+    themselves (min/max per dimension, 255 steps); binary/ubinary through zkernels.quantize (one bit per
+    dimension, value > 0, packed big-endian, binary offset by -128)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if precision == "float32":
+        return embeddings.astype(np.float32)
+    if precision in BINARY_PRECISIONS:
+        return quantize(embeddings, precision)
+    if precision.endswith("int8"):
+        if embeddings.shape[0] < 2:
+            raise ValueError(f"precision={precision!r} calibrates its ranges on the embeddings of the call; "
+                             f"a single embedding cannot calibrate them")
+        starts = embeddings.min(axis=0).astype(np.float32)
+        steps = (embeddings.max(axis=0).astype(np.float32) - starts) / 255
+        steps = np.where(steps == 0, 1, steps)
+        q = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
+        return q.astype(np.uint8) if precision == "uint8" else (q - 128).astype(np.int8)

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 BACKENDS = ("torch", "triton")
 ENV_VAR = "ZKERNELS_BACKEND"
-OP_NAMES = ("rms_norm", "add_rms_norm", "qk_norm_rope", "swiglu", "attention")
 
 
 def resolve_backend(backend: str | None = None, device="cpu") -> str:

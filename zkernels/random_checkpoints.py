@@ -1,0 +1,131 @@
+"""Tiny random Qwen3 checkpoints written to disk in Hugging Face's format, for tests, the demo and
+benchmarks. The weights are random: scores mean nothing, only that they match the reference."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from .qwen_vocab import QWEN_VOCAB_SIZE, build_qwen_tokenizer
+
+TINY_DEFAULTS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=32, max_position_embeddings=4096, rope_theta=1_000_000.0,
+                     rms_norm_eps=1e-6, tie_word_embeddings=True)
+
+
+def _random_qwen3(model_cls, config_cls, seed: int, init_std: float, config: dict):
+    """A transformers Qwen3 model with seeded random weights (norm weights perturbed from their init of
+    ones, so a kernel that ignored them would be caught)."""
+    torch.manual_seed(seed)
+    values = {**TINY_DEFAULTS, "vocab_size": QWEN_VOCAB_SIZE, **config}
+    model = model_cls(config_cls(**values, initializer_range=init_std)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+def random_model_from_config(config: dict, dtype=torch.bfloat16, device="cuda", backend: str | None = None,
+                             hf_model=None, format: str = "zerank"):
+    """A zkernels Reranker with random weights of the given Qwen3 config.json shape (benchmarks: the time
+    a forward takes does not depend on the weights' values). With hf_model (a transformers
+    Qwen3ForCausalLM), the Reranker holds exactly that model's weights. No tokenizer: score token ids."""
+    from .reranker import Reranker
+
+    if hf_model is None:
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+        conf = Qwen3Config(**{k: v for k, v in config.items() if not k.startswith("_")
+                              and k not in ("architectures", "torch_dtype")})
+        with torch.device(device):  # initialise on the device: seconds for billions of parameters
+            hf_model = Qwen3ForCausalLM._from_config(conf, dtype=dtype)
+    return Reranker.from_state_dict(hf_model.state_dict(), config, format, None, device, dtype, backend=backend)
+
+
+def make_tiny_checkpoint(folder: str | Path, format: str | None = "zerank", seed: int = 0,
+                         init_std: float = 0.08, tokenizer=None, **config) -> Path:
+    """Writes a random Qwen3ForCausalLM checkpoint with Qwen's real tokenizer to `folder`.
+
+    init_std is larger than transformers' 0.02 so scores vary across documents and a wrong computation
+    cannot hide behind near-constant outputs. format "zerank" adds the 1_LogitScore marker real zerank-2
+    revisions ship; "qwen3-reranker" and None add nothing (pass format= when loading).
+    """
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    folder = Path(folder)
+    model = _random_qwen3(Qwen3ForCausalLM, Qwen3Config, seed, init_std, config)
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    (tokenizer or build_qwen_tokenizer()).save_pretrained(str(tmp))
+    if format == "zerank":
+        (tmp / "1_LogitScore").mkdir()
+        (tmp / "1_LogitScore" / "config.json").write_text(json.dumps({"true_token_id": 9454}))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+ZEMBED_PROMPTS = {
+    "query": "<|im_start|>system\nquery<|im_end|>\n<|im_start|>user\n",
+    "document": "<|im_start|>system\ndocument<|im_end|>\n<|im_start|>user\n",
+}
+
+
+def make_tiny_embedding_checkpoint(folder: str | Path, seed: int = 0, init_std: float = 0.08, tokenizer=None,
+                                   prompts: dict | None = ZEMBED_PROMPTS, suffix: str | None = "<|im_end|>\n",
+                                   max_seq_length: int = 512, projections: dict | None = None,
+                                   append_eos: bool = False, normalize: bool = True, **config) -> Path:
+    """Writes a random Qwen3Model embedding checkpoint in sentence-transformers' format to `folder`.
+
+    modules.json: Transformer (root), Pooling (last token, include_prompt), Normalize (if `normalize`);
+    config_sentence_transformers.json holds `prompts` and, where given, zkernels' `suffix` declaration
+    (sentence-transformers ignores the key; zembed-1 declares its suffix in its own code instead).
+    append_eos gives the tokenizer a post-processor that appends <|endoftext|>, as Qwen3-Embedding's does.
+    projections: {dim: tensor [d_in, dim]} written to projections.safetensors keyed by str(dim).
+    The weights are random: embeddings mean nothing, only that they match the reference.
+    """
+    from safetensors.torch import save_file
+    from transformers import Qwen3Config, Qwen3Model
+
+    folder = Path(folder)
+    values = {**TINY_DEFAULTS, "vocab_size": QWEN_VOCAB_SIZE, **config}
+    model = _random_qwen3(Qwen3Model, Qwen3Config, seed, init_std, config)
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tok = tokenizer or build_qwen_tokenizer()
+    if append_eos:
+        import copy
+        from tokenizers.processors import TemplateProcessing
+        tok = copy.deepcopy(tok)
+        eos_id = tok.convert_tokens_to_ids("<|endoftext|>")
+        tok.backend_tokenizer.post_processor = TemplateProcessing(
+            single="$A <|endoftext|>", pair="$A $B <|endoftext|>", special_tokens=[("<|endoftext|>", eos_id)])
+    tok.save_pretrained(str(tmp))
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (tmp / "2_Normalize").mkdir()
+    (tmp / "modules.json").write_text(json.dumps(modules, indent=2))
+    (tmp / "1_Pooling").mkdir()
+    pooling = {"word_embedding_dimension": values["hidden_size"], "pooling_mode_cls_token": False,
+               "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
+               "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
+               "pooling_mode_lasttoken": True, "include_prompt": True}
+    (tmp / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
+    st_config = {"prompts": dict(prompts or {}), "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    if suffix:
+        st_config["suffix"] = suffix
+    (tmp / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2))
+    (tmp / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
+                                                               "do_lower_case": False}))
+    if projections:
+        save_file({str(int(d)): m.detach().to(torch.float32).contiguous() for d, m in projections.items()},
+                  str(tmp / "projections.safetensors"))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
