@@ -105,11 +105,20 @@ def bits_equal(a, b) -> bool:
     return a.shape == b.shape and bool(torch.equal(a.view(torch.int32), b.view(torch.int32)))
 
 
+_MODELS: dict = {}  # one pair for the whole session (a session fixture imported by several modules is rebuilt)
+
+
 @pytest.fixture(scope="session")
 def served_models(tiny_checkpoint, qwen_tokenizer, tmp_path_factory):
     """(Reranker, Embedder) on tiny random checkpoints; the embedder has learned projections 64 -> 32 -> 16."""
+    if "pair" not in _MODELS:
+        _MODELS["pair"] = _build_models(tiny_checkpoint, qwen_tokenizer, tmp_path_factory)
+    return _MODELS["pair"]
+
+
+def _build_models(tiny_checkpoint, qwen_tokenizer, tmp_path_factory):
     from zkernels import Embedder, Reranker
-    from zkernels.testing import make_tiny_embedding_checkpoint
+    from zkernels.random_checkpoints import make_tiny_embedding_checkpoint
     reranker = Reranker.from_pretrained(tiny_checkpoint("serve-reranker", seed=3), dtype=torch.float32)
     gen = torch.Generator().manual_seed(5)
     folder = make_tiny_embedding_checkpoint(tmp_path_factory.mktemp("serve") / "embedder", seed=4,

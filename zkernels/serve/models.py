@@ -113,8 +113,8 @@ def demo_embedding_checkpoint() -> Path:
     """The cached demo embedder (random weights, zembed-1's prompts and suffix, learned projections to
     64 and 32 dimensions), built on first use next to the demo reranker."""
     from ..demo import DEMO_CONFIG
-    from ..qwen_vocab import cache_dir
-    from ..testing import make_tiny_embedding_checkpoint
+    from ..paths import cache_dir
+    from ..random_checkpoints import make_tiny_embedding_checkpoint
     folder = cache_dir() / "demo-embedder-v1"
     if not (folder / "model.safetensors").is_file():
         print(f"Building the demo embedder (random weights) in {folder} ...", flush=True)
