@@ -49,7 +49,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    import uvicorn
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as e:
+        print(f"zkernels serve: error: {e.name} is not installed; install the server's dependencies with "
+              f"pip install 'zkernels[serve]'", file=sys.stderr)
+        return 2
 
     from .app import create_app
     from .models import load_served_models
