@@ -4,7 +4,8 @@ Both servers answer ZeroEntropy's `POST /v1/models/rerank` on loopback with the 
 calls `Reranker.predict` once per request, one request at a time (a lock: concurrent predicts on the
 same CPU cores only fight over them), which is the naive server the issue compares with. N concurrent
 clients (1, 4, 16, 64) each send realistic rerank requests (1 query x 10-100 documents of 20-120 words)
-back to back for a bounded time; the script prints requests/s, documents/s and p50/p90/p99 latency for
+back to back for a bounded time (the batching server gets a long --timeout-s: the baseline has
+none, and a 504 would count against the batching server only); the script prints requests/s, documents/s and p50/p90/p99 latency for
 both, and the batching/baseline throughput ratio.
 
     python benchmarks/bench_serve.py                        # demo model (random weights), CPU
@@ -224,15 +225,16 @@ def main(argv=None) -> int:
     model = str(args.reranker or demo_checkpoint())
 
     if args.smoke:
-        from zkernels.serve import create_app
+        from zkernels.serve import ServeLimits, create_app
         from zkernels.serve.models import ServedReranker
         reranker = _load_reranker(args)
-        servers = {"batching": lambda: ThreadServer(create_app(ServedReranker(reranker, "bench"))),
+        servers = {"batching": lambda: ThreadServer(create_app(ServedReranker(reranker, "bench"),
+                                                               limits=ServeLimits(timeout_s=3600))),
                    "baseline": lambda: ThreadServer(baseline_app(reranker))}
     else:
         common = ["--device", args.device] + (["--dtype", args.dtype] if args.dtype else [])
         servers = {"batching": lambda: SubprocessServer([sys.executable, "-m", "zkernels", "serve", "--reranker", model,
-                                                         "--log-level", "warning", *common]),
+                                                         "--log-level", "warning", "--timeout-s", "3600", *common]),
                    "baseline": lambda: SubprocessServer([sys.executable, __file__, "--baseline-server",
                                                          "--reranker", model, *common])}
     rows = []

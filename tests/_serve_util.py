@@ -13,9 +13,9 @@ STARTUP_S = 60
 
 
 class LiveServer:
-    def __init__(self, app):
+    def __init__(self, app, wait_healthy: bool = True):
         import uvicorn
-        self.app = app
+        self.app, self.wait_healthy = app, wait_healthy
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                                     access_log=False))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -34,7 +34,7 @@ class LiveServer:
             time.sleep(0.02)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        while httpx.get(self.url + "/health", timeout=5).status_code != 200:
+        while self.wait_healthy and httpx.get(self.url + "/health", timeout=5).status_code != 200:
             if time.monotonic() > deadline:
                 raise RuntimeError("the test server never became healthy (warm-up)")
             time.sleep(0.02)

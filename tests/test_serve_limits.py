@@ -74,11 +74,27 @@ def test_413_too_many_documents_and_bytes(live):
     _ok(live)
 
 
-def test_404_for_a_model_not_loaded(served_models):  # noqa: F811
+def test_404_for_a_model_not_loaded_and_413_over_the_model_length(served_models):  # noqa: F811
     with LiveServer(make_app(served_models, embedder=False)) as live:
         r = httpx.post(live.url + "/v1/embeddings", json={"model": "m", "input": ["a"]}, timeout=30)
         assert r.status_code == 404 and "--embedder" in r.json()["error"]["message"]
+        long_text = "word " * 4200  # over the tiny model's 4096 positions
+        r = httpx.post(live.url + "/rerank", json={"query": "q", "texts": ["short", long_text]}, timeout=60)
+        assert r.status_code == 413 and "max_length" in r.json()["error"]["message"]  # TEI: truncate=false
+        r = httpx.post(live.url + RERANK, json={"model": "m", "query": "q", "documents": [long_text]}, timeout=60)
+        assert r.status_code == 200  # the reference recipe cuts the document's end
         _ok(live)
+
+
+def test_health_is_503_until_the_warm_up_forward_ran(served_models):  # noqa: F811
+    reranker = served_models[0]
+    with ForwardGate(reranker.engine, closed=True) as gate:
+        with LiveServer(make_app(served_models, embedder=False), wait_healthy=False) as live:
+            wait_until(gate.entered.is_set, what="the warm-up forward")
+            r = httpx.get(live.url + "/health", timeout=10)
+            assert r.status_code == 503 and r.json()["status"] == "loading"
+            gate.open()
+            wait_until(lambda: httpx.get(live.url + "/health", timeout=10).status_code == 200, what="healthy")
 
 
 def test_401_wrong_or_missing_key(served_models):  # noqa: F811

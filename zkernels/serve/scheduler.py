@@ -146,6 +146,8 @@ class ModelWorker:
         except Exception as first:
             unfinished = [j for j in jobs if j.n_done < len(j.prompts) and not j.future.done()]
             self.metrics.forward_failures.inc(len(unfinished), model=self.name)
+            if torch.cuda.is_available() and str(self.engine.device).startswith("cuda"):
+                torch.cuda.empty_cache()  # after an out-of-memory error, give the retry the cached blocks back
             for job in unfinished:  # retried once, alone, in batches half the job's size
                 job.parts, job.n_done = [], 0
                 try:
