@@ -78,7 +78,7 @@ def test_404_for_a_model_not_loaded_and_413_over_the_model_length(served_models)
     with LiveServer(make_app(served_models, embedder=False)) as live:
         r = httpx.post(live.url + "/v1/embeddings", json={"model": "m", "input": ["a"]}, timeout=30)
         assert r.status_code == 404 and "--embedder" in r.json()["error"]["message"]
-        long_text = "word " * 4200  # over the tiny model's 4096 positions
+        long_text = "a1!" * 4000  # ~10,000 tokens after zerank's 10,000-character clip: over 4096 positions
         r = httpx.post(live.url + "/rerank", json={"query": "q", "texts": ["short", long_text]}, timeout=60)
         assert r.status_code == 413 and "max_length" in r.json()["error"]["message"]  # TEI: truncate=false
         r = httpx.post(live.url + RERANK, json={"model": "m", "query": "q", "documents": [long_text]}, timeout=60)
