@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from _serve_util import (DOCS, ForwardGate, LiveServer, make_app, served_models,  # noqa: E402,F401
+from _serve_util import (ForwardGate, LiveServer, make_app, served_models,  # noqa: E402,F401
                          wait_until)
 from zkernels.serve import ServeLimits  # noqa: E402
 

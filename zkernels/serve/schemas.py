@@ -1,5 +1,5 @@
 """Request bodies of each API family, as its official client sends them (read from the clients' code:
-zeroentropy 0.1.0a11 `models.rerank/embed`, cohere 5.x `ClientV2.rerank`, openai 1.x/2.x
+zeroentropy 0.1.0a11 `models.rerank/embed`, cohere 7.3 `ClientV2.rerank`, openai 3.57
 `embeddings.create`, TEI's OpenAPI). Fields a client sends that zkernels has no use for are accepted and
 ignored (extra="ignore"), so an unmodified client works; a field of the wrong type is a 422 naming it.
 """
