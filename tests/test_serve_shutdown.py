@@ -1,0 +1,85 @@
+"""`zkernels serve` as a user runs it: a subprocess on the built-in demo models (no model flags), and
+SIGTERM with requests still queued: every one of them is answered, correctly, before the process exits."""
+import concurrent.futures
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from _serve_util import DOCS, bits_equal  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTUP_S = 180
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _queue_depth(url: str) -> float:
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith('zkernels_queue_depth{model="reranker"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_demo_server_sigterm_answers_queued_requests(tmp_path, qwen_tokenizer):
+    qwen_tokenizer.save_pretrained(str(tmp_path / "qwen-tokenizer"))  # the demo builds on it; saves ~2 s
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "ZKERNELS_CACHE": str(tmp_path), "PYTHONPATH": os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    proc = subprocess.Popen([sys.executable, "-m", "zkernels", "serve", "--port", str(port), "--log-level", "warning"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the server did not become healthy"
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        bodies = [{"model": "zerank-2", "query": f"query number {k}",
+                   "documents": [f"{DOCS[j % len(DOCS)]} {k} " + "filler " * (10 + j) for j in range(16)]}
+                  for k in range(8)]
+        with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+            futures = [pool.submit(httpx.post, url + "/v1/models/rerank", json=b, timeout=120) for b in bodies]
+            deadline = time.monotonic() + 60
+            while _queue_depth(url) < 1:  # SIGTERM only once work is waiting in the queue
+                assert time.monotonic() < deadline and not any(f.done() for f in futures), "nothing queued"
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGTERM)
+            responses = [f.result(timeout=120) for f in futures]
+        # uvicorn re-raises the signal once it has shut down cleanly: exit by SIGTERM is the normal end
+        assert proc.wait(60) in (0, -signal.SIGTERM)
+        output = proc.stdout.read()
+        assert "DEMO models" in output
+        from zkernels import Reranker
+        reranker = Reranker.from_pretrained(tmp_path / "demo-zerank-v1", dtype=torch.float32)
+        for body, r in zip(bodies, responses):
+            assert r.status_code == 200, r.text
+            expected = reranker.predict([(body["query"], d) for d in body["documents"]])
+            got = np.zeros(len(expected), np.float32)
+            for row in r.json()["results"]:
+                got[row["index"]] = row["relevance_score"]
+            assert bits_equal(got, expected)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

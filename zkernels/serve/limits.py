@@ -1,0 +1,103 @@
+"""Request limits and the API key check, applied before a request reaches its route.
+
+Both are plain ASGI middleware so they run before the body is parsed: a too-large body is refused
+without reading it into memory (Content-Length, or counting a chunked body as it arrives), and a
+request without the key gets 401 before any validation.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import asdict, dataclass
+
+from .errors import error_body
+
+
+@dataclass
+class ServeLimits:
+    max_queue: int = 512              # requests waiting per model before 503
+    max_request_docs: int = 1000      # documents (rerank) or inputs (embed) per request
+    max_request_bytes: int = 8 << 20  # request body size
+    timeout_s: float = 60.0           # from arrival to response
+    max_batch_tokens: int | None = None  # tokens per forward (default: the engine's budget)
+
+    def __post_init__(self):
+        for name in ("max_queue", "max_request_docs", "max_request_bytes"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {self.timeout_s!r}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be positive, got {self.max_batch_tokens!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+async def _send_json(send, status: int, body: dict, headers: list | None = None) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+                + (headers or [])})
+    await send({"type": "http.response.body", "body": data})
+
+
+class BodySizeLimit:
+    """413 for a body over max_bytes."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    def _message(self, size: str) -> dict:
+        return error_body(413, f"the request body is {size} bytes, over the limit of {self.max_bytes} bytes "
+                               f"(--max-request-bytes)")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await _send_json(send, 413, self._message(length.decode()))
+        seen, refused = 0, False
+
+        async def counting_receive():
+            # Over the limit: answer 413 here and tell the app the client left, so it stops reading and
+            # whatever it answers is dropped (an exception would become the framework's generic 400).
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes and not refused:
+                    refused = True
+                    await _send_json(send, 413, self._message(f"more than {self.max_bytes}"))
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
+
+
+class ApiKeyCheck:
+    """401 unless `Authorization: Bearer <key>` matches (constant-time). /health stays open for probes."""
+
+    OPEN_PATHS = ("/health",)
+
+    def __init__(self, app, api_key: str | None):
+        self.app = app
+        self.key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope, receive, send):
+        if self.key is None or scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        # compare_digest on equal-type bytes: time does not depend on where the first difference is
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
+            return await self.app(scope, receive, send)
+        reason = "missing" if not header else "wrong"
+        await _send_json(send, 401, error_body(401, f"{reason} API key: send 'Authorization: Bearer <key>' with the "
+                                                    f"key the server was started with"),
+                         [(b"www-authenticate", b"Bearer")])

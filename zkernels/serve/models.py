@@ -1,0 +1,147 @@
+"""What each served model does around the shared scheduler: tokenization (run in a thread pool, off the
+model worker) and the head that turns hidden rows into outputs (run by the worker per packed batch).
+Also loads the models `zkernels serve` was asked for, or the built-in demo models.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Hashable
+
+import torch
+
+from .errors import ServeError
+
+DEMO_EMBEDDER_DIMENSIONS = (64, 32)  # learned projections the demo embedder ships (hidden size 128)
+
+
+@dataclass
+class Encoded:
+    prompts: list[list[int]]
+    groups: list[int]
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(p) for p in self.prompts)
+
+
+class ServedReranker:
+    kind = "reranker"
+
+    def __init__(self, reranker, name: str):
+        self.model, self.name, self.engine = reranker, name, reranker.engine
+
+    def encode(self, query: str, documents: list[str], truncate: bool = True) -> Encoded:
+        """Prompt ids of (query, document) pairs, exactly as Reranker.predict builds them. A prompt over
+        the model's max_length with truncate=False is a 413."""
+        try:
+            encoded = self.model.encode_pairs([(query, d) for d in documents], truncate=truncate)
+        except ValueError as e:
+            raise ServeError(413, f"{e}", field="documents") from None
+        return Encoded(encoded.ids, encoded.groups)
+
+    def head(self, key: Hashable):
+        return self.model.score_hidden
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "format": self.model.format.name,
+                "max_length": self.model.max_length}
+
+    def warmup_prompts(self) -> Encoded:
+        return self.encode("warm-up query", ["warm-up document"])
+
+
+class ServedEmbedder:
+    kind = "embedder"
+
+    def __init__(self, embedder, name: str):
+        self.model, self.name, self.engine = embedder, name, embedder.engine
+        suffix = embedder.suffix
+        self._suffix_len = len(embedder.tokenizer(suffix, add_special_tokens=False).input_ids) if suffix else 0
+
+    def prompt_for(self, input_type: str | None = None, prompt_name: str | None = None) -> str | None:
+        """The prompt Embedder.encode_query / encode_document (input_type) or encode(prompt_name=) use."""
+        prompts = self.model.prompts
+        if prompt_name is not None:
+            if prompt_name not in prompts:
+                raise ServeError(422, f"prompt_name {prompt_name!r} is not among the model's prompts {list(prompts)}",
+                                 field="prompt_name")
+        elif input_type == "query":
+            prompt_name = "query" if "query" in prompts else None
+        elif input_type == "document":
+            prompt_name = next((n for n in ("document", "passage", "corpus") if n in prompts), None)
+        prompt_name = prompt_name or self.model.default_prompt_name
+        return prompts[prompt_name] if prompt_name is not None else None
+
+    def check_dimensions(self, dimensions: int | None) -> int:
+        dims = self.model.dimensions
+        if dimensions is None:
+            return dims[0]
+        if dimensions not in dims:
+            raise ServeError(422, f"dimensions={dimensions} is not offered by this model; choose one of {dims}",
+                             field="dimensions")
+        return dimensions
+
+    def encode(self, texts: list[str], prompt: str | None, truncate: bool = True) -> Encoded:
+        try:
+            ids = self.model.tokenize(texts, prompt)
+        except ValueError as e:
+            raise ServeError(422, str(e), field="input") from None
+        if not truncate:  # a text that reached the limit may have been cut: measure it uncut
+            limit = self.model.max_seq_length
+            for i, (t, p) in enumerate(zip(texts, ids)):
+                if len(p) >= limit:
+                    full = len(self.model.tokenizer((prompt or "") + t, add_special_tokens=True).input_ids)
+                    if full + self._suffix_len > limit:
+                        raise ServeError(413, f"input {i} is {full + self._suffix_len} tokens, over the model's "
+                                              f"max_seq_length {limit}; send truncate=true to cut it", field="inputs")
+        return Encoded(ids, [0] * len(ids))
+
+    def head(self, key: Hashable):
+        dimensions, normalize = key
+        return self.model.embedding_head(dimensions=dimensions, normalize_embeddings=normalize)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "dimensions": self.model.dimensions,
+                "prompts": sorted(self.model.prompts), "max_seq_length": self.model.max_seq_length}
+
+    def warmup_prompts(self) -> Encoded:
+        return self.encode(["warm-up text"], self.prompt_for("document"))
+
+
+def demo_embedding_checkpoint() -> Path:
+    """The cached demo embedder (random weights, zembed-1's prompts and suffix, learned projections to
+    64 and 32 dimensions), built on first use next to the demo reranker."""
+    from ..demo import DEMO_CONFIG
+    from ..paths import cache_dir
+    from ..random_checkpoints import make_tiny_embedding_checkpoint
+    folder = cache_dir() / "demo-embedder-v1"
+    if not (folder / "model.safetensors").is_file():
+        print(f"Building the demo embedder (random weights) in {folder} ...", flush=True)
+        gen = torch.Generator().manual_seed(4321)
+        sizes = (DEMO_CONFIG["hidden_size"],) + DEMO_EMBEDDER_DIMENSIONS
+        projections = {d_out: torch.randn(d_in, d_out, generator=gen) / d_in ** 0.5
+                       for d_in, d_out in zip(sizes, sizes[1:])}
+        make_tiny_embedding_checkpoint(folder, seed=4321, projections=projections, **DEMO_CONFIG)
+    return folder
+
+
+def load_served_models(reranker: str | None, embedder: str | None, device: str = "cpu", dtype=None,
+                       max_batch_tokens: int | None = None, backend: str | None = None):
+    """(ServedReranker | None, ServedEmbedder | None, demo: bool). No paths at all: the demo models."""
+    from ..demo import demo_checkpoint
+    from ..embedder import Embedder
+    from ..reranker import Reranker
+
+    demo = reranker is None and embedder is None
+    if demo:
+        reranker, embedder = str(demo_checkpoint()), str(demo_embedding_checkpoint())
+    common = dict(device=device, dtype=dtype, backend=backend, max_tokens_per_batch=max_batch_tokens)
+    served_r = served_e = None
+    if reranker is not None:
+        name = "demo-reranker" if demo else Path(reranker).name
+        served_r = ServedReranker(Reranker.from_pretrained(reranker, show_progress_bar=False, **common), name)
+    if embedder is not None:
+        name = "demo-embedder" if demo else Path(embedder).name
+        served_e = ServedEmbedder(Embedder.from_pretrained(embedder, show_progress_bar=False, **common), name)
+    return served_r, served_e, demo
