@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .index_cli import add_index_subcommands
     add_index_subcommands(sub)
+    from .ray_cli import add_parsers as add_ray_parsers
+    add_ray_parsers(sub)
     return parser
 
 
