@@ -73,3 +73,33 @@ def test_detect_format():
         detect_format("data.csv")
     with pytest.raises(ValueError, match="format must be one of"):
         detect_format("a.parquet", "csv")
+
+
+def test_batch_size_follows_the_token_budget():
+    from zkernels.ray.datasets import MAX_BATCH, MIN_BATCH, estimate_batch_size
+    rows = [{"query": "q" * 400, "document": "d" * 3600}]  # ~40 template + 1000 text tokens
+    assert estimate_batch_size(rows, ["query", "document"], on_gpu=False, max_tokens_per_batch=None) == 31
+    assert estimate_batch_size(rows, ["query", "document"], on_gpu=True, max_tokens_per_batch=None) == 126
+    assert estimate_batch_size(rows, ["query", "document"], on_gpu=True, max_tokens_per_batch=1040) == MIN_BATCH
+    assert estimate_batch_size([{"text": ""}], ["text"], on_gpu=True, max_tokens_per_batch=None) == 3276
+    assert estimate_batch_size([{"text": ""}], ["text"], on_gpu=True, max_tokens_per_batch=10**6) == MAX_BATCH
+
+
+def test_default_resources_are_one_actor_per_gpu(monkeypatch):
+    """resolve_resources against a stand-in for ray reporting a cluster's resources."""
+    import types
+
+    from zkernels.ray import datasets
+
+    def fake_ray(gpus):
+        pool = lambda **kw: kw  # noqa: E731  (ActorPoolStrategy's arguments, to inspect)
+        return types.SimpleNamespace(is_initialized=lambda: True, cluster_resources=lambda: {"CPU": 64, "GPU": gpus},
+                                     data=types.SimpleNamespace(ActorPoolStrategy=pool))
+    monkeypatch.setattr(datasets, "_ray", lambda: fake_ray(8))
+    assert datasets.resolve_resources(None, None, None) == ({"size": 8}, 1, 1)
+    assert datasets.resolve_resources(None, 0.5, 2) == ({"size": 16}, 0.5, 2)
+    assert datasets.resolve_resources((2, 6), None, None) == ({"min_size": 2, "max_size": 6}, 1, 1)
+    monkeypatch.setattr(datasets, "_ray", lambda: fake_ray(0))
+    assert datasets.resolve_resources(None, None, None) == ({"size": 1}, 0, 1)
+    with pytest.raises(ValueError, match="concurrency must be a positive int or a"):
+        datasets.resolve_resources((3, 2), None, None)

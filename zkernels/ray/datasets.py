@@ -47,11 +47,11 @@ def check_columns(ds, columns: list[str], what: str) -> None:
             raise TypeError(f"{what}: column {name!r} must hold strings, but its type is {kind}")
 
 
-def estimate_batch_size(ds, columns: list[str], on_gpu: bool, max_tokens_per_batch: int | None) -> int:
+def estimate_batch_size(sample: list[dict], columns: list[str], on_gpu: bool,
+                        max_tokens_per_batch: int | None) -> int:
     """Rows per Ray batch: a few forwards' token budget divided by the tokens of a typical row, from a
     sample of the first rows."""
     budget = max_tokens_per_batch or TOKENS_PER_FORWARD["gpu" if on_gpu else "cpu"]
-    sample = ds.take(256)
     chars = [sum(len(str(row.get(c, ""))) for c in columns) for row in sample] or [0]
     tokens_per_row = PROMPT_TOKENS + sum(chars) / len(chars) / CHARS_PER_TOKEN
     return int(min(MAX_BATCH, max(MIN_BATCH, FORWARDS_PER_BATCH * budget / tokens_per_row)))
@@ -86,19 +86,18 @@ def map_with_actors(ds, predictor_cls, predictor_kwargs: dict, *, input_columns:
                     max_tokens_per_batch: int | None = None, max_restarts: int = -1, max_task_retries: int = -1):
     """ds.map_batches(predictor_cls) on an actor pool; rows come out in input order.
 
-    max_restarts / max_task_retries
-    are Ray's actor fault tolerance: a dead actor is restarted and its unfinished batches are resubmitted,
-    so no row is lost or written twice (-1: no limit).
+    max_restarts / max_task_retries are Ray's actor fault tolerance: a dead actor is restarted and its
+    unfinished batches are resubmitted, so no row is lost or written twice (-1: no limit).
     """
     check_columns(ds, input_columns, what)
     strategy, num_gpus, num_cpus = resolve_resources(concurrency, num_gpus, num_cpus)
     # Rows must leave every stage in the order they came in: order is part of the contract.
     ds.context.execution_options.preserve_order = True
-    rows = ds.count()
-    if rows == 0:
+    sample = ds.take(256)  # streams only the first blocks, unlike count() on a JSON input
+    if not sample:
         raise ValueError(f"{what}: the dataset is empty (no rows)")
     if batch_size is None:
-        batch_size = estimate_batch_size(ds, input_columns, num_gpus > 0, max_tokens_per_batch)
+        batch_size = estimate_batch_size(sample, input_columns, num_gpus > 0, max_tokens_per_batch)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if max_tokens_per_batch is not None:
