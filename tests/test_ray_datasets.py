@@ -115,5 +115,5 @@ def test_bad_datasets_give_clear_errors(rerank_folder):
 
 def test_missing_cell_fails_the_job_with_the_column_named(rerank_folder):
     ds = ray.data.from_items([{"query": "q", "document": "d"}, {"query": "q", "document": None}])
-    with pytest.raises(Exception, match=r"column 'document' must hold strings, but a row holds NoneType"):
+    with pytest.raises(Exception, match=r"column 'document' must hold strings, but a row holds a null"):
         rerank_dataset(ds, rerank_folder, concurrency=1, batch_size=2).take_all()

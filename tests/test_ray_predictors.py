@@ -38,8 +38,12 @@ def test_rerank_predictor_custom_columns_and_bad_cells(rerank_folder):
     assert p({"q": np.array(["a"], dtype=object), "d": np.array(["b"], dtype=object)})["s"].shape == (1,)
     with pytest.raises(KeyError, match=r"column 'd' is missing.*\['q', 'x'\]"):
         p({"q": np.array(["a"], dtype=object), "x": np.array(["b"], dtype=object)})
-    with pytest.raises(TypeError, match=r"column 'd' must hold strings, but a row holds NoneType.*row 1"):
+    with pytest.raises(TypeError, match=r"column 'd' must hold strings, but a row holds a null.*row 1"):
         p({"q": np.array(["a", "a"], dtype=object), "d": np.array(["b", None], dtype=object)})
+    with pytest.raises(TypeError, match=r"column 'd' must hold strings, but a row holds a null.*row 0"):
+        p({"q": np.array(["a"], dtype=object), "d": np.array([float("nan")], dtype=object)})
+    with pytest.raises(TypeError, match=r"column 'q' must hold strings, but a row holds int: 7 \(row 0"):
+        p({"q": np.array([7], dtype=object), "d": np.array(["b"], dtype=object)})
 
 
 def test_embed_predictor_equals_encode(embed_folder):

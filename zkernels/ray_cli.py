@@ -3,6 +3,7 @@ score / embedding column out, scored on Ray (a local Ray by default, the cluster
 otherwise)."""
 from __future__ import annotations
 
+import re
 import time
 
 
@@ -72,12 +73,30 @@ def _load_kwargs(args, *names) -> dict:
     return {n: getattr(args, n) for n in ("device", "dtype", "backend", *names) if getattr(args, n) is not None}
 
 
+def _actor_error(error: BaseException) -> str:
+    """The line naming the error an actor raised (e.g. "TypeError: column 'document' must hold strings..."),
+    out of Ray's remote traceback; Ray's whole message when there is none."""
+    lines = str(error).strip().splitlines()
+    for line in reversed(lines):
+        match = re.match(r"(\w+(?:Error|Exception)): \S", line.strip())
+        if match and not match.group(1).startswith(("Ray", "UserCode")):
+            return line.strip()
+    return " ".join(lines)
+
+
 def _run(args, build) -> int:
+    from ray.exceptions import RayError
+
     from .ray import read_dataset, write_dataset
     _start_ray(args)
     start = time.perf_counter()
     ds = read_dataset(args.input, args.input_format)
-    rows = write_dataset(build(ds), args.output, args.output_format)
+    try:
+        rows = write_dataset(build(ds), args.output, args.output_format)
+    except RayError as e:
+        # An error in an actor (a null cell, a bad checkpoint) arrives wrapped in Ray's remote traceback;
+        # the CLI reports the error itself, in one line.
+        raise RuntimeError(_actor_error(e)) from None
     elapsed = time.perf_counter() - start
     print(f"wrote {rows} rows to {args.output} in {elapsed:.1f} s ({rows / elapsed:.1f} rows/s)")
     return 0

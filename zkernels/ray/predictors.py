@@ -21,6 +21,9 @@ def string_column(batch: dict, name: str) -> list[str]:
     values = batch[name]
     out = values.tolist() if isinstance(values, np.ndarray) else list(values)
     for i, v in enumerate(out):
+        if v is None or isinstance(v, float) and v != v:  # Arrow nulls arrive as None, or NaN via pandas
+            raise TypeError(f"column {name!r} must hold strings, but a row holds a null (missing) value "
+                            f"(row {i} of this batch)")
         if not isinstance(v, str):
             raise TypeError(f"column {name!r} must hold strings, but a row holds {type(v).__name__}: {v!r:.80} "
                             f"(row {i} of this batch)")
