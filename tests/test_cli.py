@@ -140,7 +140,8 @@ def test_every_option_has_help_and_every_command_the_shared_options(monkeypatch,
     monkeypatch.setattr(zkernels.formats, "FORMATS", zkernels.formats.FORMATS + ("registered-later",))
     monkeypatch.setattr(zkernels.kernels, "BACKENDS", zkernels.kernels.BACKENDS + ("registered-later",))
     commands = _commands()
-    assert set(commands) == {"rerank", "index build", "index search", "demo"}
+    assert set(commands) == {"rerank", "index build", "index search", "serve", "rerank-dataset", "embed-dataset",
+                             "demo"}
     for name, parser in commands.items():
         options = {s: a for a in parser._actions for s in a.option_strings}
         for action in parser._actions:
@@ -149,7 +150,7 @@ def test_every_option_has_help_and_every_command_the_shared_options(monkeypatch,
         for flag in ("--format", "--backend"):
             if flag in options:
                 assert "registered-later" in options[flag].choices, (name, flag)
-        if name != "index build":  # every command that prints results
+        if name in ("rerank", "index search", "demo"):  # every command that prints ranked results
             assert options["--top-k"] is options["--k"], name
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("zkernels ")

@@ -7,12 +7,11 @@ recipe run through transformers' own Qwen3ForCausalLM on the same checkpoint.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sys
 import time
 
 import torch
 
+from ..demo_models import DEMO_CONFIG, demo_checkpoint, quiet_transformers  # noqa: F401  (re-exported)
 from .options import add_backend, add_progress, add_top_k
 
 QUERY = "How do shared-prefix caches speed up cross-encoder reranking?"
@@ -26,35 +25,6 @@ DOCUMENTS = [
     "Sourdough bread needs a starter, flour, water and salt.",
     "",
 ]
-DEMO_CONFIG = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=8,
-                   num_key_value_heads=2, head_dim=32)
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """transformers' own progress bars (writing and loading the tiny checkpoint) off: they are noise here."""
-    from transformers.utils import logging as hf_logging
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
-
-
-def demo_checkpoint(kind: str = "zerank"):
-    """The cached demo reranker checkpoint folder (built on first use)."""
-    from ..paths import cache_dir
-    from ..random_checkpoints import make_tiny_checkpoint
-    folder = cache_dir() / f"demo-{kind}-v1"
-    if not (folder / "model.safetensors").is_file():
-        print(f"building the demo checkpoint (random weights) in {folder}", file=sys.stderr, flush=True)
-        with quiet_transformers():
-            make_tiny_checkpoint(folder, format=kind, seed=1234, **DEMO_CONFIG)
-    return folder
-
-
 def run_demo(device: str = "cpu", backend: str | None = None, top_k: int | None = None,
              show_progress_bar: bool | None = None) -> int:
     from ..reference import load_reference_model, zerank_reference

@@ -24,22 +24,9 @@ DEFAULT_CANDIDATES = 100
 
 
 def _demo_folder(name: str) -> Path:
-    """Builds (once) and returns a demo checkpoint folder under the zkernels cache."""
-    from ..paths import cache_dir
-    from ..qwen_vocab import build_qwen_tokenizer
-    from ..random_checkpoints import make_tiny_embedding_checkpoint
-
-    from .demo import demo_checkpoint, quiet_transformers
-
-    if name == DEMO_RERANKER:  # the same cached checkpoint `zkernels demo` uses
-        return demo_checkpoint()
-    folder = cache_dir() / name
-    if not (folder / "config.json").is_file():
-        print(f"building the demo {name.split('-')[1]} (random weights: results mean nothing) in {folder}",
-              file=sys.stderr)
-        with quiet_transformers():
-            make_tiny_embedding_checkpoint(folder, tokenizer=build_qwen_tokenizer())
-    return folder
+    """The built-in demo model's checkpoint folder (built once in the zkernels cache)."""
+    from ..demo_models import demo_checkpoint, demo_embedder_checkpoint
+    return demo_checkpoint() if name == DEMO_RERANKER else demo_embedder_checkpoint()
 
 
 def _resolve_model(value: str | None, demo: str, flag: str, kind: str, other_flag: str) -> str:

@@ -48,8 +48,9 @@ def add_backend(p: argparse.ArgumentParser) -> None:
                    help="kernel backend (default: triton on cuda, torch on cpu; env ZKERNELS_BACKEND)")
 
 
-def add_device(p: argparse.ArgumentParser, backend: bool = True) -> None:
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default: cpu)")
+def add_device(p: argparse.ArgumentParser, backend: bool = True, default: str | None = "cpu",
+               default_help: str = "cpu") -> None:
+    p.add_argument("--device", default=default, help=f"torch device: cpu, cuda or cuda:N (default: {default_help})")
     p.add_argument("--dtype", default=None, choices=DTYPES,
                    help="weights and activations dtype (default: float32 on cpu, bfloat16 on cuda)")
     if backend:

@@ -5,8 +5,7 @@ import argparse
 import os
 import sys
 
-from ..kernels import BACKENDS
-from .options import DTYPES
+from .options import add_device, add_progress
 from ..serve.limits import ServeLimits
 
 _DEFAULTS = ServeLimits()
@@ -24,11 +23,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="zembed-1 / Qwen3-Embedding checkpoint folder or hub id (embed routes answer 404 without one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:n] (default: cpu)")
-    p.add_argument("--dtype", default=None, choices=DTYPES,
-                   help="model dtype (default: float32 on CPU, bfloat16 on CUDA)")
-    p.add_argument("--backend", default=None, choices=BACKENDS,
-                   help="kernels (default: triton on CUDA, torch on CPU)")
+    add_device(p)
+    add_progress(p)
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' on every route but /health (default: env "
                         "ZKERNELS_API_KEY; no key: open)")
@@ -67,7 +63,7 @@ def run(args) -> int:
                          max_batch_tokens=args.max_batch_tokens)
     api_key = args.api_key or os.environ.get("ZKERNELS_API_KEY") or None
     reranker, embedder, demo = load_served_models(args.reranker, args.embedder, args.device, args.dtype,
-                                                  args.max_batch_tokens, args.backend)
+                                                  args.max_batch_tokens, args.backend, args.progress)
     if demo:
         print("zkernels serve: no --reranker or --embedder given: serving the built-in DEMO models (random "
               "weights, Qwen's real tokenizer; their scores mean nothing)", file=sys.stderr, flush=True)

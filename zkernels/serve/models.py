@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Hashable
 
-import torch
 
 from .errors import ServeError
 
-DEMO_EMBEDDER_DIMENSIONS = (64, 32)  # learned projections the demo embedder ships (hidden size 128)
 
 
 @dataclass
@@ -109,39 +107,23 @@ class ServedEmbedder:
         return self.encode(["warm-up text"], self.prompt_for("document"))
 
 
-def demo_embedding_checkpoint() -> Path:
-    """The cached demo embedder (random weights, zembed-1's prompts and suffix, learned projections to
-    64 and 32 dimensions), built on first use next to the demo reranker."""
-    from ..demo import DEMO_CONFIG
-    from ..paths import cache_dir
-    from ..random_checkpoints import make_tiny_embedding_checkpoint
-    folder = cache_dir() / "demo-embedder-v1"
-    if not (folder / "model.safetensors").is_file():
-        print(f"Building the demo embedder (random weights) in {folder} ...", flush=True)
-        gen = torch.Generator().manual_seed(4321)
-        sizes = (DEMO_CONFIG["hidden_size"],) + DEMO_EMBEDDER_DIMENSIONS
-        projections = {d_out: torch.randn(d_in, d_out, generator=gen) / d_in ** 0.5
-                       for d_in, d_out in zip(sizes, sizes[1:])}
-        make_tiny_embedding_checkpoint(folder, seed=4321, projections=projections, **DEMO_CONFIG)
-    return folder
-
-
 def load_served_models(reranker: str | None, embedder: str | None, device: str = "cpu", dtype=None,
-                       max_batch_tokens: int | None = None, backend: str | None = None):
+                       max_batch_tokens: int | None = None, backend: str | None = None,
+                       show_progress_bar: bool | None = False):
     """(ServedReranker | None, ServedEmbedder | None, demo: bool). No paths at all: the demo models."""
-    from ..demo import demo_checkpoint
+    from ..demo_models import demo_checkpoint, demo_embedder_checkpoint
     from ..embedder import Embedder
     from ..reranker import Reranker
 
     demo = reranker is None and embedder is None
     if demo:
-        reranker, embedder = str(demo_checkpoint()), str(demo_embedding_checkpoint())
-    common = dict(device=device, dtype=dtype, backend=backend, max_tokens_per_batch=max_batch_tokens)
+        reranker, embedder = str(demo_checkpoint()), str(demo_embedder_checkpoint())
+    common = dict(device=device, dtype=dtype, backend=backend, max_tokens_per_batch=max_batch_tokens)  # loading progress only
     served_r = served_e = None
     if reranker is not None:
         name = "demo-reranker" if demo else Path(reranker).name
-        served_r = ServedReranker(Reranker.from_pretrained(reranker, show_progress_bar=False, **common), name)
+        served_r = ServedReranker(Reranker.from_pretrained(reranker, show_progress_bar=show_progress_bar, **common), name)
     if embedder is not None:
         name = "demo-embedder" if demo else Path(embedder).name
-        served_e = ServedEmbedder(Embedder.from_pretrained(embedder, show_progress_bar=False, **common), name)
+        served_e = ServedEmbedder(Embedder.from_pretrained(embedder, show_progress_bar=show_progress_bar, **common), name)
     return served_r, served_e, demo

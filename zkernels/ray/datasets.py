@@ -1,0 +1,157 @@
+"""`rerank_dataset` / `embed_dataset`: one `map_batches` over an actor pool, with the defaults a batch
+inference job wants (one actor per GPU, batches sized for the token budget, output in input order,
+failed actors restarted by Ray).
+
+Query grouping: each Ray batch is a contiguous run of input rows, and `Reranker.predict` groups the rows
+of a call by query and computes each query's prefix once, wherever the rows sit in the batch. A file
+laid out query by query (the usual top-k layout) therefore computes each query's prefix once, or twice
+where a batch boundary cuts its rows. No global sort: it would cost two shuffles of the whole dataset and
+a row index Ray Data does not provide; sort an interleaved input by query first (`ds.sort("query")`)."""
+from __future__ import annotations
+
+import warnings
+
+from .predictors import EmbedPredictor, RerankPredictor, check_embed_options
+
+# The engine's default token budget per forward (zkernels.scoring.DEFAULT_TOKENS_PER_BATCH); one Ray
+# batch holds a few forwards' worth so packing has rows to choose from.
+TOKENS_PER_FORWARD = {"gpu": 32_768, "cpu": 8_192}
+FORWARDS_PER_BATCH = 4
+PROMPT_TOKENS = 40      # template tokens around the texts (chat markup, instruction)
+CHARS_PER_TOKEN = 4.0   # rough figure for Qwen's BPE on English; only sizes batches, never scores
+MIN_BATCH, MAX_BATCH = 16, 8192
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise ImportError("zkernels.ray needs Ray Data: pip install 'zkernels[ray]'") from e
+    return ray
+
+
+def check_columns(ds, columns: list[str], what: str) -> None:
+    """Clear errors before any actor starts: a missing column, or one whose type is not a string."""
+    import pyarrow as pa
+    schema = ds.schema()
+    if schema is None:
+        return  # nothing known yet; the actors check each batch
+    names = list(schema.names)
+    for name in columns:
+        if name not in names:
+            raise ValueError(f"{what}: the dataset has no column {name!r} (it has {names})")
+        kind = dict(zip(names, schema.types))[name]
+        if isinstance(kind, pa.DataType) and not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+                                                  or pa.types.is_null(kind)):
+            raise TypeError(f"{what}: column {name!r} must hold strings, but its type is {kind}")
+
+
+def estimate_batch_size(sample: list[dict], columns: list[str], on_gpu: bool,
+                        max_tokens_per_batch: int | None) -> int:
+    """Rows per Ray batch: a few forwards' token budget divided by the tokens of a typical row, from a
+    sample of the first rows."""
+    budget = max_tokens_per_batch or TOKENS_PER_FORWARD["gpu" if on_gpu else "cpu"]
+    chars = [sum(len(str(row.get(c, ""))) for c in columns) for row in sample] or [0]
+    tokens_per_row = PROMPT_TOKENS + sum(chars) / len(chars) / CHARS_PER_TOKEN
+    return int(min(MAX_BATCH, max(MIN_BATCH, FORWARDS_PER_BATCH * budget / tokens_per_row)))
+
+
+def resolve_resources(concurrency, num_gpus: float | None, num_cpus: float | None):
+    """(ActorPoolStrategy, num_gpus, num_cpus): one actor per GPU of the cluster by default; one actor on
+    a cluster without GPUs."""
+    ray = _ray()
+    if not ray.is_initialized():
+        ray.init()  # RAY_ADDRESS, when set, names the cluster; otherwise a local one starts
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if num_gpus is None:
+        num_gpus = 1 if gpus > 0 else 0
+    if num_cpus is None:
+        num_cpus = 1
+    if concurrency is None:
+        concurrency = max(1, int(gpus // num_gpus)) if num_gpus > 0 else 1
+    if isinstance(concurrency, int) and not isinstance(concurrency, bool) and concurrency >= 1:
+        strategy = ray.data.ActorPoolStrategy(size=concurrency)
+    elif (isinstance(concurrency, tuple) and len(concurrency) == 2
+          and all(isinstance(c, int) and c >= 1 for c in concurrency) and concurrency[0] <= concurrency[1]):
+        strategy = ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
+    else:
+        raise ValueError(f"concurrency must be a positive int or a (min, max) pair, got {concurrency!r}")
+    return strategy, num_gpus, num_cpus
+
+
+def map_with_actors(ds, predictor_cls, predictor_kwargs: dict, *, input_columns: list[str], what: str,
+                    concurrency=None, num_gpus: float | None = None,
+                    num_cpus: float | None = None, batch_size: int | None = None,
+                    max_tokens_per_batch: int | None = None, max_restarts: int = -1, max_task_retries: int = -1):
+    """ds.map_batches(predictor_cls) on an actor pool; rows come out in input order.
+
+    max_restarts / max_task_retries are Ray's actor fault tolerance: a dead actor is restarted and its
+    unfinished batches are resubmitted, so no row is lost or written twice (-1: no limit).
+    """
+    check_columns(ds, input_columns, what)
+    strategy, num_gpus, num_cpus = resolve_resources(concurrency, num_gpus, num_cpus)
+    # Rows must leave every stage in the order they came in: order is part of the contract.
+    ds.context.execution_options.preserve_order = True
+    sample = ds.take(256)  # streams only the first blocks, unlike count() on a JSON input
+    if not sample:
+        raise ValueError(f"{what}: the dataset is empty (no rows)")
+    if batch_size is None:
+        batch_size = estimate_batch_size(sample, input_columns, num_gpus > 0, max_tokens_per_batch)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if max_tokens_per_batch is not None:
+        predictor_kwargs = {**predictor_kwargs, "max_tokens_per_batch": max_tokens_per_batch}
+    with warnings.catch_warnings():
+        # Ray 2.60 marks **ray_remote_args deprecated, but they are still how map_batches takes an actor's
+        # restart policy; passing them explicitly keeps the policy the same on Ray versions whose default
+        # differs.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        out = ds.map_batches(predictor_cls, fn_constructor_kwargs=predictor_kwargs, batch_size=batch_size,
+                             batch_format="numpy", compute=strategy, num_gpus=num_gpus, num_cpus=num_cpus,
+                             max_restarts=max_restarts, max_task_retries=max_task_retries)
+    out.context.execution_options.preserve_order = True
+    return out
+
+
+def rerank_dataset(ds, model: str, *, query_column: str = "query", document_column: str = "document",
+                   score_column: str = "score", concurrency=None,
+                   num_gpus: float | None = None, num_cpus: float | None = None, batch_size: int | None = None,
+                   max_tokens_per_batch: int | None = None, max_restarts: int = -1, max_task_retries: int = -1,
+                   **load_kwargs):
+    """The dataset with a `score_column` added: Reranker.predict over its (query, document) rows, in
+    input order, scored by an actor pool.
+
+    concurrency: actors (int) or an autoscaling (min, max) range; default one per GPU of the cluster
+    (one actor on a cluster without GPUs). num_gpus / num_cpus: per actor (default 1 GPU when the
+    cluster has any, and 1 CPU). batch_size: rows per Ray batch (default: FORWARDS_PER_BATCH forwards'
+    token budget); rows of one query share its prefix within a batch (see the module's docstring).
+    load_kwargs go to Reranker.from_pretrained in each actor (device, dtype, format, max_length,
+    instruction, backend). Lazy: rows are scored when the result is consumed or written.
+    """
+    kwargs = dict(query_column=query_column, document_column=document_column, score_column=score_column,
+                  **load_kwargs)
+    return map_with_actors(ds, RerankPredictor, {"model": str(model), **kwargs},
+                           input_columns=[query_column, document_column], what="rerank_dataset",
+                           concurrency=concurrency,
+                           num_gpus=num_gpus, num_cpus=num_cpus, batch_size=batch_size,
+                           max_tokens_per_batch=max_tokens_per_batch, max_restarts=max_restarts,
+                           max_task_retries=max_task_retries)
+
+
+def embed_dataset(ds, model: str, *, input_type: str = "document", text_column: str = "text",
+                  embedding_column: str = "embedding", dimensions: int | None = None, precision: str = "float32",
+                  concurrency=None, num_gpus: float | None = None, num_cpus: float | None = None,
+                  batch_size: int | None = None, max_tokens_per_batch: int | None = None, max_restarts: int = -1,
+                  max_task_retries: int = -1, **load_kwargs):
+    """The dataset with an `embedding_column` added: Embedder.encode_document (input_type="document") or
+    encode_query over its `text_column`, in input order. dimensions: a projection the checkpoint offers
+    (default: the hidden size); precision: "float32", "binary" or "ubinary" (packed bits). Resources and
+    batching as for rerank_dataset; load_kwargs go to Embedder.from_pretrained."""
+    check_embed_options(input_type, precision)
+    kwargs = dict(input_type=input_type, text_column=text_column, embedding_column=embedding_column,
+                  dimensions=dimensions, precision=precision, **load_kwargs)
+    return map_with_actors(ds, EmbedPredictor, {"model": str(model), **kwargs}, input_columns=[text_column],
+                           what="embed_dataset", concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus,
+                           batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+                           max_restarts=max_restarts, max_task_retries=max_task_retries)
