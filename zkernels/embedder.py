@@ -252,6 +252,8 @@ class Embedder:
         ones come with encode(dimensions=...) where the checkpoint ships projections."""
         return self.projections.hidden_size
 
+    get_embedding_dimension = get_sentence_embedding_dimension  # sentence-transformers 6's newer name
+
     def similarity(self, embeddings1, embeddings2) -> torch.Tensor:
         """Cosine similarity matrix [n1, n2] (float32 tensor) of two sets of embeddings (numpy arrays,
         tensors or lists of vectors; a single vector counts as a set of one), as

@@ -199,3 +199,25 @@ def make_tiny_seq_cls_checkpoint(folder: str | Path, causal_folder: str | Path, 
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
+
+
+def make_tiny_message_embedding_checkpoint(folder: str | Path, base_folder: str | Path, max_seq_length: int = 512,
+                                           template_kwargs: dict | None = None) -> Path:
+    """Re-saves the embedding checkpoint in `base_folder` with sentence-transformers 6.x itself, its
+    Transformer declaring the "message" modality (sentence_bert_config.json), so SentenceTransformer
+    renders every text, prompt included, through the tokenizer's chat template."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+
+    base = SentenceTransformer(str(base_folder), device="cpu")
+    out = {"method": "forward", "method_output_name": "last_hidden_state"}
+    transformer = Transformer(str(base_folder), transformer_task="feature-extraction",
+                              modality_config={"text": dict(out), "message": {**out, "format": "flat"}},
+                              module_output_name="token_embeddings",
+                              processing_kwargs={"chat_template": template_kwargs} if template_kwargs else None)
+    model = SentenceTransformer(modules=[transformer, *list(base)[1:]], device="cpu", prompts=base.prompts)
+    model.max_seq_length = max_seq_length
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save(str(folder))
+    return folder
