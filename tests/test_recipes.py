@@ -71,16 +71,20 @@ def test_zerank_clip_chars_switch(causal, reference_model):
     long_query, long_doc = "q" * 2500 + " end", "  " + "d" * 11000 + " end"
     clipped = Reranker.from_pretrained(causal, format="zerank")
     unclipped = Reranker.from_pretrained(causal, format="zerank", clip_chars=False)
-    assert clipped.format.render(long_query, long_doc) != unclipped.format.render(long_query, long_doc)
+    assert clipped.format.render(long_query, long_doc) == clipped.tokenizer.apply_chat_template(
+        [{"role": "system", "content": "q" * 2000}, {"role": "user", "content": "d" * 9998}],
+        tokenize=False, add_generation_prompt=True)
     # ZeroEntropy's serving code: stripped, not clipped
     assert unclipped.format.render(long_query, long_doc) == unclipped.tokenizer.apply_chat_template(
         [{"role": "system", "content": long_query.strip()}, {"role": "user", "content": long_doc.strip()}],
         tokenize=False, add_generation_prompt=True)
-    pairs = [(long_query, long_doc), ("q", "short")]
+    pairs = [(" " + "q" * 2100 + " tail ", " a doc "), ("q", "short")]  # the query clip changes the first
     ids = [unclipped.tokenizer(unclipped.format.render(q, d))["input_ids"] for q, d in pairs]
     expected = unclipped.format.scores(reference_scores_from_ids(reference_model(causal), ids, [9454]))
-    _close(unclipped.predict(pairs), expected)
-    _close(clipped.predict(pairs), zerank_reference(reference_model(causal), clipped.tokenizer, pairs))
+    ours_unclipped, ours_clipped = unclipped.predict(pairs), clipped.predict(pairs)
+    _close(ours_unclipped, expected)
+    _close(ours_clipped, zerank_reference(reference_model(causal), clipped.tokenizer, pairs))
+    assert ours_clipped[0] != ours_unclipped[0] and ours_clipped[1] == ours_unclipped[1]
     with pytest.raises(ValueError, match="clip_chars applies to the zerank format only"):
         Reranker.from_pretrained(causal, format="qwen3-reranker", clip_chars=False)
 
@@ -147,3 +151,29 @@ def test_predict_activation_and_tensor_options(causal):
         reranker.predict(PAIRS, activation_fn="softmax")
     with pytest.raises(ValueError, match="cannot build"):
         reranker.predict(PAIRS, activation_fn="torch.nn.NoSuchThing")
+
+
+def test_declared_files_are_read_defensively(tmp_path):
+    import json
+
+    from zkernels.declared import read_declared_activation, read_input_spec, read_logit_score
+    (tmp_path / "1_LogitScore").mkdir()
+    for bad, match in ((["x"], "must hold a JSON object"), ({"true_token_id": "9454"}, "true_token_id must be a token id"),
+                       ({"false_token_id": 2152}, "declares no true_token_id")):
+        (tmp_path / "1_LogitScore" / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(CheckpointError, match=match):
+            read_logit_score(tmp_path)
+    sb = tmp_path / "sentence_bert_config.json"
+    for bad, match in (({"modality_config": ["message"]}, "modality_config must be an object"),
+                       ({"processing_kwargs": {"chat_template": {"restore_suffix": False}}}, "restore_suffix=false"),
+                       ({"modality_config": {"message": {"format": "nested"}}}, "message format 'nested'")):
+        sb.write_text(json.dumps(bad))
+        with pytest.raises(CheckpointError, match=match):
+            read_input_spec(tmp_path)
+    sb.write_text(json.dumps({"modality_config": {"text": {}, "message": {"format": "flat"}},
+                              "processing_kwargs": {"chat_template": {"add_generation_prompt": True}}}))
+    spec = read_input_spec(tmp_path)
+    assert spec.uses_messages and spec.message_format == "flat" and spec.template_kwargs == {"add_generation_prompt": True}
+    (tmp_path / "config_sentence_transformers.json").write_text(json.dumps({"activation_fn": 3}))
+    with pytest.raises(CheckpointError, match="activation_fn must be a string"):
+        read_declared_activation(tmp_path)

@@ -117,7 +117,6 @@ class InputSpec:
     modalities: list[str] = field(default_factory=lambda: ["text"])
     message_format: str = "auto"
     template_kwargs: dict = field(default_factory=dict)  # forwarded to apply_chat_template
-    max_seq_length: int | None = None
 
     @property
     def uses_messages(self) -> bool:
@@ -152,9 +151,4 @@ def read_input_spec(folder: Path) -> InputSpec:
         raise CheckpointError(f"{path}: restore_suffix=false is not supported (zkernels always keeps the chat "
                               f"template's suffix when it cuts a text)")
     spec.template_kwargs = {k: v for k, v in template.items() if k != "restore_suffix"}
-    if raw.get("max_seq_length") is not None:
-        value = raw["max_seq_length"]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise CheckpointError(f"{path}: max_seq_length must be a positive int, got {value!r}")
-        spec.max_seq_length = value
     return spec

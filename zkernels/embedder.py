@@ -31,7 +31,7 @@ from .binary import quantize
 from .binary.quantize import BINARY_PRECISIONS, PRECISIONS, quantize_embeddings  # noqa: F401  (old import path)
 from .config import CheckpointError, Qwen3Config
 from .declared import InputSpec, read_input_spec
-from .formats import ChatTemplateSlots, _fit
+from .formats import ChatTemplateSlots, fit_to_length
 from .loading import load_tokenizer, resolve_checkpoint
 from .projections import Projections, load_projections
 from .scoring import ScoringEngine, gather_rows, pad_rows
@@ -136,7 +136,8 @@ def _as_matrix(x, what: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
     elif isinstance(x, (list, tuple)):
-        x = torch.stack([torch.as_tensor(v) for v in x]) if x and not isinstance(x[0], (int, float)) else torch.as_tensor(x)
+        is_rows = x and not isinstance(x[0], (int, float))
+        x = torch.stack([torch.as_tensor(v) for v in x]) if is_rows else torch.as_tensor(x)
     if not isinstance(x, torch.Tensor) or not (x.is_floating_point() or x.dtype in (torch.int8, torch.uint8)):
         raise TypeError(f"{what} must be float embeddings (numpy array, tensor or list of vectors)")
     if x.ndim == 1:
@@ -170,6 +171,9 @@ class Embedder:
         self.default_prompt_name = recipe.default_prompt_name
         self.suffix = recipe.suffix or ""
         self._message_slots: dict[str | None, ChatTemplateSlots] = {}  # per prompt, "message" modality only
+        if recipe.inputs.uses_messages and not getattr(tokenizer, "chat_template", None):
+            raise CheckpointError("sentence_bert_config.json declares the 'message' modality, but the tokenizer has "
+                                  "no chat template to render messages with")
         self._suffix_ids = tokenizer(self.suffix, add_special_tokens=False).input_ids if self.suffix else []
         self.max_seq_length = recipe.max_seq_length or min(tokenizer.model_max_length,
                                                            engine.config.max_position_embeddings)
@@ -244,7 +248,7 @@ class Embedder:
             self._message_slots[prompt] = slots
         ids = self.tokenizer([slots.render(t) for t in texts], add_special_tokens=False).input_ids
         n_tail = len(slots.tail_ids)
-        return [_fit(list(x), n_tail, slots.n_fixed_head, self.max_seq_length, True, f"texts[{i}]")[0]
+        return [fit_to_length(list(x), n_tail, slots.n_fixed_head, self.max_seq_length, True, f"texts[{i}]")[0]
                 for i, x in enumerate(ids)]
 
     def get_sentence_embedding_dimension(self) -> int:

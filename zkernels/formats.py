@@ -61,7 +61,7 @@ def single_token_id(tokenizer, word: str) -> int:
     return ids[0]
 
 
-def _fit(ids: list[int], n_tail: int, n_fixed_head: int, max_length: int, truncate: bool, where: str
+def fit_to_length(ids: list[int], n_tail: int, n_fixed_head: int, max_length: int, truncate: bool, where: str
          ) -> tuple[list[int], bool]:
     """Cuts content tokens (just before the n_tail suffix tokens) so len(ids) <= max_length. The
     template's fixed head (n_fixed_head tokens) and suffix are never cut: the references keep them and
@@ -210,7 +210,8 @@ class _ChatPairFormat(PromptFormat):
                 raise RuntimeError(f"pairs[{i}]: the prompt's tokens do not end with the template's suffix "
                                    f"{self.tail_ids}; cannot truncate safely")
             if len(ids[i]) > max_length:
-                ids[i], cut = _fit(ids[i], n_tail, self.slots.n_fixed_head, max_length, truncate, f"pairs[{i}]")
+                ids[i], cut = fit_to_length(ids[i], n_tail, self.slots.n_fixed_head, max_length, truncate,
+                                            f"pairs[{i}]")
                 n_truncated += cut
                 if q not in head_len:  # tokens up to the document's start
                     empty = self.tokenizer(self.render(q, ""), add_special_tokens=self.add_special_tokens)["input_ids"]
@@ -264,7 +265,6 @@ class SentenceTransformersFormat(_ChatPairFormat):
                  template_kwargs: dict | None = None):
         self.score_words = ()
         self.qwen_score_ids = (true_token_id,) + (() if false_token_id is None else (false_token_id,))
-        self.tokenizer = tokenizer
         super().__init__(tokenizer, template_kwargs)
         self.score_token_ids = list(self.qwen_score_ids)  # the ids the checkpoint declares, whatever the words
 
@@ -306,7 +306,7 @@ class Qwen3RerankerFormat(PromptFormat):
         for i, (q, _) in enumerate(pairs):
             prompt = self.prefix_ids + body[i] + self.suffix_ids
             if len(prompt) > max_length:
-                prompt, cut = _fit(prompt, n_suffix, n_prefix, max_length, truncate, f"pairs[{i}]")
+                prompt, cut = fit_to_length(prompt, n_suffix, n_prefix, max_length, truncate, f"pairs[{i}]")
                 n_truncated += cut
                 if q not in head_len:
                     head_len[q] = n_prefix + len(self.tokenizer(
