@@ -177,3 +177,15 @@ def test_declared_files_are_read_defensively(tmp_path):
     (tmp_path / "config_sentence_transformers.json").write_text(json.dumps({"activation_fn": 3}))
     with pytest.raises(CheckpointError, match="activation_fn must be a string"):
         read_declared_activation(tmp_path)
+
+
+def test_template_without_system_and_user_roles_says_which_format_to_use(qwen_tokenizer):
+    import copy
+
+    from zkernels.formats import ZerankFormat
+    from zkernels.random_checkpoints import PAIR_ROLES_TEMPLATE
+    tok = copy.deepcopy(qwen_tokenizer)
+    tok.chat_template = PAIR_ROLES_TEMPLATE.replace("message['content']", "(message['content'] if message['role'] "
+                                                    "in ('query', 'document') else '')")
+    with pytest.raises(ValueError, match="'system' and 'user' messages.*try format='sentence-transformers'"):
+        ZerankFormat(tok)

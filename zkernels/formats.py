@@ -181,9 +181,15 @@ class _ChatPairFormat(PromptFormat):
         if tokenizer is None:
             return
         first, second = self.roles
-        self.slots = ChatTemplateSlots(
-            tokenizer, lambda q, d: [{"role": first, "content": q}, {"role": second, "content": d}], 2,
-            template_kwargs)
+        try:
+            self.slots = ChatTemplateSlots(
+                tokenizer, lambda q, d: [{"role": first, "content": q}, {"role": second, "content": d}], 2,
+                template_kwargs)
+        except ValueError as e:
+            hint = (" (a sentence-transformers CrossEncoder folder renders pairs as 'query'/'document' messages: "
+                    "try format='sentence-transformers')" if self.name == "zerank" else "")
+            raise ValueError(f"the {self.name} format renders a pair as {first!r} and {second!r} messages, "
+                             f"but {e}{hint}") from None
         self.tail_ids = self.slots.tail_ids
 
     @property
