@@ -246,3 +246,64 @@ def test_recipe_reading(tmp_path):
     with pytest.raises(CheckpointError, match="default_prompt_name"):
         read_recipe(_write(tmp_path / "d", MODULES, {"pooling_mode_lasttoken": True},
                            {"prompts": {}, "default_prompt_name": "query"}))
+
+
+def test_declared_suffix_comes_first(tmp_path):
+    """config_sentence_transformers.json's "suffix" wins over the zembed name fallback, even when empty."""
+    pool = {"pooling_mode_lasttoken": True}
+    assert read_recipe(_write(tmp_path / "zembed-a", MODULES, pool, {"suffix": ""})).suffix == ""
+    assert read_recipe(_write(tmp_path / "zembed-b", MODULES, pool, {"suffix": "<|endoftext|>"})).suffix == "<|endoftext|>"
+    assert read_recipe(_write(tmp_path / "zembed-c", MODULES, pool, {"prompts": {}})).suffix == SUFFIX
+    assert read_recipe(_write(tmp_path / "plain", MODULES, pool, {"prompts": {}})).suffix == ""
+
+
+@pytest.fixture(scope="module")
+def message_models(qwen3_ckpt, tmp_path_factory):
+    """A checkpoint saved by sentence-transformers 6.2 whose Transformer declares the "message" modality,
+    its tokenizer carrying a chat template; with and without add_generation_prompt."""
+    from zkernels.random_checkpoints import make_tiny_message_embedding_checkpoint
+    out = {}
+    for name, kwargs in (("plain", None), ("generation", {"add_generation_prompt": True})):
+        folder = make_tiny_message_embedding_checkpoint(tmp_path_factory.mktemp("msg") / name, qwen3_ckpt,
+                                                        max_seq_length=MAX_SEQ, template_kwargs=kwargs)
+        assert "message" in json.loads((folder / "sentence_bert_config.json").read_text())["modality_config"]
+        out[name] = (Embedder.from_pretrained(folder), st.SentenceTransformer(str(folder), device="cpu"))
+    return out
+
+
+@pytest.mark.parametrize("name", ["plain", "generation"])
+def test_message_modality_follows_sentence_transformers(message_models, name):
+    emb, ref = message_models[name]
+    assert emb.recipe.inputs.uses_messages
+    texts = TEXTS + [LONG, ""]
+    for prompt in (None, ref.prompts["query"]):
+        theirs = ref[0].preprocess(texts, prompt=prompt)
+        for i, ids in enumerate(emb.tokenize(texts, prompt)):
+            row = theirs["input_ids"][i][theirs["attention_mask"][i].bool()].tolist()
+            assert ids == row, (prompt, texts[i])
+    assert emb.tokenize(["hi"]) != emb.tokenize(["hi"], ref.prompts["query"])
+    ours = emb.encode_query(texts)
+    np.testing.assert_allclose(ours, ref.encode_query(texts), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(emb.encode_document(texts), ref.encode_document(texts), rtol=1e-4, atol=1e-5)
+
+
+def test_message_modality_refuses_a_suffix(message_models):
+    emb, _ = message_models["plain"]
+    with pytest.raises(ValueError, match="'message' modality.*a suffix cannot be added"):
+        Embedder.from_pretrained(emb.folder, suffix="<|im_end|>\n")
+
+
+def test_similarity_and_dimension_as_sentence_transformers(models):
+    emb, ref, suffix = models["zembed"]
+    assert emb.get_sentence_embedding_dimension() == emb.get_embedding_dimension() == HIDDEN
+    assert ref.get_embedding_dimension() == HIDDEN
+    q, d = emb.encode_query(TEXTS[:3]), emb.encode_document(TEXTS)
+    torch.testing.assert_close(emb.similarity(q, d), ref.similarity(q, d), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(emb.similarity(torch.from_numpy(q[0]), list(d)), ref.similarity(q[:1], d),
+                               rtol=1e-6, atol=1e-6)
+    raw = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)  # not normalised: cosine anyway
+    torch.testing.assert_close(emb.similarity(raw, raw * 3), ref.similarity(raw, raw * 3), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="different dimensions: 64 and 8"):
+        emb.similarity(q, raw)
+    with pytest.raises(TypeError, match="embeddings1 must be float embeddings"):
+        emb.similarity("text", d)

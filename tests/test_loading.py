@@ -139,3 +139,48 @@ def test_bad_dtype_and_device(folder):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
             Reranker.from_pretrained(folder, device="cuda")
+
+
+def test_folder_without_config_json_says_so(copy, tmp_path):
+    """Even where no format is declared, the missing config.json is the error (not a format hint)."""
+    d = copy()
+    shutil.rmtree(d / "1_LogitScore")
+    (d / "config.json").unlink()
+    plain = d.rename(tmp_path / "some-model")
+    with pytest.raises(CheckpointError, match=r"no config.json in .*some-model"):
+        Reranker.from_pretrained(plain)
+
+
+@pytest.fixture(scope="module")
+def sharded_once(folder, tmp_path_factory):
+    from transformers import Qwen3ForCausalLM
+    sharded = tmp_path_factory.mktemp("sharded") / "sharded"
+    Qwen3ForCausalLM.from_pretrained(str(folder)).save_pretrained(str(sharded), max_shard_size="20MB")
+    for f in folder.iterdir():
+        if f.name.startswith("tokenizer") or f.name == "1_LogitScore":
+            (shutil.copytree if f.is_dir() else shutil.copy)(f, sharded / f.name)
+    return sharded
+
+
+@pytest.mark.parametrize("weight_map, match", [
+    (["model.safetensors"], "'weight_map' must be a mapping.*got list"),
+    ("model.safetensors", "'weight_map' must be a mapping.*got str"),
+    (None, "'weight_map' must be a mapping.*got NoneType"),
+    ({"lm_head.weight": 3}, "the shard of tensor 'lm_head.weight' must be a file name.*got int"),
+    ({"lm_head.weight": "/etc/passwd"}, "'/etc/passwd', not the name of a file inside the checkpoint folder"),
+    ({"lm_head.weight": "../outside.safetensors"}, "'../outside.safetensors', not the name of a file inside"),
+    ({"lm_head.weight": ".."}, "'..', not the name of a file inside"),
+])
+def test_shard_index_is_validated(sharded_once, tmp_path, weight_map, match):
+    sharded = shutil.copytree(sharded_once, tmp_path / "sharded")
+    index_file = sharded / "model.safetensors.index.json"
+    index = json.loads(index_file.read_text())
+    if isinstance(weight_map, dict):
+        weight_map = {**index["weight_map"], **weight_map}
+    index["weight_map"] = weight_map
+    index_file.write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors\.index\.json: .*" + match):
+        Reranker.from_pretrained(sharded)
+    index_file.write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="index.json: 'weight_map' must be a mapping"):
+        Reranker.from_pretrained(sharded)

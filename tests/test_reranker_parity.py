@@ -87,8 +87,23 @@ def test_over_long_documents_are_cut_before_the_suffix(tiny_checkpoint, referenc
         _assert_close(ours, qwen3_reranker_reference(reference_model(folder), tok, pairs, max_length=max_length))
     with pytest.raises(ValueError, match="over max_length=80"):
         reranker.predict(pairs, truncate=False)
-    with pytest.raises(ValueError, match="without any document"):
-        reranker.predict([("query " * 200, "doc")])
+
+    # A query longer than max_length: the references cut the content, never the template (Qwen3-Reranker
+    # truncates the content's ids; the chat-template recipes keep the template suffix).
+    long_query = "query " * 200
+    with pytest.warns(UserWarning, match="1 prompt.*1 of them lost their whole document and part of the query"):
+        ours = reranker.predict([(long_query, "doc")])
+    if fmt == "zerank":
+        full = tok(reranker.format.render(long_query, "doc"))["input_ids"]
+        expected = reranker.format.scores(reference_scores_from_ids(
+            reference_model(folder), [full[:max_length - len(tail)] + tail], reranker.format.score_token_ids))
+    else:
+        expected = qwen3_reranker_reference(reference_model(folder), tok, [(long_query, "doc")], max_length=max_length)
+    _assert_close(ours, expected)
+    with pytest.raises(ValueError, match="over max_length=80"):
+        reranker.predict([(long_query, "doc")], truncate=False)
+    with pytest.raises(ValueError, match="template alone is"):
+        Reranker.from_pretrained(folder, format=fmt, max_length=5).predict([("q", "d")])
 
 
 def test_many_queries_in_one_call_equal_separate_calls(tiny_checkpoint):

@@ -5,7 +5,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-SUPPORTED_ARCHITECTURES = ("Qwen3ForCausalLM", "Qwen3Model")
+SUPPORTED_ARCHITECTURES = ("Qwen3ForCausalLM", "Qwen3Model", "Qwen3ForSequenceClassification")
+CLASSIFIER_ARCHITECTURE = "Qwen3ForSequenceClassification"  # score.weight [1, hidden] instead of an LM head
 
 
 class CheckpointError(ValueError):
@@ -26,6 +27,7 @@ class Qwen3Config:
     max_position_embeddings: int
     tie_word_embeddings: bool
     attention_bias: bool
+    classifier: bool = False  # a Qwen3ForSequenceClassification conversion: the score row is score.weight
 
     @property
     def q_width(self) -> int:  # 32 x 128 = 4096 for Qwen3-4B: not the hidden size
@@ -39,7 +41,8 @@ class Qwen3Config:
     def from_file(cls, path: str | Path) -> "Qwen3Config":
         path = Path(path)
         if not path.is_file():
-            raise CheckpointError(f"no config.json in {path.parent}")
+            raise CheckpointError(f"no config.json in {path.parent}: a checkpoint folder needs the model's "
+                                  f"config.json (is this the right folder?)")
         try:
             raw = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -55,6 +58,12 @@ class Qwen3Config:
         archs = raw.get("architectures") or []
         if archs and not any(a in SUPPORTED_ARCHITECTURES for a in archs):
             raise CheckpointError(f"{source}: architectures {archs} are not among {SUPPORTED_ARCHITECTURES}")
+        classifier = CLASSIFIER_ARCHITECTURE in archs
+        if classifier:
+            n_labels = raw.get("num_labels", len(raw.get("id2label") or {0: None}))
+            if n_labels != 1:
+                raise CheckpointError(f"{source}: a {CLASSIFIER_ARCHITECTURE} reranker must have one label "
+                                      f"(score.weight [1, hidden]); this one has {n_labels}")
         missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads") if k not in raw]
         if missing:
@@ -83,5 +92,5 @@ class Qwen3Config:
             rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)), rope_theta=float(rope_theta),
             max_position_embeddings=int(raw.get("max_position_embeddings", 40960)),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-            attention_bias=bool(raw.get("attention_bias", False)),
+            attention_bias=bool(raw.get("attention_bias", False)), classifier=classifier,
         )

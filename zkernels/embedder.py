@@ -5,9 +5,16 @@ What a text becomes, as sentence-transformers 6.2 does it for a last-token-pooli
 prompt + text as one string, tokenized with the checkpoint's tokenizer (add_special_tokens=True, so a
 tokenizer whose post-processor appends EOS, as Qwen3-Embedding's does, appends it here too), right-
 truncated at max_seq_length; the final-norm hidden state at the last token is the embedding, then L2-
-normalised when modules.json has a Normalize module. A suffix (zembed-1: "<|im_end|>\\n") is appended
-as token ids after truncation, so truncation never cuts it off and the pooled token is always the
-suffix's last token (ZeroEntropy's serving code keeps room for it the same way).
+normalised when modules.json has a Normalize module. A suffix (zembed-1: "<|im_end|>\\n", declared
+in its config_sentence_transformers.json) is appended as token ids after truncation, so truncation never
+cuts it off and the pooled token is always the suffix's last token (ZeroEntropy's serving code keeps room
+for it the same way).
+
+A checkpoint whose sentence_bert_config.json declares the "message" modality (sentence-transformers 6.x)
+is followed as sentence-transformers does it: every text becomes a "user" message (the prompt a
+"system" message before it), rendered with the tokenizer's chat template and the chat-template kwargs
+the file declares, tokenized without special tokens, right-truncated at max_seq_length with the
+template's tail written back over the last tokens.
 """
 from __future__ import annotations
 
@@ -22,6 +29,8 @@ import torch
 from .binary import quantize
 from .binary.quantize import BINARY_PRECISIONS, PRECISIONS, quantize_embeddings  # noqa: F401  (old import path)
 from .config import CheckpointError, Qwen3Config
+from .declared import InputSpec, read_input_spec
+from .formats import ChatTemplateSlots, fit_to_length
 from .loading import load_tokenizer, resolve_checkpoint
 from .projections import Projections, load_projections
 from .scoring import ScoringEngine, gather_rows, pad_rows
@@ -34,9 +43,10 @@ class EmbeddingRecipe:
     """What the checkpoint's sentence-transformers files declare."""
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
-    suffix: str = ""
+    suffix: str | None = None  # None until read: not declared
     max_seq_length: int | None = None
     normalize: bool = True
+    inputs: InputSpec = field(default_factory=InputSpec)  # sentence_bert_config.json's modalities
 
 
 def _read_json(path: Path) -> dict | list:
@@ -85,13 +95,20 @@ def read_recipe(folder: Path, name: str = "") -> EmbeddingRecipe:
         if recipe.default_prompt_name is not None and recipe.default_prompt_name not in recipe.prompts:
             raise CheckpointError(f"{st_file}: default_prompt_name {recipe.default_prompt_name!r} is not among "
                                   f"the prompts {list(recipe.prompts)}")
-        suffix = st.get("suffix")  # zkernels' own declaration; sentence-transformers ignores the key
+        suffix = st.get("suffix")  # zembed-1 declares "<|im_end|>\\n" here; sentence-transformers ignores the key
         if suffix is not None and not isinstance(suffix, str):
             raise CheckpointError(f"{st_file}: 'suffix' must be a string")
-        recipe.suffix = suffix or ""
-    # zembed-1 declares its suffix in its own code (modeling_zembed.py), not in a config file.
-    if not recipe.suffix and ((folder / "modeling_zembed.py").is_file() or "zembed" in f"{name} {folder}".lower()):
-        recipe.suffix = ZEMBED_SUFFIX
+        recipe.suffix = suffix
+    recipe.inputs = read_input_spec(folder)
+    if recipe.inputs.uses_messages:
+        if recipe.suffix:
+            raise CheckpointError(f"{st_file}: a 'suffix' is declared, but sentence_bert_config.json's 'message' "
+                                  f"modality renders texts through the chat template, which has its own tail")
+        recipe.suffix = ""
+    # Older zembed-1 revisions declare the suffix only in their own code (modeling_zembed.py).
+    if recipe.suffix is None:
+        is_zembed = (folder / "modeling_zembed.py").is_file() or "zembed" in f"{name} {folder}".lower()
+        recipe.suffix = ZEMBED_SUFFIX if is_zembed else ""
     sb_file = folder / "sentence_bert_config.json"
     if sb_file.is_file():
         sb = _read_json(sb_file)
@@ -100,6 +117,33 @@ def read_recipe(folder: Path, name: str = "") -> EmbeddingRecipe:
         if sb.get("max_seq_length") is not None:
             recipe.max_seq_length = int(sb["max_seq_length"])
     return recipe
+
+
+def _message_format(inputs: InputSpec, tokenizer) -> str:
+    """"flat" or "structured" message content, as sentence-transformers infers it for a text tokenizer:
+    structured when its chat template indexes content parts."""
+    if inputs.message_format != "auto":
+        return inputs.message_format
+    template = getattr(tokenizer, "chat_template", None)
+    if not isinstance(template, str) or not template:
+        return "structured"
+    patterns = ("content[0]", ".type", "'type'", '"type"', "item.type", "message.content[")
+    return "structured" if any(p in template for p in patterns) else "flat"
+
+
+def _as_matrix(x, what: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    elif isinstance(x, (list, tuple)):
+        is_rows = x and not isinstance(x[0], (int, float))
+        x = torch.stack([torch.as_tensor(v) for v in x]) if is_rows else torch.as_tensor(x)
+    if not isinstance(x, torch.Tensor) or not (x.is_floating_point() or x.dtype in (torch.int8, torch.uint8)):
+        raise TypeError(f"{what} must be float embeddings (numpy array, tensor or list of vectors)")
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{what} must be one vector or a [n, d] matrix with n >= 1, got shape {list(x.shape)}")
+    return x.float().cpu()
 
 
 def _check_texts(texts, what: str = "texts") -> list[str]:
@@ -124,7 +168,11 @@ class Embedder:
         self.projections = projections.to(engine.device)
         self.prompts = recipe.prompts
         self.default_prompt_name = recipe.default_prompt_name
-        self.suffix = recipe.suffix
+        self.suffix = recipe.suffix or ""
+        self._message_slots: dict[str | None, ChatTemplateSlots] = {}  # per prompt, "message" modality only
+        if recipe.inputs.uses_messages and not getattr(tokenizer, "chat_template", None):
+            raise CheckpointError("sentence_bert_config.json declares the 'message' modality, but the tokenizer has "
+                                  "no chat template to render messages with")
         self._suffix_ids = tokenizer(self.suffix, add_special_tokens=False).input_ids if self.suffix else []
         self.max_seq_length = recipe.max_seq_length or min(tokenizer.model_max_length,
                                                            engine.config.max_position_embeddings)
@@ -147,6 +195,9 @@ class Embedder:
         config = Qwen3Config.from_file(folder / "config.json")
         recipe = read_recipe(folder, str(path))
         if suffix is not None:
+            if recipe.inputs.uses_messages and suffix:
+                raise ValueError(f"{folder}/sentence_bert_config.json declares the 'message' modality: texts are "
+                                 f"rendered by the chat template, with its own tail; a suffix cannot be added")
             recipe.suffix = suffix
         if max_seq_length is not None:
             recipe.max_seq_length = int(max_seq_length)
@@ -168,7 +219,10 @@ class Embedder:
 
     def tokenize(self, texts: Sequence[str], prompt: str | None = None) -> list[list[int]]:
         """Token ids per text: tokenizer(prompt + text) right-truncated to leave room for the suffix,
-        then the suffix ids."""
+        then the suffix ids; or, for a checkpoint declaring the "message" modality, the chat template's
+        rendering of the messages, cut before the template's tail."""
+        if self.recipe.inputs.uses_messages:
+            return self._tokenize_messages(texts, prompt or None)
         prompt = prompt or ""
         limit = self.max_seq_length - len(self._suffix_ids)
         ids = self.tokenizer([prompt + t for t in texts], add_special_tokens=True, truncation=True,
@@ -178,6 +232,41 @@ class Embedder:
             if not x:
                 raise ValueError(f"text {i} is empty and there is no prompt or suffix: nothing to embed")
         return out
+
+    def _tokenize_messages(self, texts: Sequence[str], prompt: str | None) -> list[list[int]]:
+        """As sentence-transformers 6.x for the "message" modality: [system: prompt,] user: text through
+        the chat template (apply_chat_template tokenizes without special tokens), right-truncated at
+        max_seq_length, and the template's tail restored over the last tokens of a cut text."""
+        slots = self._message_slots.get(prompt)
+        if slots is None:
+            structured = _message_format(self.recipe.inputs, self.tokenizer) == "structured"
+            wrap = (lambda t: [{"type": "text", "text": t}]) if structured else (lambda t: t)  # noqa: E731
+            system = [] if prompt is None else [{"role": "system", "content": wrap(prompt)}]
+            slots = ChatTemplateSlots(self.tokenizer, lambda t: system + [{"role": "user", "content": wrap(t)}],
+                                      1, self.recipe.inputs.template_kwargs)
+            self._message_slots[prompt] = slots
+        ids = self.tokenizer([slots.render(t) for t in texts], add_special_tokens=False).input_ids
+        n_tail = len(slots.tail_ids)
+        return [fit_to_length(list(x), n_tail, slots.n_fixed_head, self.max_seq_length, True, f"texts[{i}]")[0]
+                for i, x in enumerate(ids)]
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """The embeddings' dimension by default (sentence-transformers' name): the hidden size; lower
+        ones come with encode(dimensions=...) where the checkpoint ships projections."""
+        return self.projections.hidden_size
+
+    get_embedding_dimension = get_sentence_embedding_dimension  # sentence-transformers 6's newer name
+
+    def similarity(self, embeddings1, embeddings2) -> torch.Tensor:
+        """Cosine similarity matrix [n1, n2] (float32 tensor) of two sets of embeddings (numpy arrays,
+        tensors or lists of vectors; a single vector counts as a set of one), as
+        SentenceTransformer.similarity with its default similarity_fn_name "cosine"."""
+        a, b = _as_matrix(embeddings1, "embeddings1"), _as_matrix(embeddings2, "embeddings2")
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"embeddings of different dimensions: {a.shape[1]} and {b.shape[1]}")
+        a = torch.nn.functional.normalize(a, p=2, dim=1)
+        b = torch.nn.functional.normalize(b, p=2, dim=1)
+        return a @ b.T
 
     def _resolve_prompt(self, prompt: str | None, prompt_name: str | None) -> str | None:
         if prompt is not None:

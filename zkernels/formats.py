@@ -1,12 +1,21 @@
 """Prompt formats: how a (query, document) pair becomes token ids, and how logits become a score.
 
 Each format reproduces its reference recipe's tokenization exactly:
-- zerank: the tokenizer's chat template (system = query, user = document, add_generation_prompt), the
-  whole prompt tokenized at once; score = sigmoid(logit("Yes") / 5).
-- qwen3-reranker: fixed prefix ids + ids of "<Instruct>: ...\n<Query>: ...\n<Document>: ..." + fixed
-  suffix ids, tokenized separately and concatenated; score = softmax([logit("no"), logit("yes")])[1].
-Over-long prompts lose document tokens from the end (never the template's suffix) or, with
-truncate=False, raise.
+- zerank (modeling_zeranker.py): the tokenizer's chat template (system = query, user = document,
+  add_generation_prompt), query clipped to 2,000 and document to 10,000 characters then stripped
+  (clip_chars=False: stripped only, as ZeroEntropy's serving code does), the whole prompt tokenized at
+  once; score = sigmoid(logit("Yes") / 5).
+- qwen3-reranker (the model card): fixed prefix ids + ids of "<Instruct>: ...\n<Query>: ...\n<Document>:
+  ..." + fixed suffix ids, tokenized separately and concatenated, at most 8,192 tokens; score =
+  softmax([logit("no"), logit("yes")])[1].
+- sentence-transformers (what `CrossEncoder(folder).predict` does for a causal-LM checkpoint saved by
+  sentence-transformers 6.x): the pair as messages with roles "query" and "document" rendered by the
+  folder's chat template with the chat-template kwargs its sentence_bert_config.json declares, no
+  clipping or stripping; raw score = the LogitScore module's logit("true") (- logit("false")), then the
+  activation config_sentence_transformers.json declares (sigmoid when none).
+Over-long prompts lose content tokens from the end (the document first, then the query if the query
+alone is too long), never the template's fixed head or suffix, with a warning that counts them; with
+truncate=False they raise.
 """
 from __future__ import annotations
 
@@ -16,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-FORMATS = ("zerank", "qwen3-reranker")
+FORMATS = ("zerank", "qwen3-reranker", "sentence-transformers")
 
 QWEN3_RERANKER_PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
@@ -24,10 +33,12 @@ QWEN3_RERANKER_PREFIX = (
 )
 QWEN3_RERANKER_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 QWEN3_RERANKER_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+QWEN3_RERANKER_MAX_LENGTH = 8192  # the model card's `max_length = 8192`: prompts are cut there
 
 ZERANK_QUERY_CHARS = 2_000
 ZERANK_DOCUMENT_CHARS = 10_000
 ZERANK_TEMPERATURE = 5.0
+ZERANK_QWEN_YES = 9454  # "Yes" in Qwen's vocabulary (not "yes", 9693)
 # What Qwen's chat template renders for (system, user, generation prompt); used when a tokenizer has no
 # chat template of its own.
 CHATML_TEMPLATE = (
@@ -50,23 +61,80 @@ def single_token_id(tokenizer, word: str) -> int:
     return ids[0]
 
 
-def _fit(ids: list[int], n_tail: int, n_head: int, max_length: int, truncate: bool, where: str) -> tuple[list[int], bool]:
-    """Cuts document tokens (just before the n_tail suffix tokens) so len(ids) <= max_length."""
+def fit_to_length(ids: list[int], n_tail: int, n_fixed_head: int, max_length: int, truncate: bool, where: str
+         ) -> tuple[list[int], bool]:
+    """Cuts content tokens (just before the n_tail suffix tokens) so len(ids) <= max_length. The
+    template's fixed head (n_fixed_head tokens) and suffix are never cut: the references keep them and
+    cut the content (Qwen3-Reranker truncates the content's ids; sentence-transformers restores the
+    template suffix after right-truncation)."""
     if len(ids) <= max_length:
         return ids, False
     if not truncate:
         raise ValueError(f"{where}: the prompt is {len(ids)} tokens, over max_length={max_length}; "
-                         f"pass truncate=True to cut the document's end, or raise max_length")
-    if n_head + n_tail > max_length:
-        raise ValueError(f"{where}: the prompt without any document is already {n_head + n_tail} tokens, "
-                         f"over max_length={max_length}; shorten the query or raise max_length")
+                         f"pass truncate=True to cut the content's end, or raise max_length")
+    if n_fixed_head + n_tail >= max_length:
+        raise ValueError(f"{where}: the prompt template alone is {n_fixed_head + n_tail} tokens, leaving no "
+                         f"room for content under max_length={max_length}; raise max_length")
     return ids[:max_length - n_tail] + ids[len(ids) - n_tail:], True
+
+
+def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class ChatTemplateSlots:
+    """Texts pasted into a chat template: `build(*texts)` gives the messages, rendered with `kwargs`.
+
+    Rendering the Jinja template per text is slow; we render once with sentinels, split, and check the
+    split reproduces a real rendering. If it does not (a template that transforms content), every call
+    renders through the template instead (`pieces` is None).
+    """
+
+    def __init__(self, tokenizer, build, n_slots: int, kwargs: dict | None = None):
+        if getattr(tokenizer, "chat_template", None) is None:
+            tokenizer.chat_template = CHATML_TEMPLATE
+        self.tokenizer, self.build, self.kwargs = tokenizer, build, dict(kwargs or {})
+        marks = [f"\ue000SLOT{i}\ue000" for i in range(n_slots)]
+        text = self.render_template(*marks)
+        positions = [text.find(m) for m in marks]
+        if any(text.count(m) != 1 for m in marks) or positions != sorted(positions):
+            raise ValueError("the tokenizer's chat template does not render each message once, in order")
+        pieces, rest = [], text
+        for m in marks:
+            before, rest = rest.split(m)
+            pieces.append(before)
+        pieces.append(rest)
+        samples = ["what is\nthis?", "  a  document\n\twith tabs ", "third  text\n"][:n_slots]
+        exact = self.render_template(*samples) == self._paste(pieces, samples)
+        self.pieces: list[str] | None = pieces if exact else None
+        self.head_text, self.tail_text = pieces[0], pieces[-1]   # what no content is ever cut from
+        self.tail_ids = tokenizer(self.tail_text, add_special_tokens=False)["input_ids"]
+        self.n_fixed_head = len(tokenizer(self.head_text, add_special_tokens=False)["input_ids"])
+
+    @staticmethod
+    def _paste(pieces, texts) -> str:
+        out = pieces[0]
+        for text, piece in zip(texts, pieces[1:]):
+            out += text + piece
+        return out
+
+    def render_template(self, *texts: str) -> str:
+        return self.tokenizer.apply_chat_template(self.build(*texts), tokenize=False, **self.kwargs)
+
+    def render(self, *texts: str) -> str:
+        return self.render_template(*texts) if self.pieces is None else self._paste(self.pieces, texts)
 
 
 class PromptFormat:
     name: str
     score_words: tuple[str, ...]
     qwen_score_ids: tuple[int, ...]  # the score words' ids in Qwen's vocabulary
+    default_max_length: int | None = None  # the recipe's own token limit, if it has one
 
     def __init__(self, tokenizer):
         """tokenizer None: a scorer of already-tokenized prompts (score_token_ids only), with Qwen's ids."""
@@ -79,7 +147,12 @@ class PromptFormat:
         raise NotImplementedError
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """logits [n, len(score_words)] float32 -> scores [n]."""
+        """The recipe's scores: logits [n, len(score_token_ids)] float32 -> scores [n]."""
+        raise NotImplementedError
+
+    def raw_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logit the recipe's activation reads (what a CrossEncoder with an identity activation
+        returns): logits [n, len(score_token_ids)] -> [n]."""
         raise NotImplementedError
 
     @staticmethod
@@ -88,45 +161,84 @@ class PromptFormat:
         return [index.setdefault(k, len(index)) for k in keys]
 
     @staticmethod
-    def _warn_truncated(n: int, max_length: int):
+    def _warn_truncated(n: int, n_query_cut: int, max_length: int):
         if n:
             warnings.warn(f"{n} prompt(s) were longer than max_length={max_length} tokens and lost the end of "
-                          f"their document (pass truncate=False to raise instead)", stacklevel=3)
+                          f"their content, kept the template's suffix"
+                          + (f"; {n_query_cut} of them lost their whole document and part of the query"
+                             if n_query_cut else "")
+                          + " (pass truncate=False to raise instead)", stacklevel=3)
 
 
-class ZerankFormat(PromptFormat):
-    name = "zerank"
-    score_words = ("Yes",)
-    qwen_score_ids = (9454,)
+class _ChatPairFormat(PromptFormat):
+    """A (query, document) pair rendered through the tokenizer's chat template as two messages, the whole
+    prompt tokenized at once; truncation cuts content before the template's tail."""
+    roles: tuple[str, str]
+    add_special_tokens: bool  # as the reference tokenizes the rendered text
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, template_kwargs: dict | None = None):
         super().__init__(tokenizer)
         if tokenizer is None:
             return
-        pieces, exact = self._template_pieces(tokenizer)
-        self._pieces = pieces if exact else None
-        self.tail_ids = tokenizer(pieces[2], add_special_tokens=False)["input_ids"]
+        first, second = self.roles
+        try:
+            self.slots = ChatTemplateSlots(
+                tokenizer, lambda q, d: [{"role": first, "content": q}, {"role": second, "content": d}], 2,
+                template_kwargs)
+        except ValueError as e:
+            hint = (" (a sentence-transformers CrossEncoder folder renders pairs as 'query'/'document' messages: "
+                    "try format='sentence-transformers')" if self.name == "zerank" else "")
+            raise ValueError(f"the {self.name} format renders a pair as {first!r} and {second!r} messages, "
+                             f"but {e}{hint}") from None
+        self.tail_ids = self.slots.tail_ids
 
-    @staticmethod
-    def _template_pieces(tokenizer) -> tuple[tuple[str, str, str], bool]:
-        """(before query, between query and document, after document) as the chat template renders them,
-        and whether pasting texts between them reproduces the template exactly.
+    @property
+    def _pieces(self):  # the fast path's template pieces (None: each pair rendered through the template)
+        return self.slots.pieces
 
-        Rendering the Jinja template per pair is slow; we render once with sentinels, split, and check the
-        split reproduces a real rendering. If it does not (a template that transforms content), every pair
-        is rendered through the template instead (_pieces is None).
-        """
-        if getattr(tokenizer, "chat_template", None) is None:
-            tokenizer.chat_template = CHATML_TEMPLATE
-        q_mark, d_mark = "\ue000QUERY\ue000", "\ue001DOCUMENT\ue001"
-        text = ZerankFormat._render_with_template(tokenizer, q_mark, d_mark)
-        if text.count(q_mark) != 1 or text.count(d_mark) != 1 or text.index(q_mark) > text.index(d_mark):
-            raise ValueError("the tokenizer's chat template does not render the system and user messages in order")
-        before, rest = text.split(q_mark)
-        between, after = rest.split(d_mark)
-        q, d = "what is\nthis?", "  a  document\n\twith tabs "
-        exact = ZerankFormat._render_with_template(tokenizer, q, d) == before + q + between + d + after
-        return (before, between, after), exact
+    def prepare(self, query: str, document: str) -> tuple[str, str]:
+        """The texts as the recipe hands them to the template."""
+        return query, document
+
+    def render(self, query: str, document: str) -> str:
+        """The reference prompt text for one pair (after the recipe's own clipping and stripping)."""
+        return self.slots.render(*self.prepare(query, document))
+
+    def encode(self, pairs, max_length, truncate=True, instruction=None) -> EncodedPrompts:
+        if instruction is not None:
+            raise ValueError(f"the {self.name} format takes no instruction")
+        texts = [self.render(q, d) for q, d in pairs]
+        ids = self.tokenizer(texts, add_special_tokens=self.add_special_tokens)["input_ids"]
+        n_tail, n_truncated, n_query_cut = len(self.tail_ids), 0, 0
+        head_len: dict[str, int] = {}
+        for i, (q, _) in enumerate(pairs):
+            if ids[i][len(ids[i]) - n_tail:] != self.tail_ids:
+                raise RuntimeError(f"pairs[{i}]: the prompt's tokens do not end with the template's suffix "
+                                   f"{self.tail_ids}; cannot truncate safely")
+            if len(ids[i]) > max_length:
+                ids[i], cut = fit_to_length(ids[i], n_tail, self.slots.n_fixed_head, max_length, truncate,
+                                            f"pairs[{i}]")
+                n_truncated += cut
+                if q not in head_len:  # tokens up to the document's start
+                    empty = self.tokenizer(self.render(q, ""), add_special_tokens=self.add_special_tokens)["input_ids"]
+                    head_len[q] = len(empty) - n_tail
+                n_query_cut += head_len[q] > max_length - n_tail
+        self._warn_truncated(n_truncated, n_query_cut, max_length)
+        return EncodedPrompts(ids, self._group_ids([self.prepare(q, "")[0] for q, _ in pairs]))
+
+
+class ZerankFormat(_ChatPairFormat):
+    name = "zerank"
+    score_words = ("Yes",)
+    qwen_score_ids = (ZERANK_QWEN_YES,)
+    roles = ("system", "user")
+    add_special_tokens = True  # modeling_zeranker.py calls tokenizer(texts)
+
+    def __init__(self, tokenizer, clip_chars: bool = True):
+        """clip_chars: clip the query to 2,000 and the document to 10,000 characters before stripping
+        (modeling_zeranker.py); False strips only (ZeroEntropy's serving code)."""
+        self.clip_chars = bool(clip_chars)
+        super().__init__(tokenizer, {"add_generation_prompt": True})
 
     @staticmethod
     def _render_with_template(tokenizer, query: str, document: str) -> str:
@@ -137,41 +249,43 @@ class ZerankFormat(PromptFormat):
     def clip(query: str, document: str) -> tuple[str, str]:
         return query[:ZERANK_QUERY_CHARS].strip(), document[:ZERANK_DOCUMENT_CHARS].strip()
 
-    def render(self, query: str, document: str) -> str:
-        """The reference prompt text for one pair (after the reference's clipping and stripping)."""
-        query, document = self.clip(query, document)
-        if self._pieces is None:
-            return self._render_with_template(self.tokenizer, query, document)
-        before, between, after = self._pieces
-        return before + query + between + document + after
-
-    def encode(self, pairs, max_length, truncate=True, instruction=None) -> EncodedPrompts:
-        if instruction is not None:
-            raise ValueError("the zerank format takes no instruction")
-        texts = [self.render(q, d) for q, d in pairs]
-        ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
-        n_tail, n_truncated = len(self.tail_ids), 0
-        head_len: dict[str, int] = {}
-        for i, (q, _) in enumerate(pairs):
-            if ids[i][len(ids[i]) - n_tail:] != self.tail_ids:
-                raise RuntimeError(f"pairs[{i}]: the prompt's tokens do not end with the template's suffix "
-                                   f"{self.tail_ids}; cannot truncate safely")
-            if len(ids[i]) > max_length:
-                if q not in head_len:
-                    head_len[q] = len(self.tokenizer(self.render(q, ""), add_special_tokens=True)["input_ids"]) - n_tail
-                ids[i], cut = _fit(ids[i], n_tail, head_len[q], max_length, truncate, f"pairs[{i}]")
-                n_truncated += cut
-        self._warn_truncated(n_truncated, max_length)
-        return EncodedPrompts(ids, self._group_ids([self.clip(q, "")[0] for q, _ in pairs]))
+    def prepare(self, query, document):
+        return self.clip(query, document) if self.clip_chars else (query.strip(), document.strip())
 
     def scores(self, logits):
         return torch.sigmoid(logits[:, 0] / ZERANK_TEMPERATURE)
+
+    def raw_scores(self, logits):
+        return logits[:, 0]
+
+
+class SentenceTransformersFormat(_ChatPairFormat):
+    """What sentence-transformers 6.x's CrossEncoder does with a causal-LM checkpoint: the pair as
+    "query"/"document" messages through the folder's chat template (kwargs from sentence_bert_config.json's
+    processing_kwargs["chat_template"]), texts untouched; LogitScore's true (minus false) logit."""
+    name = "sentence-transformers"
+    roles = ("query", "document")
+    add_special_tokens = False  # apply_chat_template(tokenize=True) adds none
+
+    def __init__(self, tokenizer, true_token_id: int, false_token_id: int | None = None,
+                 template_kwargs: dict | None = None):
+        self.score_words = ()
+        self.qwen_score_ids = (true_token_id,) + (() if false_token_id is None else (false_token_id,))
+        super().__init__(tokenizer, template_kwargs)
+        self.score_token_ids = list(self.qwen_score_ids)  # the ids the checkpoint declares, whatever the words
+
+    def scores(self, logits):
+        return torch.sigmoid(self.raw_scores(logits))
+
+    def raw_scores(self, logits):
+        return logits[:, 0] if logits.shape[1] == 1 else logits[:, 0] - logits[:, 1]
 
 
 class Qwen3RerankerFormat(PromptFormat):
     name = "qwen3-reranker"
     score_words = ("no", "yes")
     qwen_score_ids = (2152, 9693)
+    default_max_length = QWEN3_RERANKER_MAX_LENGTH
 
     def __init__(self, tokenizer, instruction: str | None = None):
         super().__init__(tokenizer)
@@ -192,29 +306,44 @@ class Qwen3RerankerFormat(PromptFormat):
         instruction = instruction or self.instruction
         contents = [self.content(instruction, q, d) for q, d in pairs]
         body = self.tokenizer(contents, add_special_tokens=False)["input_ids"]
-        ids, n_truncated = [], 0
+        ids, n_truncated, n_query_cut = [], 0, 0
         head_len: dict[str, int] = {}
+        n_prefix, n_suffix = len(self.prefix_ids), len(self.suffix_ids)
         for i, (q, _) in enumerate(pairs):
             prompt = self.prefix_ids + body[i] + self.suffix_ids
             if len(prompt) > max_length:
-                if q not in head_len:
-                    head_len[q] = len(self.prefix_ids) + len(self.tokenizer(
-                        self.content(instruction, q, ""), add_special_tokens=False)["input_ids"])
-                prompt, cut = _fit(prompt, len(self.suffix_ids), head_len[q], max_length, truncate, f"pairs[{i}]")
+                prompt, cut = fit_to_length(prompt, n_suffix, n_prefix, max_length, truncate, f"pairs[{i}]")
                 n_truncated += cut
+                if q not in head_len:
+                    head_len[q] = n_prefix + len(self.tokenizer(
+                        self.content(instruction, q, ""), add_special_tokens=False)["input_ids"])
+                n_query_cut += head_len[q] > max_length - n_suffix
             ids.append(prompt)
-        self._warn_truncated(n_truncated, max_length)
+        self._warn_truncated(n_truncated, n_query_cut, max_length)
         return EncodedPrompts(ids, self._group_ids([self.content(instruction, q, "") for q, _ in pairs]))
 
     def scores(self, logits):
         return torch.softmax(logits, dim=-1)[:, 1]
 
+    def raw_scores(self, logits):  # sigmoid(yes - no) is the softmax above
+        return logits[:, 1] - logits[:, 0]
 
-def make_format(name: str, tokenizer, instruction: str | None = None) -> PromptFormat:
+
+def make_format(name: str, tokenizer, instruction: str | None = None, *, clip_chars: bool | None = None,
+                sentence_transformers: dict | None = None) -> PromptFormat:
+    """name: one of FORMATS. clip_chars: zerank only (default True). sentence_transformers: for that
+    format, {"true_token_id", "false_token_id", "template_kwargs"} as the checkpoint declares them."""
+    if name != "zerank" and clip_chars is not None:
+        raise ValueError(f"clip_chars applies to the zerank format only, not {name!r}")
+    if name != "qwen3-reranker" and instruction is not None:
+        raise ValueError(f"the {name} format takes no instruction")
     if name == "zerank":
-        if instruction is not None:
-            raise ValueError("the zerank format takes no instruction")
-        return ZerankFormat(tokenizer)
+        return ZerankFormat(tokenizer, True if clip_chars is None else clip_chars)
     if name == "qwen3-reranker":
         return Qwen3RerankerFormat(tokenizer, instruction)
+    if name == "sentence-transformers":
+        if not sentence_transformers:
+            raise ValueError("the sentence-transformers format reads the checkpoint's LogitScore module: load "
+                             "it with Reranker.from_pretrained")
+        return SentenceTransformersFormat(tokenizer, **sentence_transformers)
     raise ValueError(f"unknown format {name!r}; choose one of {FORMATS}")

@@ -1,7 +1,8 @@
 """Reads a Qwen3 checkpoint folder straight to the target device and dtype.
 
 Only what scoring needs is kept: the layers, the final norm, the embedding table, and of the LM head
-just the vocabulary rows the score reads (tied or not). Q/K/V and gate/up projections are concatenated
+just the vocabulary rows the score reads (tied or not), or a sequence-classification conversion's
+score.weight. Q/K/V and gate/up projections are concatenated
 at load so each runs as one matmul.
 """
 from __future__ import annotations
@@ -65,10 +66,7 @@ def shard_files(folder: Path) -> dict[str, Path]:
     """tensor name -> file holding it, from the shard index or the single file's header."""
     index = folder / INDEX_FILE
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{index} is not a valid safetensors index: {e}") from None
+        weight_map = _read_weight_map(index)
         missing = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
         if missing:
             raise CheckpointError(f"{index} names shard files that are missing: {missing}")
@@ -82,6 +80,28 @@ def shard_files(folder: Path) -> dict[str, Path]:
             return {name: single for name in f.keys()}
     except Exception as e:
         raise CheckpointError(f"{single} is not a readable safetensors file (truncated or corrupt?): {e}") from None
+
+
+def _read_weight_map(index: Path) -> dict[str, str]:
+    """The index's weight_map, checked: a mapping of tensor name to the plain name of a file inside the
+    checkpoint folder. The index is data from wherever the checkpoint came from, so a shard path that
+    leaves the folder (absolute, `..`, a subfolder) is refused rather than opened."""
+    try:
+        raw = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{index} is not valid JSON: {e}") from None
+    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index}: 'weight_map' must be a mapping of tensor name to shard file name, got "
+                              f"{type(weight_map).__name__}")
+    for name, file in weight_map.items():
+        if not isinstance(file, str):
+            raise CheckpointError(f"{index}: the shard of tensor {name!r} must be a file name (a string), got "
+                                  f"{type(file).__name__} {file!r:.60}")
+        if not file or file in (".", "..") or "/" in file or "\\" in file or Path(file).is_absolute():
+            raise CheckpointError(f"{index}: the shard of tensor {name!r} is {file!r}, not the name of a file "
+                                  f"inside the checkpoint folder")
+    return weight_map
 
 
 @dataclass
@@ -139,7 +159,7 @@ class _TensorReader:
         return self._open[file]
 
     def name(self, short: str) -> str:
-        return short if short.startswith("lm_head") else self.prefix + short
+        return short if short.startswith(("lm_head", "score.")) else self.prefix + short
 
     def has(self, short: str) -> bool:
         return self.name(short) in self.files
@@ -212,7 +232,11 @@ def load_qwen3_weights(source: Path | Mapping[str, torch.Tensor], config: Qwen3C
         embed = reader.get("embed_tokens.weight", (c.vocab_size, c.hidden_size))
         layers = [_load_layer(reader, c, i) for i in range(c.num_layers)]
         final_norm = reader.get("norm.weight", (c.hidden_size,))
-        if c.tie_word_embeddings or not reader.has("lm_head.weight"):
+        if c.classifier:  # a sequence-classification conversion: its one score row, and no LM head
+            if reader.has("score.bias"):
+                raise CheckpointError("tensor 'score.bias' is present; zkernels scores with score.weight alone")
+            score_rows = reader.get("score.weight", (1, c.hidden_size))
+        elif c.tie_word_embeddings or not reader.has("lm_head.weight"):
             if not c.tie_word_embeddings and score_token_ids:
                 raise CheckpointError("tensor 'lm_head.weight' is missing and tie_word_embeddings is false")
             score_rows = embed[list(score_token_ids)].clone()

@@ -129,3 +129,95 @@ def make_tiny_embedding_checkpoint(folder: str | Path, seed: int = 0, init_std: 
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
+
+
+# A chat template of the kind a CrossEncoder over a chat LM ships: sentence-transformers 6.x hands a pair
+# over as "query" and "document" messages; this one renders them where zerank's recipe puts them
+# (query as the system message, document as the user message).
+PAIR_ROLES_TEMPLATE = (
+    "{%- set names = {'query': 'system', 'document': 'user'} %}{%- for message in messages %}"
+    "{{- '<|im_start|>' + names.get(message['role'], message['role']) + '\\n' + message['content'] + "
+    "'<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def make_tiny_cross_encoder_checkpoint(folder: str | Path, causal_folder: str | Path, true_token_id: int = 9454,
+                                       false_token_id: int | None = None, activation_fn=None,
+                                       chat_template: str | None = PAIR_ROLES_TEMPLATE,
+                                       template_kwargs: dict | None = None) -> Path:
+    """Saves the causal checkpoint in `causal_folder` as sentence-transformers' own CrossEncoder saves it
+    (Transformer + 1_LogitScore, the activation in config_sentence_transformers.json, the chat template
+    as chat_template.jinja): zerank-2's current form with the defaults (LogitScore "Yes", an identity
+    activation given as activation_fn=torch.nn.Identity(), add_generation_prompt)."""
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.cross_encoder.modules import LogitScore
+
+    folder = Path(folder)
+    kwargs = {"add_generation_prompt": True} if template_kwargs is None else template_kwargs
+    transformer = Transformer(str(causal_folder), transformer_task="text-generation",
+                              processing_kwargs={"chat_template": kwargs} if kwargs else None)
+    if chat_template is not None:
+        transformer.tokenizer.chat_template = chat_template
+    model = CrossEncoder(modules=[transformer, LogitScore(true_token_id, false_token_id)], device="cpu",
+                         activation_fn=activation_fn)
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save(str(folder))
+    return folder
+
+
+def make_tiny_seq_cls_checkpoint(folder: str | Path, causal_folder: str | Path, recipe: str) -> Path:
+    """Converts the causal checkpoint in `causal_folder` to Qwen3ForSequenceClassification the way the
+    published conversions do: score.weight [1, hidden] = lm_head["yes"] - lm_head["no"] for
+    Qwen3-Reranker (so sigmoid(logit) is the yes/no softmax), lm_head["Yes"] for zerank; no LM head."""
+    from transformers import AutoTokenizer, Qwen3ForCausalLM, Qwen3ForSequenceClassification
+
+    folder = Path(folder)
+    causal = Qwen3ForCausalLM.from_pretrained(str(causal_folder), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(causal_folder))
+    head = causal.lm_head.weight.detach()
+    row = lambda word: head[tokenizer.convert_tokens_to_ids(word)]  # noqa: E731
+    if recipe == "qwen3-reranker":
+        score = row("yes") - row("no")
+    elif recipe == "zerank":
+        score = row("Yes")
+    else:
+        raise ValueError(f"recipe must be 'qwen3-reranker' or 'zerank', got {recipe!r}")
+    config = causal.config.to_dict()
+    config.update(architectures=["Qwen3ForSequenceClassification"], num_labels=1,
+                  pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+    from transformers import Qwen3Config
+    conf = Qwen3Config(**{k: v for k, v in config.items() if k not in ("transformers_version", "model_type")})
+    model = Qwen3ForSequenceClassification(conf).eval()
+    model.model.load_state_dict(causal.model.state_dict(), strict=True)
+    with torch.no_grad():
+        model.score.weight.copy_(score[None])
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def make_tiny_message_embedding_checkpoint(folder: str | Path, base_folder: str | Path, max_seq_length: int = 512,
+                                           template_kwargs: dict | None = None) -> Path:
+    """Re-saves the embedding checkpoint in `base_folder` with sentence-transformers 6.x itself, its
+    Transformer declaring the "message" modality (sentence_bert_config.json), so SentenceTransformer
+    renders every text, prompt included, through the tokenizer's chat template."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+
+    base = SentenceTransformer(str(base_folder), device="cpu")
+    out = {"method": "forward", "method_output_name": "last_hidden_state"}
+    transformer = Transformer(str(base_folder), transformer_task="feature-extraction",
+                              modality_config={"text": dict(out), "message": {**out, "format": "flat"}},
+                              module_output_name="token_embeddings",
+                              processing_kwargs={"chat_template": template_kwargs} if template_kwargs else None)
+    model = SentenceTransformer(modules=[transformer, *list(base)[1:]], device="cpu", prompts=base.prompts)
+    model.max_seq_length = max_seq_length
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save(str(folder))
+    return folder

@@ -1,7 +1,6 @@
 """`Reranker`: a drop-in for sentence-transformers' CrossEncoder on zerank and Qwen3-Reranker checkpoints."""
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -11,7 +10,8 @@ import numpy as np
 import torch
 
 from .config import CheckpointError, Qwen3Config
-from .formats import FORMATS, EncodedPrompts, PromptFormat, make_format
+from .declared import read_declared_activation, read_json, read_input_spec, read_logit_score, resolve_activation
+from .formats import FORMATS, ZERANK_QWEN_YES, EncodedPrompts, PromptFormat, make_format
 from .loading import load_tokenizer, resolve_checkpoint
 from .scoring import ScoringEngine, gather_rows, pad_rows
 
@@ -20,10 +20,15 @@ def detect_format(folder: Path, name: str) -> str | None:
     """The format the checkpoint declares, if it declares one.
 
     zerank checkpoints ship modeling_zeranker.py (the reference scorer) or, in newer revisions, a
-    sentence-transformers 1_LogitScore module; Qwen3-Reranker checkpoints are known by name.
+    sentence-transformers 1_LogitScore module reading "Yes" alone; another LogitScore module is a plain
+    sentence-transformers CrossEncoder; Qwen3-Reranker checkpoints (and conversions) are known by name.
     """
-    if (folder / "modeling_zeranker.py").is_file() or (folder / "1_LogitScore" / "config.json").is_file():
+    if (folder / "modeling_zeranker.py").is_file():
         return "zerank"
+    logit_score = read_logit_score(folder)
+    if logit_score is not None:
+        is_zerank = logit_score.true_token_id == ZERANK_QWEN_YES and logit_score.false_token_id is None
+        return "zerank" if is_zerank else "sentence-transformers"
     for text in (name, folder.name, str(folder)):
         low = text.lower()
         if "zerank" in low:
@@ -52,67 +57,103 @@ class Reranker:
     prefix-cached Qwen3 forward."""
 
     def __init__(self, engine: ScoringEngine, tokenizer, format: str | PromptFormat, max_length: int | None = None,
-                 instruction: str | None = None):
+                 instruction: str | None = None, *, activation_fn=None, recipe_activation=None):
         """format: a format name, or a PromptFormat already built for this tokenizer (the loaders build it
-        first to learn which LM-head rows to load, and pass it on rather than build it twice)."""
+        first to learn which LM-head rows to load, and pass it on rather than build it twice).
+        activation_fn: see `predict` (None: the recipe's own). recipe_activation: what the checkpoint
+        declares, applied to the raw score when activation_fn is None (None: the format's own score)."""
         self.engine, self.tokenizer = engine, tokenizer
         self.format = format if isinstance(format, PromptFormat) else make_format(format, tokenizer, instruction)
-        self.max_length = int(max_length or engine.config.max_position_embeddings)
+        self.classifier = engine.config.classifier
+        if self.classifier and self.format.name == "sentence-transformers":
+            raise CheckpointError("a sequence-classification checkpoint has no LogitScore module: load it with "
+                                  "format='zerank' or format='qwen3-reranker'")
+        if self.classifier and self.format.name == "qwen3-reranker" and recipe_activation is None:
+            recipe_activation = "sigmoid"  # sigmoid(yes - no) is the causal form's softmax
+        self.activation_fn = resolve_activation(activation_fn)
+        self._recipe_activation = resolve_activation(recipe_activation, "the declared activation_fn")
+        positions = engine.config.max_position_embeddings
+        default = min(self.format.default_max_length or positions, positions)
+        self.max_length = int(max_length or default)
         if self.max_length < 1:
             raise ValueError(f"max_length must be positive, got {max_length}")
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device="cpu", dtype=None, format: str | None = None,
                         max_length: int | None = None, *, instruction: str | None = None,
+                        activation_fn=None, clip_chars: bool | None = None,
                         backend: str | None = None, max_tokens_per_batch: int | None = None,
                         show_progress_bar: bool | None = None) -> "Reranker":
-        """Loads a zerank or Qwen3-Reranker checkpoint (local folder or hub id).
+        """Loads a zerank or Qwen3-Reranker checkpoint (local folder or hub id): the causal LM, or a
+        Qwen3ForSequenceClassification conversion (score.weight [1, hidden]).
 
         device: "cpu" or "cuda[:n]"; dtype: torch.float32 / bfloat16 / float16 (default: float32 on CPU,
-        bfloat16 on CUDA); format: "zerank" or "qwen3-reranker", detected where the checkpoint declares
-        it; max_length: prompt tokens (default: the model's max_position_embeddings); backend: "torch" or
-        "triton" (default: triton on CUDA, torch on CPU; env ZKERNELS_BACKEND overrides the default).
+        bfloat16 on CUDA); format: "zerank", "qwen3-reranker" or "sentence-transformers" (what the
+        folder's CrossEncoder modules do), detected where the checkpoint declares it; max_length: prompt
+        tokens (default: the recipe's, 8,192 for qwen3-reranker, else the model's max_position_embeddings,
+        or the tokenizer's limit for sentence-transformers); activation_fn: see `predict`; clip_chars:
+        zerank only, clip texts to 2,000 / 10,000 characters (default True, as modeling_zeranker.py;
+        False: strip only, as ZeroEntropy's serving code); backend: "torch" or "triton" (default: triton
+        on CUDA, torch on CPU; env ZKERNELS_BACKEND overrides the default).
         """
         if format is not None and format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; choose one of {FORMATS}")
         folder = resolve_checkpoint(path)
+        # config.json first: a folder without one is not a checkpoint, whatever else is missing
+        config = Qwen3Config.from_file(folder / "config.json")
         format = format or detect_format(folder, str(path))
         if format is None:
             raise ValueError(f"cannot tell which scoring recipe {path} uses; pass format='zerank' or "
                              f"format='qwen3-reranker'")
-        config = Qwen3Config.from_file(folder / "config.json")  # before anything else reads the folder
         tokenizer = load_tokenizer(folder)
-        fmt = make_format(format, tokenizer, instruction)
-        score_ids = fmt.score_token_ids
-        declared = _declared_true_token(folder)
-        if format == "zerank" and declared is not None and declared != score_ids[0]:
-            raise CheckpointError(f"{folder}/1_LogitScore/config.json declares true_token_id {declared}, but the "
-                                  f"tokenizer's 'Yes' is {score_ids[0]}")
+        st_args, recipe_activation = None, None
+        if format == "sentence-transformers":
+            st_args, max_length = _sentence_transformers_recipe(folder, config, tokenizer, max_length)
+        if format == "sentence-transformers" or (config.classifier and format == "qwen3-reranker"):
+            # a CrossEncoder's, or a classifier conversion's declared activation; the zerank and causal
+            # qwen3-reranker recipes fix their own
+            recipe_activation = read_declared_activation(folder)
+        fmt = make_format(format, tokenizer, instruction, clip_chars=clip_chars, sentence_transformers=st_args)
+        score_ids = [] if config.classifier else fmt.score_token_ids
+        declared = read_logit_score(folder)
+        if format == "zerank" and declared is not None and declared.true_token_id != fmt.score_token_ids[0]:
+            raise CheckpointError(f"{folder}/1_LogitScore/config.json declares true_token_id "
+                                  f"{declared.true_token_id}, but the tokenizer's 'Yes' is {fmt.score_token_ids[0]}")
         engine = ScoringEngine(folder, config, score_ids, device, dtype, backend, max_tokens_per_batch, show_progress_bar)
-        return cls(engine, tokenizer, fmt, max_length)
+        return cls(engine, tokenizer, fmt, max_length, activation_fn=activation_fn,
+                   recipe_activation=recipe_activation)
 
     @classmethod
     def from_state_dict(cls, state_dict, config: dict | Qwen3Config, format: str = "zerank", tokenizer=None,
                         device="cpu", dtype=None, *, max_length: int | None = None, instruction: str | None = None,
-                        backend: str | None = None, max_tokens_per_batch: int | None = None) -> "Reranker":
+                        backend: str | None = None, max_tokens_per_batch: int | None = None,
+                        activation_fn=None) -> "Reranker":
         """A Reranker over weights already in memory (e.g. a transformers model's state_dict()), named as
         in a checkpoint. Without a tokenizer only score_token_ids works, with Qwen's score-token ids."""
         if not isinstance(config, Qwen3Config):
             config = Qwen3Config.from_dict(config, source="config")
         fmt = make_format(format, tokenizer, instruction)
-        engine = ScoringEngine(state_dict, config, fmt.score_token_ids, device, dtype, backend, max_tokens_per_batch)
-        return cls(engine, tokenizer, fmt, max_length)
+        score_ids = [] if config.classifier else fmt.score_token_ids
+        engine = ScoringEngine(state_dict, config, score_ids, device, dtype, backend, max_tokens_per_batch)
+        return cls(engine, tokenizer, fmt, max_length, activation_fn=activation_fn)
 
     @property
     def device(self) -> str:
         return self.engine.device
 
-    def score_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+    def score_hidden(self, hidden: torch.Tensor, activation_fn=None) -> torch.Tensor:
         """The score head: final-norm hidden states [R, hidden] (as `ScoringEngine.iter_batches` yields
         them) -> scores [R] float32. Run it per packed batch, on the batch's rows as yielded: the rows are
-        padded (`pad_rows`) so each row's score rounds the same whatever else shares its batch."""
+        padded (`pad_rows`) so each row's score rounds the same whatever else shares its batch.
+        activation_fn: as `predict`'s (None: this Reranker's)."""
         logits = pad_rows(hidden).float() @ self.engine.score_rows.float().T  # [R_pad, m]
-        return self.format.scores(logits)[:hidden.shape[0]]                  # [R]
+        fn = resolve_activation(activation_fn) if activation_fn is not None else self.activation_fn
+        if fn is None:
+            fn = self._recipe_activation
+            if fn is None:
+                return self.format.scores(logits)[:hidden.shape[0]]          # the recipe's own, exactly
+        raw = logits[:, 0] if self.classifier else self.format.raw_scores(logits)  # [R_pad]
+        return torch.as_tensor(fn(raw), dtype=torch.float32)[:hidden.shape[0]]
 
     def encode_pairs(self, pairs, *, truncate: bool = True, instruction: str | None = None) -> EncodedPrompts:
         """Tokenizes (query, document) pairs as the reference recipe does: prompt ids per pair, and one
@@ -124,26 +165,41 @@ class Reranker:
 
     def score_token_ids(self, prompts: Sequence[Sequence[int]], groups: Sequence[int] | None = None,
                         batch_size: int | None = None, show_progress_bar: bool | None = None,
-                        use_prefix_cache: bool = True) -> torch.Tensor:
+                        use_prefix_cache: bool = True, *, activation_fn=None) -> torch.Tensor:
         """Scores already-tokenized prompts ([n] float32 on the model's device). Prompts sharing a group
         share their common token prefix; without groups, all prompts form one group."""
+        fn = resolve_activation(activation_fn)
         batches = self.engine.iter_batches(prompts, groups, batch_size=batch_size, use_prefix_cache=use_prefix_cache,
                                            show_progress_bar=show_progress_bar)
-        return gather_rows(((index, self.score_hidden(hidden)) for index, hidden in batches), len(prompts))
+        return gather_rows(((index, self.score_hidden(hidden, fn)) for index, hidden in batches), len(prompts))
 
     def predict(self, pairs, batch_size: int | None = None, show_progress_bar: bool | None = None,
-                convert_to_numpy: bool = True, *, truncate: bool = True, instruction: str | None = None,
-                use_prefix_cache: bool = True):
-        """Scores for (query, document) pairs, in input order: float32 numpy array (or a CPU tensor with
-        convert_to_numpy=False). A single pair returns a single float. batch_size caps documents per
-        forward (default: only the token budget bounds a batch)."""
+                convert_to_numpy: bool = True, *, convert_to_tensor: bool = False, activation_fn=None,
+                truncate: bool = True, instruction: str | None = None, use_prefix_cache: bool = True):
+        """Scores for (query, document) pairs, in input order, as sentence-transformers' CrossEncoder
+        returns them: a float32 numpy array; a CPU tensor with convert_to_numpy=False; a tensor on the
+        model's device with convert_to_tensor=True. A single pair returns a single float (a 0-d tensor
+        with convert_to_tensor). batch_size caps documents per forward (default: only the token budget).
+
+        activation_fn, applied to the raw score (the logit of "Yes" for zerank, logit("yes") -
+        logit("no") for qwen3-reranker, a classifier's logit, a LogitScore's logit): None = the recipe's
+        own (zerank: sigmoid(x / 5); qwen3-reranker: the yes/no softmax; sentence-transformers: what the
+        checkpoint declares), "identity" (raw logits, what zerank-2's CrossEncoder returns), "sigmoid",
+        "zerank", a torch path, or any callable on a float32 tensor.
+        truncate=False raises on prompts over max_length instead of cutting their content.
+        """
         single = isinstance(pairs, (list, tuple)) and len(pairs) == 2 and all(isinstance(x, str) for x in pairs)
         pairs = _check_pairs([pairs] if single else pairs)
+        fn = resolve_activation(activation_fn)
         if not pairs:
-            return np.zeros(0, dtype=np.float32) if convert_to_numpy else torch.zeros(0)
+            empty = torch.zeros(0, device=self.device if convert_to_tensor else "cpu")
+            return empty if convert_to_tensor or not convert_to_numpy else np.zeros(0, dtype=np.float32)
         encoded = self.encode_pairs(pairs, truncate=truncate, instruction=instruction)
         scores = self.score_token_ids(encoded.ids, encoded.groups, batch_size, show_progress_bar,
-                                      use_prefix_cache).cpu()
+                                      use_prefix_cache, activation_fn=fn)
+        if convert_to_tensor:
+            return scores[0] if single else scores
+        scores = scores.cpu()
         if single:
             return float(scores[0])
         return scores.numpy().astype(np.float32) if convert_to_numpy else scores
@@ -174,12 +230,28 @@ class Reranker:
         return results
 
 
-def _declared_true_token(folder: Path) -> int | None:
-    cfg = folder / "1_LogitScore" / "config.json"
-    if not cfg.is_file():
-        return None
-    try:
-        value = json.loads(cfg.read_text()).get("true_token_id")
-    except (json.JSONDecodeError, AttributeError):
-        raise CheckpointError(f"{cfg} is not valid JSON") from None
-    return int(value) if value is not None else None
+def _sentence_transformers_recipe(folder: Path, config: Qwen3Config, tokenizer, max_length: int | None):
+    """The CrossEncoder's declarations for the sentence-transformers format: its LogitScore ids, the
+    chat-template kwargs, and its token limit (the tokenizer's, as sentence-transformers reads it)."""
+    logit_score = read_logit_score(folder)
+    if logit_score is None:
+        raise CheckpointError(f"{folder} has no 1_LogitScore/config.json: the sentence-transformers format "
+                              f"needs a CrossEncoder saved over a causal LM")
+    spec = read_input_spec(folder)
+    if not spec.uses_messages:
+        raise CheckpointError(f"{folder}/sentence_bert_config.json declares no 'message' modality: zkernels "
+                              f"renders CrossEncoder pairs through the chat template only")
+    if spec.message_format == "structured":
+        raise CheckpointError(f"{folder}/sentence_bert_config.json: the 'structured' message format is not "
+                              f"supported for a text-only tokenizer")
+    st_cfg = folder / "config_sentence_transformers.json"
+    if st_cfg.is_file():
+        raw = read_json(st_cfg)
+        if isinstance(raw, dict) and raw.get("default_prompt_name"):
+            raise CheckpointError(f"{st_cfg}: default_prompt_name {raw['default_prompt_name']!r} is set; "
+                                  f"zkernels' Reranker applies no CrossEncoder prompt")
+    if max_length is None:
+        max_length = min(int(tokenizer.model_max_length), config.max_position_embeddings)
+    args = {"true_token_id": logit_score.true_token_id, "false_token_id": logit_score.false_token_id,
+            "template_kwargs": spec.template_kwargs}
+    return args, max_length
