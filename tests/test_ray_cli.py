@@ -59,14 +59,14 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     (tmp_path / "in.jsonl").write_text(json.dumps({"query": "q", "text": "d"}) + "\n")
     rc = main(["rerank-dataset", "--model", str(folder), "--input", str(tmp_path / "in.jsonl"),
                "--output", str(tmp_path / "out.jsonl")])
-    assert rc == 2 and "has no column 'document'" in capsys.readouterr().err
+    assert rc == 1 and "has no column 'document'" in capsys.readouterr().err
     rc = main(["rerank-dataset", "--model", str(folder), "--input", str(tmp_path / "missing.parquet"),
                "--output", str(tmp_path / "out.jsonl")])
-    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    assert rc == 1 and "does not exist" in capsys.readouterr().err
     (tmp_path / "null.jsonl").write_text(json.dumps({"query": "q", "document": "d"}) + "\n"
                                          + json.dumps({"query": "q", "document": None}) + "\n")
     rc = main(["rerank-dataset", "--model", str(folder), "--input", str(tmp_path / "null.jsonl"),
                "--output", str(tmp_path / "out.jsonl"), "--concurrency", "1"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert rc == 2 and "TypeError: column 'document' must hold strings, but a row holds a null" in err
+    assert rc == 1 and "TypeError: column 'document' must hold strings, but a row holds a null" in err
     assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "out.jsonl.partial").exists()
