@@ -347,14 +347,23 @@ class Embedder:
             return x[:hidden.shape[0]].contiguous()                           # [R, d]
         return head
 
+    def prompt_name_for(self, input_type: str) -> str | None:
+        """The checkpoint prompt a role uses, as sentence-transformers picks it: "query" for queries;
+        "document", else "passage", else "corpus" for documents; None when the checkpoint has none (then
+        encode() falls back to default_prompt_name)."""
+        names = {"query": ("query",), "document": ("document", "passage", "corpus")}.get(input_type)
+        if names is None:
+            raise ValueError(f"input_type must be 'query' or 'document', got {input_type!r}")
+        return next((n for n in names if n in self.prompts), None)
+
     def encode_query(self, texts, prompt_name: str | None = None, prompt: str | None = None, **kwargs):
         """encode() with the checkpoint's "query" prompt unless one is given."""
-        if prompt_name is None and prompt is None and "query" in self.prompts:
-            prompt_name = "query"
+        if prompt_name is None and prompt is None:
+            prompt_name = self.prompt_name_for("query")
         return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
     def encode_document(self, texts, prompt_name: str | None = None, prompt: str | None = None, **kwargs):
         """encode() with the checkpoint's "document" (or "passage", "corpus") prompt unless one is given."""
         if prompt_name is None and prompt is None:
-            prompt_name = next((n for n in ("document", "passage", "corpus") if n in self.prompts), None)
+            prompt_name = self.prompt_name_for("document")
         return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)

@@ -64,10 +64,8 @@ class ServedEmbedder:
             if prompt_name not in prompts:
                 raise ServeError(422, f"prompt_name {prompt_name!r} is not among the model's prompts {list(prompts)}",
                                  field="prompt_name")
-        elif input_type == "query":
-            prompt_name = "query" if "query" in prompts else None
-        elif input_type == "document":
-            prompt_name = next((n for n in ("document", "passage", "corpus") if n in prompts), None)
+        elif input_type is not None:
+            prompt_name = self.model.prompt_name_for(input_type)
         prompt_name = prompt_name or self.model.default_prompt_name
         return prompts[prompt_name] if prompt_name is not None else None
 
