@@ -88,9 +88,9 @@ def test_scores_do_not_depend_on_what_else_is_batched(reranker):
 
 def test_linear_pads_small_inputs_so_rows_round_alike():
     torch.manual_seed(0)
-    w, x = torch.randn(96, 64), torch.randn(20, 64)
+    w, x = torch.randn(96, 64), torch.randn(40, 64)
     full = linear(x, w)
-    for n in (1, 2, 3, 7):
+    for n in range(1, 40):
         torch.testing.assert_close(linear(x[:n], w), full[:n], rtol=0, atol=0)
 
 

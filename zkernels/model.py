@@ -15,10 +15,11 @@ from .loading import Qwen3Weights
 from .packing import PackedBatch
 
 
-# CPU GEMM kernels take another code path below 8 rows and round differently there, so a row's value
-# would depend on how many rows share its matmul; padding small inputs keeps a prompt's result
-# independent of its batch (see ScoringEngine.iter_batches).
-MIN_CPU_MATMUL_ROWS = 8
+# CPU GEMM kernels take other code paths for small row counts (measured with torch 2.13's CPU wheel: 1-3,
+# 5-7 and 9-11 rows round differently from 12 and more), so a row's value would depend on how many rows
+# share its matmul; padding small inputs keeps a prompt's result independent of its batch (see
+# ScoringEngine.iter_batches).
+MIN_CPU_MATMUL_ROWS = 16
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

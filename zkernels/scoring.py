@@ -129,7 +129,7 @@ def gather_rows(parts: Iterable[tuple[Sequence[int], torch.Tensor]], n: int) -> 
 def pad_rows(x: torch.Tensor, multiple: int = 64) -> torch.Tensor:
     """x [R, ...] with zero rows appended up to a multiple of `multiple`. A per-batch head runs on the
     padded rows so that every real row takes the same kernel path whatever R is: CPU matmuls round
-    differently below 8 rows, and vectorised elementwise ops (sigmoid, exp) compute a vector's
+    differently below 12 rows, and vectorised elementwise ops (sigmoid, exp) compute a vector's
     remainder elements with scalar code that rounds differently."""
     pad = -x.shape[0] % multiple
     return x if pad == 0 else torch.cat((x, x.new_zeros((pad, *x.shape[1:]))))
