@@ -105,6 +105,16 @@ def bits_equal(a, b) -> bool:
     return a.shape == b.shape and bool(torch.equal(a.view(torch.int32), b.view(torch.int32)))
 
 
+def assert_rerank_matches_predict(reranker, body: dict, response, what="") -> None:
+    """A ZeroEntropy rerank response equals Reranker.predict on the same pairs, bit for bit."""
+    assert response.status_code == 200, response.text
+    expected = reranker.predict([(body["query"], d) for d in body["documents"]])
+    got = torch.zeros(len(expected), dtype=torch.float32)
+    for row in response.json()["results"]:
+        got[row["index"]] = row["relevance_score"]
+    assert bits_equal(got, expected), what
+
+
 _MODELS: dict = {}  # one pair for the whole session (a session fixture imported by several modules is rebuilt)
 
 

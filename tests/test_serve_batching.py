@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from _serve_util import (DOCS, QUERIES, ForwardGate, LiveServer, bits_equal, make_app,  # noqa: E402,F401
-                         served_models, wait_until)
+from _serve_util import (DOCS, QUERIES, ForwardGate, LiveServer, assert_rerank_matches_predict,  # noqa: E402,F401
+                         bits_equal, make_app, served_models, wait_until)
 
 
 def _rerank_body(k: int):
@@ -62,13 +62,7 @@ def test_concurrent_requests_are_batched_and_exact(served_models):  # noqa: F811
                 gate_e.open()
                 responses = pending.result(timeout=120)
         for k, r in enumerate(responses[:n_rerank]):
-            assert r.status_code == 200, r.text
-            body = bodies[k]
-            expected = reranker.predict([(body["query"], d) for d in body["documents"]])
-            got = np.zeros(len(expected), np.float32)
-            for row in r.json()["results"]:
-                got[row["index"]] = row["relevance_score"]
-            assert bits_equal(got, expected), k
+            assert_rerank_matches_predict(reranker, bodies[k], r, k)
         for k, r in enumerate(responses[n_rerank:]):
             assert r.status_code == 200, r.text
             body = bodies[n_rerank + k]
@@ -99,12 +93,7 @@ def test_failing_forward_is_retried_alone(served_models):  # noqa: F811
                 responses = pending.result(timeout=120)
         assert failures["n"] > 1
         for body, r in zip(bodies, responses):
-            assert r.status_code == 200, r.text
-            expected = reranker.predict([(body["query"], d) for d in body["documents"]])
-            got = np.zeros(len(expected), np.float32)
-            for row in r.json()["results"]:
-                got[row["index"]] = row["relevance_score"]
-            assert bits_equal(got, expected)
+            assert_rerank_matches_predict(reranker, body, r)
         assert live.metric("zkernels_forward_failures_total", model="reranker") >= 1
 
 

@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from _serve_util import DOCS, bits_equal  # noqa: E402
+from _serve_util import DOCS, assert_rerank_matches_predict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_S = 180
@@ -73,12 +72,7 @@ def test_demo_server_sigterm_answers_queued_requests(tmp_path, qwen_tokenizer):
         from zkernels import Reranker
         reranker = Reranker.from_pretrained(tmp_path / "demo-zerank-v1", dtype=torch.float32)
         for body, r in zip(bodies, responses):
-            assert r.status_code == 200, r.text
-            expected = reranker.predict([(body["query"], d) for d in body["documents"]])
-            got = np.zeros(len(expected), np.float32)
-            for row in r.json()["results"]:
-                got[row["index"]] = row["relevance_score"]
-            assert bits_equal(got, expected)
+            assert_rerank_matches_predict(reranker, body, r)
     finally:
         if proc.poll() is None:
             proc.kill()
