@@ -142,10 +142,16 @@ def _build_models(tiny_checkpoint, qwen_tokenizer, tmp_path_factory):
 def make_app(models, limits=None, api_key=None, reranker=True, embedder=True):
     from zkernels.serve import ServeLimits, create_app
     from zkernels.serve.models import ServedEmbedder, ServedReranker
+    """Tokenizes in its own threads unless `limits` says otherwise: a ForwardGate holds the device thread,
+    which on CPU would otherwise also be the one that tokenizes the requests the test waits to see queued."""
+    import dataclasses
     r, e = models
+    limits = limits or ServeLimits()
+    if limits.tokenize_threads is None:
+        limits = dataclasses.replace(limits, tokenize_threads=2)
     return create_app(ServedReranker(r, "tiny-reranker") if reranker else None,
                       ServedEmbedder(e, "tiny-embedder") if embedder else None,
-                      limits or ServeLimits(), api_key)
+                      limits, api_key)
 
 
 QUERIES = ["what is a prefix cache?", "Wie hoch ist der Eiffelturm?", "binary embeddings", "寿司の作り方"]

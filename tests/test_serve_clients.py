@@ -11,12 +11,15 @@ pytest.importorskip("uvicorn")
 
 from _serve_util import DOCS, QUERIES, LiveServer, bits_equal, make_app, served_models  # noqa: E402,F401
 
+from zkernels.serve import ServeLimits  # noqa: E402
+
 KEY = "test-key-123"
 
 
 @pytest.fixture(scope="module")
 def live(served_models):  # noqa: F811
-    with LiveServer(make_app(served_models, api_key=KEY)) as server:
+    # tokenize_threads=0 is the CPU default of `zkernels serve`: tokenization on the device thread.
+    with LiveServer(make_app(served_models, ServeLimits(tokenize_threads=0), api_key=KEY)) as server:
         server.headers = {"Authorization": f"Bearer {KEY}"}
         yield server
 

@@ -173,3 +173,10 @@ def test_client_disconnect_drops_queued_work(served_models):  # noqa: F811
             assert first.result(60).status_code == 200
         assert not any(_ids(reranker, "gamma") <= seen for seen in gate.seen)
         _ok(live)
+
+
+@pytest.mark.parametrize("field,value", [("max_queue", 0), ("timeout_s", 0), ("max_batch_tokens", 0),
+                                         ("tokenize_threads", -1), ("tokenize_threads", 1.5)])
+def test_bad_limits_are_refused_at_startup(field, value):
+    with pytest.raises(ValueError, match=field):
+        ServeLimits(**{field: value})

@@ -30,6 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "ZKERNELS_API_KEY; no key: open)")
     p.add_argument("--max-batch-tokens", type=int, default=None,
                    help="prompt tokens per forward (default: 8192 on CPU, 32768 on CUDA)")
+    p.add_argument("--tokenize-threads", type=int, default=None,
+                   help="threads that tokenize requests; 0 = on the device thread, taking turns with the forwards "
+                        "(default: 0 on CPU, where the forward already uses every core; 2 on CUDA, to overlap it)")
     p.add_argument("--max-queue", type=int, default=_DEFAULTS.max_queue,
                    help=f"requests waiting per model before new ones get 503 + Retry-After "
                         f"(default: {_DEFAULTS.max_queue})")
@@ -60,7 +63,7 @@ def run(args) -> int:
 
     limits = ServeLimits(max_queue=args.max_queue, max_request_docs=args.max_request_docs,
                          max_request_bytes=args.max_request_bytes, timeout_s=args.timeout_s,
-                         max_batch_tokens=args.max_batch_tokens)
+                         max_batch_tokens=args.max_batch_tokens, tokenize_threads=args.tokenize_threads)
     api_key = args.api_key or os.environ.get("ZKERNELS_API_KEY") or None
     reranker, embedder, demo = load_served_models(args.reranker, args.embedder, args.device, args.dtype,
                                                   args.max_batch_tokens, args.backend, args.progress)
