@@ -2,6 +2,7 @@
 the OS picks, so a test can reach into the engine (inject a failing or gated forward)."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -140,11 +141,10 @@ def _build_models(tiny_checkpoint, qwen_tokenizer, tmp_path_factory):
 
 
 def make_app(models, limits=None, api_key=None, reranker=True, embedder=True):
-    from zkernels.serve import ServeLimits, create_app
-    from zkernels.serve.models import ServedEmbedder, ServedReranker
     """Tokenizes in its own threads unless `limits` says otherwise: a ForwardGate holds the device thread,
     which on CPU would otherwise also be the one that tokenizes the requests the test waits to see queued."""
-    import dataclasses
+    from zkernels.serve import ServeLimits, create_app
+    from zkernels.serve.models import ServedEmbedder, ServedReranker
     r, e = models
     limits = limits or ServeLimits()
     if limits.tokenize_threads is None:

@@ -1,5 +1,6 @@
 """Limits and failures: every error answers with its status and a JSON message naming what was wrong,
 and the server keeps answering afterwards."""
+import asyncio
 import concurrent.futures
 
 import httpx
@@ -180,3 +181,25 @@ def test_client_disconnect_drops_queued_work(served_models):  # noqa: F811
 def test_bad_limits_are_refused_at_startup(field, value):
     with pytest.raises(ValueError, match=field):
         ServeLimits(**{field: value})
+
+
+@pytest.mark.parametrize("threads", [None, 0, 2])
+def test_where_requests_are_tokenized(served_models, threads):  # noqa: F811
+    """On CPU, by default (None) and with 0, tokenization takes turns with the forwards on the device
+    thread; with N > 0 it runs in a pool of its own."""
+    from zkernels.serve.app import Server
+    from zkernels.serve.models import ServedReranker
+
+    async def pools():
+        server = Server(ServedReranker(served_models[0], "tiny-reranker"), None,
+                        ServeLimits(tokenize_threads=threads), None, False)
+        await server.start()
+        try:
+            return server._tokenize_pool, server._device_threads["cpu"]
+        finally:
+            await server.stop()
+    tokenize, device = asyncio.run(pools())
+    if threads:
+        assert tokenize is not device and tokenize._max_workers == threads
+    else:
+        assert tokenize is device

@@ -71,14 +71,12 @@ class Server:
         # tokenization takes turns with the forwards on the device thread (bench_serve, 2-core CPU, 16/64
         # clients: 1.08-1.15x the per-request baseline this way, 0.99-1.28x with a separate pool).
         threads = self.limits.tokenize_threads
-        cpu_thread = self._device_threads.get("cpu")
         if threads is None:
-            threads = 0 if cpu_thread is not None else 2
-        if threads == 0 and cpu_thread is not None:
-            self._tokenize_pool = cpu_thread
+            threads = 0 if "cpu" in self._device_threads else 2
+        if threads == 0:  # on a device thread: the CPU one where there is one
+            self._tokenize_pool = self._device_threads.get("cpu") or next(iter(self._device_threads.values()), None)
         else:
-            self._tokenize_pool = concurrent.futures.ThreadPoolExecutor(
-                max(threads, 1), thread_name_prefix="zkernels-tokenize")
+            self._tokenize_pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="zkernels-tokenize")
 
     async def warm_up(self) -> None:
         """One real forward per model through its worker; /health answers 200 only after it."""
