@@ -145,7 +145,13 @@ def test_every_option_has_help_and_every_command_the_shared_options(monkeypatch,
     for name, parser in commands.items():
         options = {s: a for a in parser._actions for s in a.option_strings}
         for action in parser._actions:
+            if action.option_strings == ["--max-batch-tokens"]:  # serve's old name for the flag: hidden alias
+                assert name == "serve" and options["--max-tokens-per-batch"].dest == action.dest
+                continue
             assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+        if name != "demo":  # every command that loads a model for a job (demo picks its own)
+            for flag in ("--device", "--dtype", "--backend", "--max-tokens-per-batch"):
+                assert flag in options, (name, flag)
         assert options["--progress"] is options["--no-progress"] and options["--progress"].default is None, name
         for flag in ("--format", "--backend"):
             if flag in options:

@@ -307,3 +307,67 @@ def test_similarity_and_dimension_as_sentence_transformers(models):
         emb.similarity(q, raw)
     with pytest.raises(TypeError, match="embeddings1 must be float embeddings"):
         emb.similarity("text", d)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_truncate_false_refuses_an_over_long_text(models, kind):
+    from zkernels.formats import PromptTooLong
+    emb, _, _ = models[kind]
+    prompt = emb.resolve_prompt(input_type="document")
+    fits = emb.tokenize(["short"], prompt, truncate=False)
+    assert fits == emb.tokenize(["short"], prompt)
+    with pytest.raises(PromptTooLong, match=rf"texts\[1\] is \d+ tokens, over max_seq_length={MAX_SEQ}"):
+        emb.tokenize(["short", LONG], prompt, truncate=False)
+    with pytest.raises(PromptTooLong, match=r"texts\[0\]"):
+        emb.encode_document([LONG], truncate=False)
+    # exactly at the limit is not over it
+    at_limit = emb.tokenize([LONG], prompt)[0]
+    assert len(at_limit) == MAX_SEQ
+
+
+@pytest.mark.parametrize("name", ["plain", "generation"])
+def test_truncate_false_counts_the_chat_template(message_models, name):
+    from zkernels.formats import PromptTooLong
+    emb, _ = message_models[name]
+    # a text that fits max_seq_length alone but not inside the template
+    words = "one two three four five six seven eight nine ten".split()
+    text = next(" ".join(words * 8)[:n] for n in range(1, 400)
+                if len(emb.tokenizer(" ".join(words * 8)[:n]).input_ids) >= MAX_SEQ - 2)
+    with pytest.raises(PromptTooLong, match=r"texts\[0\]"):
+        emb.tokenize([text], truncate=False)
+    assert len(emb.tokenize([text])[0]) == MAX_SEQ
+
+
+def test_tokenize_is_safe_across_threads(models):
+    """Truncating and non-truncating calls racing on one shared tokenizer never cut each other's texts."""
+    import concurrent.futures
+    emb, _, _ = models["zembed"]
+    short = [f"text {i} " + "word " * (i % 7) for i in range(20)]
+    want_short = emb.tokenize(short, truncate=False)
+    want_long = emb.tokenize([LONG], truncate=True)
+
+    def call(i):
+        if i % 2:
+            return emb.tokenize([LONG], truncate=True) == want_long
+        return emb.tokenize([short[i % 20]], truncate=False) == [want_short[i % 20]]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(2000)))
+    assert results.count(False) == 0
+
+
+def test_dimension_and_prompt_rules(models):
+    emb, ref, _ = models["zembed"]
+    assert emb.resolve_dimensions(None) == HIDDEN == emb.dimensions[0]
+    assert [emb.resolve_dimensions(d) for d in emb.dimensions] == emb.dimensions
+    for bad in (12, "32", True, 32.0):
+        with pytest.raises(ValueError, match=r"dimensions=.* is not offered by this checkpoint; choose one of"):
+            emb.resolve_dimensions(bad)
+    assert emb.resolve_prompt("mine", "query", "document") == "mine"
+    assert emb.resolve_prompt(prompt_name="query", input_type="document") == ref.prompts["query"]
+    assert emb.resolve_prompt(input_type="document") == ref.prompts["document"]
+    assert emb.resolve_prompt(input_type="query") == ref.prompts["query"]
+    with pytest.raises(ValueError, match="prompt_name 'nope' is not among"):
+        emb.resolve_prompt(prompt_name="nope")
+    with pytest.raises(ValueError, match="input_type must be"):
+        emb.resolve_prompt(input_type="passage")

@@ -176,7 +176,7 @@ def test_client_disconnect_drops_queued_work(served_models):  # noqa: F811
         _ok(live)
 
 
-@pytest.mark.parametrize("field,value", [("max_queue", 0), ("timeout_s", 0), ("max_batch_tokens", 0),
+@pytest.mark.parametrize("field,value", [("max_queue", 0), ("timeout_s", 0),
                                          ("tokenize_threads", -1), ("tokenize_threads", 1.5)])
 def test_bad_limits_are_refused_at_startup(field, value):
     with pytest.raises(ValueError, match=field):

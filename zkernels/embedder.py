@@ -18,6 +18,7 @@ template's tail written back over the last tokens.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -31,9 +32,10 @@ from .binary import quantize
 from .binary.quantize import BINARY_PRECISIONS, PRECISIONS, quantize_embeddings  # noqa: F401  (old import path)
 from .config import CheckpointError, Qwen3Config
 from .declared import InputSpec, read_input_spec
-from .formats import ChatTemplateSlots, fit_to_length
+from .formats import ChatTemplateSlots, PromptTooLong, fit_to_length
 from .loading import load_tokenizer, resolve_checkpoint
 from .projections import Projections, load_projections
+from .options import EngineOptions, merge_options
 from .scoring import ScoringEngine, gather_rows, pad_rows
 
 ZEMBED_SUFFIX = "<|im_end|>\n"
@@ -183,15 +185,17 @@ class Embedder:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device="cpu", dtype=None, *, suffix: str | None = None,
                         max_seq_length: int | None = None, backend: str | None = None,
-                        max_tokens_per_batch: int | None = None, show_progress_bar: bool | None = None
-                        ) -> "Embedder":
+                        max_tokens_per_batch: int | None = None, show_progress_bar: bool | None = None,
+                        options: EngineOptions | None = None) -> "Embedder":
         """Loads a sentence-transformers-style Qwen3 embedding checkpoint (local folder or hub id).
 
-        device / dtype / backend / max_tokens_per_batch as for `Reranker.from_pretrained`. suffix: text
+        device / dtype / backend / max_tokens_per_batch / options as for `Reranker.from_pretrained`. suffix: text
         appended to every input after truncation (default: what the checkpoint declares: a "suffix" key
         in config_sentence_transformers.json, or "<|im_end|>\\n" for zembed-1; else none). max_seq_length:
         tokens per text, suffix included (default: sentence_bert_config.json's).
         """
+        options = merge_options(options, device=device, dtype=dtype, backend=backend,
+                                max_tokens_per_batch=max_tokens_per_batch, show_progress=show_progress_bar)
         folder = resolve_checkpoint(path)
         config = Qwen3Config.from_file(folder / "config.json")
         recipe = read_recipe(folder, str(path))
@@ -204,7 +208,7 @@ class Embedder:
             recipe.max_seq_length = int(max_seq_length)
         projections = load_projections(folder, config.hidden_size)
         tokenizer = load_tokenizer(folder)
-        engine = ScoringEngine(folder, config, [], device, dtype, backend, max_tokens_per_batch, show_progress_bar)
+        engine = ScoringEngine(folder, config, [], options=options)
         embedder = cls(engine, tokenizer, recipe, projections)
         embedder.folder = folder
         return embedder
@@ -218,23 +222,50 @@ class Embedder:
         """The output dimensions the checkpoint offers (hidden size, then its learned projections)."""
         return self.projections.dimensions
 
-    def tokenize(self, texts: Sequence[str], prompt: str | None = None) -> list[list[int]]:
+    def tokenize(self, texts: Sequence[str], prompt: str | None = None, *, truncate: bool = True
+                 ) -> list[list[int]]:
         """Token ids per text: tokenizer(prompt + text) right-truncated to leave room for the suffix,
         then the suffix ids; or, for a checkpoint declaring the "message" modality, the chat template's
-        rendering of the messages, cut before the template's tail."""
+        rendering of the messages, cut before the template's tail. truncate=False raises a ValueError
+        naming the text instead of cutting one over max_seq_length.
+
+        Texts are tokenized whole and cut here, never with the tokenizer's own truncation: that setting
+        lives in the (shared, Rust-side) tokenizer object, so concurrent calls with and without it could
+        cut each other's texts. This way the tokenizer is only read, and threads may share it."""
         if self.recipe.inputs.uses_messages:
-            return self._tokenize_messages(texts, prompt or None)
+            return self._tokenize_messages(texts, prompt or None, truncate)
         prompt = prompt or ""
         limit = self.max_seq_length - len(self._suffix_ids)
-        ids = self.tokenizer([prompt + t for t in texts], add_special_tokens=True, truncation=True,
-                             max_length=limit).input_ids
-        out = [list(x) + self._suffix_ids for x in ids]
+        ids = self.tokenizer([prompt + t for t in texts], add_special_tokens=True).input_ids
+        n_head, n_tail = self._special_tokens
+        out = [self._fit(list(x), n_tail, n_head, limit, truncate, i) + self._suffix_ids for i, x in enumerate(ids)]
         for i, x in enumerate(out):
             if not x:
                 raise ValueError(f"text {i} is empty and there is no prompt or suffix: nothing to embed")
         return out
 
-    def _tokenize_messages(self, texts: Sequence[str], prompt: str | None) -> list[list[int]]:
+    def _fit(self, ids: list[int], n_tail: int, n_head: int, limit: int, truncate: bool, i: int) -> list[int]:
+        """ids cut to `limit` tokens as the tokenizer's right-truncation (or sentence-transformers' for
+        messages) cuts them: content from its end, the fixed head and tail kept."""
+        if len(ids) > limit and not truncate:
+            n = len(ids) + self.max_seq_length - limit
+            raise PromptTooLong(f"texts[{i}] is {n} tokens, over max_seq_length={self.max_seq_length}; pass "
+                             f"truncate=True to cut its end")
+        return fit_to_length(ids, n_tail, n_head, limit, True, f"texts[{i}]")[0]
+
+    @functools.cached_property
+    def _special_tokens(self) -> tuple[int, int]:
+        """(head, tail): how many special tokens the tokenizer adds before and after a text (Qwen3-Embedding's
+        appends <|endoftext|>); its right-truncation keeps them and cuts the text's own tokens."""
+        plain = self.tokenizer("x", add_special_tokens=False).input_ids
+        full = self.tokenizer("x", add_special_tokens=True).input_ids
+        for head in range(len(full) - len(plain) + 1):
+            if full[head:head + len(plain)] == plain:
+                return head, len(full) - head - len(plain)
+        raise CheckpointError("the tokenizer's special tokens do not wrap a text's own tokens; cannot tell how it "
+                              "truncates")
+
+    def _tokenize_messages(self, texts: Sequence[str], prompt: str | None, truncate: bool) -> list[list[int]]:
         """As sentence-transformers 6.x for the "message" modality: [system: prompt,] user: text through
         the chat template (apply_chat_template tokenizes without special tokens), right-truncated at
         max_seq_length, and the template's tail restored over the last tokens of a cut text."""
@@ -247,8 +278,7 @@ class Embedder:
                                       1, self.recipe.inputs.template_kwargs)
             self._message_slots[prompt] = slots
         ids = self.tokenizer([slots.render(t) for t in texts], add_special_tokens=False).input_ids
-        n_tail = len(slots.tail_ids)
-        return [fit_to_length(list(x), n_tail, slots.n_fixed_head, self.max_seq_length, True, f"texts[{i}]")[0]
+        return [self._fit(list(x), len(slots.tail_ids), slots.n_fixed_head, self.max_seq_length, truncate, i)
                 for i, x in enumerate(ids)]
 
     def get_sentence_embedding_dimension(self) -> int:
@@ -269,7 +299,23 @@ class Embedder:
         b = torch.nn.functional.normalize(b, p=2, dim=1)
         return a @ b.T
 
-    def _resolve_prompt(self, prompt: str | None, prompt_name: str | None) -> str | None:
+    def resolve_dimensions(self, dimensions: int | None = None) -> int:
+        """The output dimension `dimensions` asks for: None is the hidden size (no projection); anything
+        else must be one the checkpoint offers (`self.dimensions`), or a ValueError says which are."""
+        if dimensions is None:
+            return self.projections.hidden_size
+        if not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions not in self.dimensions:
+            hint = "" if len(self.dimensions) > 1 else (" (it ships no projections.safetensors; truncate_dim= cuts "
+                                                        "dimensions instead)")
+            raise ValueError(f"dimensions={dimensions!r} is not offered by this checkpoint; choose one of "
+                             f"{self.dimensions}{hint}")
+        return dimensions
+
+    def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None,
+                       input_type: str | None = None) -> str | None:
+        """The prompt text a call uses, as sentence-transformers picks it: `prompt` as given; else the
+        checkpoint's prompt named `prompt_name`; else the one for `input_type` ("query" or "document", see
+        `prompt_name_for`); else the checkpoint's default prompt; else none."""
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
@@ -279,6 +325,10 @@ class Embedder:
                 raise ValueError(f"prompt_name {prompt_name!r} is not among the checkpoint's prompts "
                                  f"{list(self.prompts)}")
             return self.prompts[prompt_name]
+        if input_type is not None:
+            name = self.prompt_name_for(input_type)
+            if name is not None:
+                return self.prompts[name]
         if self.default_prompt_name is not None:
             return self.prompts[self.default_prompt_name]
         return None
@@ -286,29 +336,26 @@ class Embedder:
     def encode(self, texts, prompt_name: str | None = None, prompt: str | None = None,
                batch_size: int | None = None, show_progress_bar: bool | None = None, precision: str = "float32",
                convert_to_numpy: bool = True, convert_to_tensor: bool = False, normalize_embeddings: bool = False,
-               truncate_dim: int | None = None, *, dimensions: int | None = None, use_prefix_cache: bool = True):
+               truncate_dim: int | None = None, *, dimensions: int | None = None, use_prefix_cache: bool = True,
+               truncate: bool = True):
         """Embeddings of `texts` (a string gives one vector), with sentence-transformers' semantics.
 
         Order of operations as sentence-transformers: pooled, (projected to `dimensions`,) normalised when
         the checkpoint normalises, truncated to `truncate_dim`, renormalised if normalize_embeddings,
         quantized to `precision`. batch_size caps texts per forward (default: only the token budget).
         The prompt ids every text shares are computed once (use_prefix_cache=False turns that off).
+        truncate=False raises a ValueError for a text over max_seq_length instead of cutting it.
         """
         single = isinstance(texts, str)
         texts = _check_texts([texts] if single else texts)
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-        dim = self.projections.hidden_size if dimensions is None else dimensions
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim not in self.dimensions:
-            raise ValueError(f"dimensions={dimensions!r} is not offered by this checkpoint; choose one of "
-                             f"{self.dimensions}" + ("" if len(self.dimensions) > 1 else
-                                                     " (it ships no projections.safetensors; truncate_dim= "
-                                                     "cuts dimensions instead)"))
+        dim = self.resolve_dimensions(dimensions)
         if truncate_dim is not None and (not isinstance(truncate_dim, int) or isinstance(truncate_dim, bool)
                                          or not 1 <= truncate_dim <= dim):
             raise ValueError(f"truncate_dim must be an int in [1, {dim}] or None, got {truncate_dim!r}")
-        prompt = self._resolve_prompt(prompt, prompt_name)
-        ids = self.tokenize(texts, prompt)
+        prompt = self.resolve_prompt(prompt, prompt_name)
+        ids = self.tokenize(texts, prompt, truncate=truncate)
         head = self.embedding_head(dim, truncate_dim, normalize_embeddings)
         batches = self.engine.iter_batches(ids, batch_size=batch_size, use_prefix_cache=use_prefix_cache,
                                            show_progress_bar=show_progress_bar, desc="Embedding")
@@ -332,7 +379,7 @@ class Embedder:
         normalises, cut to `truncate_dim`, renormalised if asked. Run it per packed batch of
         `ScoringEngine.iter_batches`; rows are padded (`pad_rows`) so each rounds the same whatever
         else shares its batch."""
-        matrix = self.projections.matrix(self.projections.hidden_size if dimensions is None else dimensions)
+        matrix = self.projections.matrix(self.resolve_dimensions(dimensions))
         normalize = self.recipe.normalize or matrix is not None
 
         def head(hidden: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,10 @@ def single_token_id(tokenizer, word: str) -> int:
     return ids[0]
 
 
+class PromptTooLong(ValueError):
+    """A prompt over the token limit, with truncation turned off (truncate=False)."""
+
+
 def fit_to_length(ids: list[int], n_tail: int, n_fixed_head: int, max_length: int, truncate: bool, where: str
          ) -> tuple[list[int], bool]:
     """Cuts content tokens (just before the n_tail suffix tokens) so len(ids) <= max_length. The
@@ -70,11 +74,11 @@ def fit_to_length(ids: list[int], n_tail: int, n_fixed_head: int, max_length: in
     if len(ids) <= max_length:
         return ids, False
     if not truncate:
-        raise ValueError(f"{where}: the prompt is {len(ids)} tokens, over max_length={max_length}; "
+        raise PromptTooLong(f"{where}: the prompt is {len(ids)} tokens, over max_length={max_length}; "
                          f"pass truncate=True to cut the content's end, or raise max_length")
     if n_fixed_head + n_tail >= max_length:
-        raise ValueError(f"{where}: the prompt template alone is {n_fixed_head + n_tail} tokens, leaving no "
-                         f"room for content under max_length={max_length}; raise max_length")
+        raise PromptTooLong(f"{where}: the prompt template alone is {n_fixed_head + n_tail} tokens, leaving no "
+                            f"room for content under max_length={max_length}; raise max_length")
     return ids[:max_length - n_tail] + ids[len(ids) - n_tail:], True
 
 

@@ -53,10 +53,7 @@ class Pipeline:
         embedding size); reranker: a zkernels Reranker or None; dimensions: the embedder's output size
         (a learned projection; default: the hidden size)."""
         self.embedder, self.reranker = embedder, reranker
-        self.dimensions = dimensions if dimensions is not None else embedder.dimensions[0]
-        if self.dimensions not in embedder.dimensions:
-            raise ValueError(f"dimensions={dimensions!r} is not offered by the embedder; choose one of "
-                             f"{embedder.dimensions}")
+        self.dimensions = embedder.resolve_dimensions(dimensions)
         if self.dimensions % 8:
             raise ValueError(f"dimensions={self.dimensions} must be a multiple of 8 to pack into binary codes")
         self.index = index if index is not None else BinaryIndex(self.dimensions)

@@ -13,6 +13,7 @@ from .config import CheckpointError, Qwen3Config
 from .declared import read_declared_activation, read_json, read_input_spec, read_logit_score, resolve_activation
 from .formats import FORMATS, ZERANK_QWEN_YES, EncodedPrompts, PromptFormat, make_format
 from .loading import load_tokenizer, resolve_checkpoint
+from .options import EngineOptions, merge_options
 from .scoring import ScoringEngine, gather_rows, pad_rows
 
 
@@ -83,7 +84,7 @@ class Reranker:
                         max_length: int | None = None, *, instruction: str | None = None,
                         activation_fn=None, clip_chars: bool | None = None,
                         backend: str | None = None, max_tokens_per_batch: int | None = None,
-                        show_progress_bar: bool | None = None) -> "Reranker":
+                        show_progress_bar: bool | None = None, options: EngineOptions | None = None) -> "Reranker":
         """Loads a zerank or Qwen3-Reranker checkpoint (local folder or hub id): the causal LM, or a
         Qwen3ForSequenceClassification conversion (score.weight [1, hidden]).
 
@@ -94,8 +95,12 @@ class Reranker:
         or the tokenizer's limit for sentence-transformers); activation_fn: see `predict`; clip_chars:
         zerank only, clip texts to 2,000 / 10,000 characters (default True, as modeling_zeranker.py;
         False: strip only, as ZeroEntropy's serving code); backend: "torch" or "triton" (default: triton
-        on CUDA, torch on CPU; env ZKERNELS_BACKEND overrides the default).
+        on CUDA, torch on CPU; env ZKERNELS_BACKEND overrides the default); max_tokens_per_batch: prompt
+        tokens per forward; options: an EngineOptions holding device, dtype, backend, max_tokens_per_batch
+        and show_progress at once (the same arguments given separately must agree with it).
         """
+        options = merge_options(options, device=device, dtype=dtype, backend=backend,
+                                max_tokens_per_batch=max_tokens_per_batch, show_progress=show_progress_bar)
         if format is not None and format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; choose one of {FORMATS}")
         folder = resolve_checkpoint(path)
@@ -119,7 +124,7 @@ class Reranker:
         if format == "zerank" and declared is not None and declared.true_token_id != fmt.score_token_ids[0]:
             raise CheckpointError(f"{folder}/1_LogitScore/config.json declares true_token_id "
                                   f"{declared.true_token_id}, but the tokenizer's 'Yes' is {fmt.score_token_ids[0]}")
-        engine = ScoringEngine(folder, config, score_ids, device, dtype, backend, max_tokens_per_batch, show_progress_bar)
+        engine = ScoringEngine(folder, config, score_ids, options=options)
         return cls(engine, tokenizer, fmt, max_length, activation_fn=activation_fn,
                    recipe_activation=recipe_activation)
 
@@ -127,14 +132,16 @@ class Reranker:
     def from_state_dict(cls, state_dict, config: dict | Qwen3Config, format: str = "zerank", tokenizer=None,
                         device="cpu", dtype=None, *, max_length: int | None = None, instruction: str | None = None,
                         backend: str | None = None, max_tokens_per_batch: int | None = None,
-                        activation_fn=None) -> "Reranker":
+                        activation_fn=None, options: EngineOptions | None = None) -> "Reranker":
         """A Reranker over weights already in memory (e.g. a transformers model's state_dict()), named as
         in a checkpoint. Without a tokenizer only score_token_ids works, with Qwen's score-token ids."""
         if not isinstance(config, Qwen3Config):
             config = Qwen3Config.from_dict(config, source="config")
         fmt = make_format(format, tokenizer, instruction)
         score_ids = [] if config.classifier else fmt.score_token_ids
-        engine = ScoringEngine(state_dict, config, score_ids, device, dtype, backend, max_tokens_per_batch)
+        options = merge_options(options, device=device, dtype=dtype, backend=backend,
+                                max_tokens_per_batch=max_tokens_per_batch)
+        engine = ScoringEngine(state_dict, config, score_ids, options=options)
         return cls(engine, tokenizer, fmt, max_length, activation_fn=activation_fn)
 
     @property

@@ -13,31 +13,27 @@ import torch
 
 from .config import Qwen3Config
 from .kernels import resolve_backend
-from .loading import load_qwen3_weights, resolve_dtype, load_tokenizer  # noqa: F401  (old import path)
+from .loading import load_qwen3_weights, resolve_dtype
 from .model import Qwen3Forward
+from .options import EngineOptions
 from .packing import plan_batches
-
-DEFAULT_TOKENS_PER_BATCH = {"cuda": 32_768, "cpu": 8_192}
 
 
 class ScoringEngine:
     """A Qwen3 forward on one device, with the batching policy around it."""
 
-    def __init__(self, source: Path | Mapping[str, torch.Tensor], config: Qwen3Config, score_token_ids: Sequence[int], device="cpu", dtype=None,
-                 backend: str | None = None, max_tokens_per_batch: int | None = None,
-                 show_progress: bool | None = None):
-        device = str(torch.device(device))
+    def __init__(self, source: Path | Mapping[str, torch.Tensor], config: Qwen3Config,
+                 score_token_ids: Sequence[int], *, options: EngineOptions = EngineOptions()):
+        device = options.device
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} was asked for, but torch sees no CUDA device")
+        self.options = options
         self.device = device
-        self.dtype = resolve_dtype(dtype, device)
+        self.dtype = resolve_dtype(options.dtype, device)
         self.config = config
-        weights = load_qwen3_weights(source, self.config, score_token_ids, device, self.dtype, show_progress)
-        self.forward = Qwen3Forward(self.config, weights, resolve_backend(backend, device))
-        kind = "cuda" if device.startswith("cuda") else "cpu"
-        self.max_tokens_per_batch = int(max_tokens_per_batch or DEFAULT_TOKENS_PER_BATCH[kind])
-        if self.max_tokens_per_batch < 1:
-            raise ValueError(f"max_tokens_per_batch must be positive, got {max_tokens_per_batch}")
+        weights = load_qwen3_weights(source, self.config, score_token_ids, device, self.dtype, options.show_progress)
+        self.forward = Qwen3Forward(self.config, weights, resolve_backend(options.backend, device))
+        self.max_tokens_per_batch = options.tokens_per_batch
 
     @property
     def backend(self) -> str:

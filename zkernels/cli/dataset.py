@@ -25,8 +25,6 @@ def _common(p) -> None:
     p.add_argument("--num-cpus", type=float, default=None, help="CPUs per actor (default: 1)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="rows per Ray batch (default: sized from the token budget and a sample of the rows)")
-    p.add_argument("--max-tokens-per-batch", type=int, default=None,
-                   help="tokens per forward in each actor (default: zkernels' own, 32768 on GPU, 8192 on CPU)")
     add_device(p, default=None, default_help="cuda in an actor that has a GPU, else cpu")
     add_progress(p)
     p.add_argument("--num-local-cpus", type=int, default=None,

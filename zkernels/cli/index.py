@@ -14,7 +14,7 @@ from pathlib import Path
 from .checkpoints import EMBEDDER, RERANKER, check_checkpoint
 from .documents import print_ranked, read_numbered_documents
 from .messages import UsageError
-from .options import add_device, add_documents, add_json, add_progress, add_query, add_top_k, positive_int
+from .options import engine_options, add_device, add_documents, add_json, add_progress, add_query, add_top_k, positive_int
 from .rerank import note_query_clipping
 
 CHUNK = 2048  # documents per add_documents call: bounds memory and drives the progress bar
@@ -53,9 +53,9 @@ def _load_models(args, model: str, reranker_path: str | None):
     from ..embedder import Embedder
     from ..reranker import Reranker
 
-    embedder = Embedder.from_pretrained(model, device=args.device, dtype=args.dtype, show_progress_bar=args.progress)
-    reranker = (Reranker.from_pretrained(reranker_path, device=args.device, dtype=args.dtype,
-                                         show_progress_bar=args.progress) if reranker_path else None)
+    options = engine_options(args)
+    embedder = Embedder.from_pretrained(model, options=options)
+    reranker = Reranker.from_pretrained(reranker_path, options=options) if reranker_path else None
     return embedder, reranker
 
 
@@ -149,7 +149,7 @@ def _model_arguments(p: argparse.ArgumentParser, defaults_from: str):
                    help=f"embedding checkpoint folder or hub id (default: {defaults_from})")
     p.add_argument("--reranker", default=None, help=f"reranker checkpoint folder or hub id (default: {defaults_from})")
     p.add_argument("--no-reranker", action="store_true", help="rank by the float-rescored embedding score only")
-    add_device(p, backend=False)
+    add_device(p)
     add_progress(p)
 
 

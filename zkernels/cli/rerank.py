@@ -6,7 +6,7 @@ import argparse
 from .checkpoints import RERANKER, check_checkpoint
 from .documents import print_ranked, read_numbered_documents
 from .messages import note
-from .options import add_device, add_documents, add_format, add_json, add_progress, add_query, add_top_k, positive_int
+from .options import engine_options, add_device, add_documents, add_format, add_json, add_progress, add_query, add_top_k, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -50,9 +50,8 @@ def run(args) -> int:
 
     numbered = read_numbered_documents(args.documents)  # every argument checked before the model loads
     check_checkpoint(args.model, "--model", RERANKER)
-    reranker = Reranker.from_pretrained(args.model, device=args.device, dtype=args.dtype, format=args.format,
-                                        max_length=args.max_length, backend=args.backend,
-                                        show_progress_bar=args.progress)
+    reranker = Reranker.from_pretrained(args.model, format=args.format, max_length=args.max_length,
+                                        options=engine_options(args))
     note_query_clipping(reranker, args.query)
     ranked = reranker.rank(args.query, [text for _, text in numbered], top_k=args.top_k, return_documents=True,
                            show_progress_bar=args.progress, truncate=args.truncate)

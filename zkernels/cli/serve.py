@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from .options import add_device, add_progress
+from .options import add_device, add_progress, engine_options, positive_int
 from ..serve.limits import ServeLimits
 
 _DEFAULTS = ServeLimits()
@@ -28,8 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' on every route but /health (default: env "
                         "ZKERNELS_API_KEY; no key: open)")
-    p.add_argument("--max-batch-tokens", type=int, default=None,
-                   help="prompt tokens per forward (default: 8192 on CPU, 32768 on CUDA)")
+    # the flag's old name, kept working but no longer listed: one name per engine option everywhere
+    p.add_argument("--max-batch-tokens", dest="max_tokens_per_batch", type=positive_int, help=argparse.SUPPRESS)
     p.add_argument("--tokenize-threads", type=int, default=None,
                    help="threads that tokenize requests; 0 = on the device thread, taking turns with the forwards "
                         "(default: 0 on CPU, where the forward already uses every core; 2 on CUDA, to overlap it)")
@@ -63,10 +63,9 @@ def run(args) -> int:
 
     limits = ServeLimits(max_queue=args.max_queue, max_request_docs=args.max_request_docs,
                          max_request_bytes=args.max_request_bytes, timeout_s=args.timeout_s,
-                         max_batch_tokens=args.max_batch_tokens, tokenize_threads=args.tokenize_threads)
+                         tokenize_threads=args.tokenize_threads)
     api_key = args.api_key or os.environ.get("ZKERNELS_API_KEY") or None
-    reranker, embedder, demo = load_served_models(args.reranker, args.embedder, args.device, args.dtype,
-                                                  args.max_batch_tokens, args.backend, args.progress)
+    reranker, embedder, demo = load_served_models(args.reranker, args.embedder, engine_options(args))
     if demo:
         print("zkernels serve: no --reranker or --embedder given: serving the built-in DEMO models (random "
               "weights, Qwen's real tokenizer; their scores mean nothing)", file=sys.stderr, flush=True)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import warnings
 
+from ..options import DEFAULT_TOKENS_PER_BATCH
 from .predictors import EmbedPredictor, RerankPredictor, check_embed_options
 
-# The engine's default token budget per forward (zkernels.scoring.DEFAULT_TOKENS_PER_BATCH); one Ray
-# batch holds a few forwards' worth so packing has rows to choose from.
-TOKENS_PER_FORWARD = {"gpu": 32_768, "cpu": 8_192}
+# One Ray batch holds a few forwards' worth of tokens, so packing has rows to choose from.
 FORWARDS_PER_BATCH = 4
 PROMPT_TOKENS = 40      # template tokens around the texts (chat markup, instruction)
 CHARS_PER_TOKEN = 4.0   # rough figure for Qwen's BPE on English; only sizes batches, never scores
@@ -51,7 +50,7 @@ def estimate_batch_size(sample: list[dict], columns: list[str], on_gpu: bool,
                         max_tokens_per_batch: int | None) -> int:
     """Rows per Ray batch: a few forwards' token budget divided by the tokens of a typical row, from a
     sample of the first rows."""
-    budget = max_tokens_per_batch or TOKENS_PER_FORWARD["gpu" if on_gpu else "cpu"]
+    budget = max_tokens_per_batch or DEFAULT_TOKENS_PER_BATCH["cuda" if on_gpu else "cpu"]
     chars = [sum(len(str(row.get(c, ""))) for c in columns) for row in sample] or [0]
     tokens_per_row = PROMPT_TOKENS + sum(chars) / len(chars) / CHARS_PER_TOKEN
     return int(min(MAX_BATCH, max(MIN_BATCH, FORWARDS_PER_BATCH * budget / tokens_per_row)))

@@ -72,16 +72,14 @@ class EmbedPredictor:
         self.embedder = Embedder.from_pretrained(model, device=_device(device), show_progress_bar=False, **load_kwargs)
         self.encode = self.embedder.encode_query if input_type == "query" else self.embedder.encode_document
         # Fail at load, not on the first batch, when the checkpoint does not offer the dimensions.
-        if dimensions is not None and dimensions not in self.embedder.dimensions:
-            raise ValueError(f"dimensions={dimensions!r} is not offered by {model}; choose one of "
-                             f"{self.embedder.dimensions}")
+        self.dimensions = self.embedder.resolve_dimensions(dimensions)
 
     def __call__(self, batch: dict) -> dict:
         texts = string_column(batch, self.text_column)
         if texts:
             emb = self.encode(texts, dimensions=self.dimensions, precision=self.precision, show_progress_bar=False)
         else:  # an empty block: encode() refuses empty input, but the output still needs its column
-            dim = self.dimensions or self.embedder.dimensions[0]
+            dim = self.dimensions
             emb = np.zeros((0, dim // 8 if self.precision != "float32" else dim),
                            dtype={"float32": np.float32, "binary": np.int8, "ubinary": np.uint8}[self.precision])
         return {**batch, self.embedding_column: emb}

@@ -62,7 +62,7 @@ class Server:
                 self._device_threads[device] = concurrent.futures.ThreadPoolExecutor(
                     1, thread_name_prefix=f"zkernels-{device}")
             worker = ModelWorker(served.kind, served.engine, served.head, self._device_threads[device],
-                                 self.limits.max_queue, self.metrics, self.limits.max_batch_tokens)
+                                 self.limits.max_queue, self.metrics)
             worker.start()
             self.workers[served.kind] = worker
         # On a GPU, tokenizing in its own threads overlaps the forward. On CPU the forward already keeps
@@ -82,7 +82,7 @@ class Server:
         """One real forward per model through its worker; /health answers 200 only after it."""
         for served in self.models:
             enc = await self.tokenize(served.warmup_prompts)
-            key = None if served.kind == "reranker" else (served.model.dimensions[0], False)
+            key = None if served.kind == "reranker" else (served.model.resolve_dimensions(None), False)
             await self.workers[served.kind].submit(enc.prompts, enc.groups, key).future
         self.ready = True
 

@@ -19,7 +19,6 @@ class ServeLimits:
     max_request_docs: int = 1000      # documents (rerank) or inputs (embed) per request
     max_request_bytes: int = 8 << 20  # request body size
     timeout_s: float = 60.0           # from arrival to response
-    max_batch_tokens: int | None = None  # tokens per forward (default: the engine's budget)
     tokenize_threads: int | None = None  # 0: tokenize on the device thread; default 0 on CPU, 2 on a GPU
 
     def __post_init__(self):
@@ -28,8 +27,6 @@ class ServeLimits:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {self.timeout_s!r}")
-        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
-            raise ValueError(f"max_batch_tokens must be positive, got {self.max_batch_tokens!r}")
         if self.tokenize_threads is not None and (not isinstance(self.tokenize_threads, int)
                                                   or self.tokenize_threads < 0):
             raise ValueError(f"tokenize_threads must be an int >= 0, got {self.tokenize_threads!r}")

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Hashable
 
 
+from ..formats import PromptTooLong
+from ..options import EngineOptions
 from .errors import ServeError
 
 
@@ -34,8 +36,10 @@ class ServedReranker:
         the model's max_length with truncate=False is a 413."""
         try:
             encoded = self.model.encode_pairs([(query, d) for d in documents], truncate=truncate)
-        except ValueError as e:
+        except PromptTooLong as e:
             raise ServeError(413, f"{e}", field="documents") from None
+        except ValueError as e:
+            raise ServeError(422, f"{e}", field="documents") from None
         return Encoded(encoded.ids, encoded.groups)
 
     def head(self, key: Hashable):
@@ -54,43 +58,27 @@ class ServedEmbedder:
 
     def __init__(self, embedder, name: str):
         self.model, self.name, self.engine = embedder, name, embedder.engine
-        suffix = embedder.suffix
-        self._suffix_len = len(embedder.tokenizer(suffix, add_special_tokens=False).input_ids) if suffix else 0
 
     def prompt_for(self, input_type: str | None = None, prompt_name: str | None = None) -> str | None:
         """The prompt Embedder.encode_query / encode_document (input_type) or encode(prompt_name=) use."""
-        prompts = self.model.prompts
-        if prompt_name is not None:
-            if prompt_name not in prompts:
-                raise ServeError(422, f"prompt_name {prompt_name!r} is not among the model's prompts {list(prompts)}",
-                                 field="prompt_name")
-        elif input_type is not None:
-            prompt_name = self.model.prompt_name_for(input_type)
-        prompt_name = prompt_name or self.model.default_prompt_name
-        return prompts[prompt_name] if prompt_name is not None else None
+        try:
+            return self.model.resolve_prompt(prompt_name=prompt_name, input_type=input_type)
+        except ValueError as e:
+            raise ServeError(422, str(e), field="prompt_name") from None
 
     def check_dimensions(self, dimensions: int | None) -> int:
-        dims = self.model.dimensions
-        if dimensions is None:
-            return dims[0]
-        if dimensions not in dims:
-            raise ServeError(422, f"dimensions={dimensions} is not offered by this model; choose one of {dims}",
-                             field="dimensions")
-        return dimensions
+        try:
+            return self.model.resolve_dimensions(dimensions)
+        except ValueError as e:
+            raise ServeError(422, str(e), field="dimensions") from None
 
     def encode(self, texts: list[str], prompt: str | None, truncate: bool = True) -> Encoded:
         try:
-            ids = self.model.tokenize(texts, prompt)
+            ids = self.model.tokenize(texts, prompt, truncate=truncate)
+        except PromptTooLong as e:
+            raise ServeError(413, f"{e}; send truncate=true to cut it", field="inputs") from None
         except ValueError as e:
             raise ServeError(422, str(e), field="input") from None
-        if not truncate:  # a text that reached the limit may have been cut: measure it uncut
-            limit = self.model.max_seq_length
-            for i, (t, p) in enumerate(zip(texts, ids)):
-                if len(p) >= limit:
-                    full = len(self.model.tokenizer((prompt or "") + t, add_special_tokens=True).input_ids)
-                    if full + self._suffix_len > limit:
-                        raise ServeError(413, f"input {i} is {full + self._suffix_len} tokens, over the model's "
-                                              f"max_seq_length {limit}; send truncate=true to cut it", field="inputs")
         return Encoded(ids, [0] * len(ids))
 
     def head(self, key: Hashable):
@@ -105,9 +93,7 @@ class ServedEmbedder:
         return self.encode(["warm-up text"], self.prompt_for("document"))
 
 
-def load_served_models(reranker: str | None, embedder: str | None, device: str = "cpu", dtype=None,
-                       max_batch_tokens: int | None = None, backend: str | None = None,
-                       show_progress_bar: bool | None = False):
+def load_served_models(reranker: str | None, embedder: str | None, options: EngineOptions = EngineOptions()):
     """(ServedReranker | None, ServedEmbedder | None, demo: bool). No paths at all: the demo models."""
     from ..demo_models import demo_checkpoint, demo_embedder_checkpoint
     from ..embedder import Embedder
@@ -116,12 +102,11 @@ def load_served_models(reranker: str | None, embedder: str | None, device: str =
     demo = reranker is None and embedder is None
     if demo:
         reranker, embedder = str(demo_checkpoint()), str(demo_embedder_checkpoint())
-    common = dict(device=device, dtype=dtype, backend=backend, max_tokens_per_batch=max_batch_tokens)  # loading progress only
     served_r = served_e = None
     if reranker is not None:
         name = "demo-reranker" if demo else Path(reranker).name
-        served_r = ServedReranker(Reranker.from_pretrained(reranker, show_progress_bar=show_progress_bar, **common), name)
+        served_r = ServedReranker(Reranker.from_pretrained(reranker, options=options), name)
     if embedder is not None:
         name = "demo-embedder" if demo else Path(embedder).name
-        served_e = ServedEmbedder(Embedder.from_pretrained(embedder, show_progress_bar=show_progress_bar, **common), name)
+        served_e = ServedEmbedder(Embedder.from_pretrained(embedder, options=options), name)
     return served_r, served_e, demo

@@ -54,11 +54,11 @@ class ModelWorker:
     """
 
     def __init__(self, name: str, engine, heads: Callable[[Hashable], Callable[[torch.Tensor], torch.Tensor]],
-                 device_thread: concurrent.futures.ThreadPoolExecutor, max_queue: int, metrics: Metrics,
-                 max_round_tokens: int | None = None):
+                 device_thread: concurrent.futures.ThreadPoolExecutor, max_queue: int, metrics: Metrics):
         self.name, self.engine, self.heads = name, engine, heads
         self.device_thread, self.max_queue, self.metrics = device_thread, max_queue, metrics
-        self.max_round_tokens = int(max_round_tokens or engine.max_tokens_per_batch)
+        # A round (the requests packed into one iter_batches call) takes up to one forward's token budget.
+        self.max_round_tokens = engine.max_tokens_per_batch
         self._queue: collections.deque[Job] = collections.deque()
         self._wake = asyncio.Event()
         self._closing = False
