@@ -5,8 +5,14 @@
 Each configuration (code width x ISA x nq x threads, k = 10) runs alternately with the old and the
 new build, median of REPS, so load from other processes on a shared machine hits both sides alike;
 the two builds must return identical results. Copy the old .so aside before rebuilding."""
-import importlib.util, os, statistics, sys, time
+import importlib.util
+import os
+import statistics
+import sys
+import time
+
 import numpy as np
+
 old_path, new_path = sys.argv[1], sys.argv[2]
 def cpu_name():
     for line in open("/proc/cpuinfo"):

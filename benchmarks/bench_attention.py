@@ -8,7 +8,6 @@ already expanded to the query heads (expansion not timed).
 from __future__ import annotations
 
 import torch
-
 from bench_common import causal_pairs, median, p99, time_cuda_events, time_wall
 
 

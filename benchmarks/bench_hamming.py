@@ -122,8 +122,8 @@ def run_cpu(args, stamp, command):
 
 def run_gpu(args, stamp, command):
     import torch
-
     from bench_common import time_cuda_events  # beside this file
+
     from zkernels.binary import cuda, torch_search
     from zkernels.binary.torch_store import TorchStore
 

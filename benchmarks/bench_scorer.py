@@ -28,9 +28,19 @@ sys.path.insert(0, str(HERE.parent))  # the repo root: run from a checkout witho
 sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
-
-from bench_common import (TINY_SHAPE, YES_ID, forward_flops, load_shape, make_workload, measure_matmul_tflops,  # noqa: E402,E501
-                          median, p99, plot_w2, sync, time_wall, write_rows)
+from bench_common import (  # noqa: E402,E501
+    TINY_SHAPE,
+    YES_ID,
+    forward_flops,
+    load_shape,
+    make_workload,
+    measure_matmul_tflops,
+    median,
+    p99,
+    plot_w2,
+    time_wall,
+    write_rows,
+)
 
 DEFAULT_SHAPES = ("qwen3-4b", "qwen3-1.7b")
 W2_PAYLOADS = (1, 5, 10, 25, 50, 100, 200)

@@ -203,6 +203,7 @@ def parse_args(argv):
 
 def _load_reranker(args):
     import torch  # noqa: F401
+
     from zkernels import Reranker
     from zkernels.demo import demo_checkpoint
     return Reranker.from_pretrained(args.reranker or demo_checkpoint(), device=args.device, dtype=args.dtype)

@@ -1,13 +1,19 @@
 # Run from the repository root: PYTHONPATH=. python benchmarks/parity_figures.py
 """Max relative score error of zkernels vs the reference recipes through transformers' Qwen3ForCausalLM,
 per tiny config and format (the parity suite's configs and pairs), float32 CPU."""
-import sys, tempfile, torch
+import sys
+import tempfile
+
+import torch
+
 sys.path.insert(0, "tests")
 from test_reranker_parity import CONFIGS, PAIRS
+
 from zkernels import Reranker
 from zkernels.qwen_vocab import build_qwen_tokenizer
-from zkernels.reference import load_reference_model, qwen3_reranker_reference, zerank_reference
 from zkernels.random_checkpoints import make_tiny_checkpoint
+from zkernels.reference import load_reference_model, qwen3_reranker_reference, zerank_reference
+
 tmp = tempfile.mkdtemp()
 tok = build_qwen_tokenizer(f"{tmp}/tok")
 worst = 0.0

@@ -26,7 +26,7 @@ class LiveServer:
     def state(self):
         return self.app.state.server
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.monotonic() + STARTUP_S
         while not self.server.started:

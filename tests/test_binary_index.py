@@ -371,7 +371,7 @@ def test_num_threads_env(monkeypatch):
 def _rescore_ref(cand_ids, fq, corpus_vecs, k):
     out_s, out_i = [], []
     for j, row in enumerate(cand_ids):
-        scored = sorted(((-float(fq[j] @ corpus_vecs[c]), int(c)) for c in row if c >= 0))[:k]
+        scored = sorted((-float(fq[j] @ corpus_vecs[c]), int(c)) for c in row if c >= 0)[:k]
         out_s.append([-s for s, _ in scored] + [-np.inf] * (k - len(scored)))
         out_i.append([c for _, c in scored] + [-1] * (k - len(scored)))
     return np.array(out_s, np.float32), np.array(out_i)

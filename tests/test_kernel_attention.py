@@ -8,8 +8,8 @@ import random
 
 import pytest
 import torch
-
 from _kernel_util import DEVICE, assert_close, poisoned
+
 from zkernels.kernels.attention import attention_torch, attention_triton, plan_attention
 
 # fp16: the kernel rounds the softmax weights to fp16 before the PV product (as flash attention does);

@@ -1,8 +1,8 @@
 """Triton qk_norm_rope against the torch reference (interpreter on CPU)."""
 import pytest
 import torch
-
 from _kernel_util import DEVICE, assert_close, poisoned
+
 from zkernels.kernels.qk_norm_rope import qk_norm_rope_torch, qk_norm_rope_triton, rope_tables
 
 # fp16: the norm and the weighted product may each move one ulp, the rotation adds fp32 error then one

@@ -1,10 +1,9 @@
 """Triton rms_norm / add_rms_norm against the torch references (interpreter on CPU)."""
 import pytest
 import torch
-
 from _kernel_util import DEVICE, assert_close, poisoned
-from zkernels.kernels.rms_norm import (add_rms_norm_torch, add_rms_norm_triton, rms_norm_torch,
-                                       rms_norm_triton)
+
+from zkernels.kernels.rms_norm import add_rms_norm_torch, add_rms_norm_triton, rms_norm_torch, rms_norm_triton
 
 # fp16: the normalised value and the weighted product are each rounded once; a last-bit difference in
 # rsqrt can move either by one ulp (2**-10 relative).

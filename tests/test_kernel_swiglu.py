@@ -1,8 +1,8 @@
 """Triton swiglu against the torch reference (interpreter on CPU)."""
 import pytest
 import torch
-
 from _kernel_util import DEVICE, assert_close, poisoned
+
 from zkernels.kernels.swiglu import swiglu_torch, swiglu_triton
 
 # Both compute in fp32 and round once; fp32 exp/sigmoid may differ in the last bits, fp16 by one ulp.

@@ -9,8 +9,17 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from _serve_util import (DOCS, QUERIES, ForwardGate, LiveServer, assert_rerank_matches_predict,  # noqa: E402,F401
-                         bits_equal, make_app, served_models, wait_until)
+from _serve_util import (  # noqa: E402,F401
+    DOCS,
+    QUERIES,
+    ForwardGate,
+    LiveServer,
+    assert_rerank_matches_predict,
+    bits_equal,
+    make_app,
+    served_models,
+    wait_until,
+)
 
 
 def _rerank_body(k: int):

@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from _serve_util import (ForwardGate, LiveServer, make_app, served_models,  # noqa: E402,F401
-                         wait_until)
+from _serve_util import ForwardGate, LiveServer, make_app, served_models, wait_until  # noqa: E402,F401
+
 from zkernels.serve import ServeLimits  # noqa: E402
 
 RERANK = "/v1/models/rerank"

@@ -1,7 +1,7 @@
 """Prompts and token ids equal the reference's, on Qwen's real vocabulary."""
 import pytest
 
-from zkernels.formats import (QWEN3_RERANKER_PREFIX, QWEN3_RERANKER_SUFFIX, Qwen3RerankerFormat, ZerankFormat)
+from zkernels.formats import QWEN3_RERANKER_PREFIX, QWEN3_RERANKER_SUFFIX, Qwen3RerankerFormat, ZerankFormat
 
 TEXTS = ["What is a cat?", "  spaced  ", "\n\nnewlines first", "", "x", "emoji 🐱🚀 and 日本語", "tab\tinside",
          "ends with newline\n", "<|im_end|> inside a text"]

@@ -38,7 +38,7 @@ class Qwen3Config:
         return self.num_kv_heads * self.head_dim
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Qwen3Config":
+    def from_file(cls, path: str | Path) -> Qwen3Config:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"no config.json in {path.parent}: a checkpoint folder needs the model's "
@@ -50,7 +50,7 @@ class Qwen3Config:
         return cls.from_dict(raw, source=str(path))
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "config") -> "Qwen3Config":
+    def from_dict(cls, raw: dict, source: str = "config") -> Qwen3Config:
         model_type = raw.get("model_type")
         if model_type != "qwen3":
             raise CheckpointError(f"{source}: model_type is {model_type!r}; zkernels serves Qwen3 checkpoints "

@@ -21,9 +21,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,8 +34,8 @@ from .config import CheckpointError, Qwen3Config
 from .declared import InputSpec, read_input_spec
 from .formats import ChatTemplateSlots, PromptTooLong, fit_to_length
 from .loading import load_tokenizer, resolve_checkpoint
-from .projections import Projections, load_projections
 from .options import EngineOptions, merge_options
+from .projections import Projections, load_projections
 from .scoring import ScoringEngine, gather_rows, pad_rows
 
 ZEMBED_SUFFIX = "<|im_end|>\n"
@@ -186,7 +186,7 @@ class Embedder:
     def from_pretrained(cls, path: str | os.PathLike, device="cpu", dtype=None, *, suffix: str | None = None,
                         max_seq_length: int | None = None, backend: str | None = None,
                         max_tokens_per_batch: int | None = None, show_progress_bar: bool | None = None,
-                        options: EngineOptions | None = None) -> "Embedder":
+                        options: EngineOptions | None = None) -> Embedder:
         """Loads a sentence-transformers-style Qwen3 embedding checkpoint (local folder or hub id).
 
         device / dtype / backend / max_tokens_per_batch / options as for `Reranker.from_pretrained`. suffix: text

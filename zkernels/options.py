@@ -47,7 +47,7 @@ class EngineOptions:
         """The token budget per forward: the one asked for, else the device's default."""
         return self.max_tokens_per_batch or DEFAULT_TOKENS_PER_BATCH[self.device_kind]
 
-    def replace(self, **changes) -> "EngineOptions":
+    def replace(self, **changes) -> EngineOptions:
         return dataclasses.replace(self, **changes)
 
 

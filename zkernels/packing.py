@@ -10,8 +10,8 @@ and therefore the floating-point result, does not depend on the order the caller
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -27,7 +27,7 @@ class PackedBatch:
     read_rows: torch.Tensor      # [R] int64: row of each read position (each prompt's last token)
     prompt_index: list[int]      # [R]: which prompt each read row belongs to
 
-    def to(self, device) -> "PackedBatch":
+    def to(self, device) -> PackedBatch:
         fields = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
                   for k, v in self.__dict__.items()}
         return PackedBatch(**fields)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -153,7 +153,7 @@ class Pipeline:
         return meta
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, embedder: Embedder, reranker=None, mmap: bool = True) -> "Pipeline":
+    def load(cls, folder: str | os.PathLike, embedder: Embedder, reranker=None, mmap: bool = True) -> Pipeline:
         """Reads a folder written by save(); the embedder must be the one that built it. Without a
         reranker, search ranks by the float embedding score only: a warning says so."""
         folder = Path(folder)

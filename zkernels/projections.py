@@ -40,15 +40,15 @@ class Projections:
             raise ValueError(f"dimensions={dim} is not offered by this checkpoint; choose one of {self.dimensions}")
         return self.matrices[dim]
 
-    def to(self, device) -> "Projections":
+    def to(self, device) -> Projections:
         return Projections(self.hidden_size, {d: m.to(device) for d, m in self.matrices.items()})
 
     @classmethod
-    def none(cls, hidden_size: int) -> "Projections":
+    def none(cls, hidden_size: int) -> Projections:
         return cls(hidden_size, {})
 
     @classmethod
-    def from_file(cls, path: str | Path, hidden_size: int) -> "Projections":
+    def from_file(cls, path: str | Path, hidden_size: int) -> Projections:
         path = Path(path)
         from safetensors import safe_open
         try:
@@ -60,7 +60,7 @@ class Projections:
 
     @classmethod
     def from_tensors(cls, raw: dict[str, torch.Tensor], hidden_size: int, source: str = PROJECTIONS_FILE
-                     ) -> "Projections":
+                     ) -> Projections:
         if not raw:
             raise CheckpointError(f"{source} holds no matrices")
         by_dim: dict[int, torch.Tensor] = {}

@@ -99,6 +99,7 @@ def make_tiny_embedding_checkpoint(folder: str | Path, seed: int = 0, init_std: 
     tok = tokenizer or build_qwen_tokenizer()
     if append_eos:
         import copy
+
         from tokenizers.processors import TemplateProcessing
         tok = copy.deepcopy(tok)
         eos_id = tok.convert_tokens_to_ids("<|endoftext|>")

@@ -7,11 +7,11 @@ benchmarks' baseline.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from .formats import ZerankFormat, Qwen3RerankerFormat
+from .formats import Qwen3RerankerFormat, ZerankFormat
 
 
 def load_reference_model(folder, dtype=torch.float32, device="cpu", attn_implementation="sdpa"):

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from .config import CheckpointError, Qwen3Config
-from .declared import read_declared_activation, read_json, read_input_spec, read_logit_score, resolve_activation
+from .declared import read_declared_activation, read_input_spec, read_json, read_logit_score, resolve_activation
 from .formats import FORMATS, ZERANK_QWEN_YES, EncodedPrompts, PromptFormat, make_format
 from .loading import load_tokenizer, resolve_checkpoint
 from .options import EngineOptions, merge_options
@@ -84,7 +84,7 @@ class Reranker:
                         max_length: int | None = None, *, instruction: str | None = None,
                         activation_fn=None, clip_chars: bool | None = None,
                         backend: str | None = None, max_tokens_per_batch: int | None = None,
-                        show_progress_bar: bool | None = None, options: EngineOptions | None = None) -> "Reranker":
+                        show_progress_bar: bool | None = None, options: EngineOptions | None = None) -> Reranker:
         """Loads a zerank or Qwen3-Reranker checkpoint (local folder or hub id): the causal LM, or a
         Qwen3ForSequenceClassification conversion (score.weight [1, hidden]).
 
@@ -132,7 +132,7 @@ class Reranker:
     def from_state_dict(cls, state_dict, config: dict | Qwen3Config, format: str = "zerank", tokenizer=None,
                         device="cpu", dtype=None, *, max_length: int | None = None, instruction: str | None = None,
                         backend: str | None = None, max_tokens_per_batch: int | None = None,
-                        activation_fn=None, options: EngineOptions | None = None) -> "Reranker":
+                        activation_fn=None, options: EngineOptions | None = None) -> Reranker:
         """A Reranker over weights already in memory (e.g. a transformers model's state_dict()), named as
         in a checkpoint. Without a tokenizer only score_token_ids works, with Qwen's score-token ids."""
         if not isinstance(config, Qwen3Config):

@@ -6,8 +6,8 @@ Ray adapter's routing of rows back to requests) is the caller's.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 import torch
 

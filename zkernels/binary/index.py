@@ -62,7 +62,7 @@ class BinaryIndex:
         self._store = NumpyStore(self.code_size)
 
     @classmethod
-    def _from_store(cls, num_bits, store, next_id, num_threads=None) -> "BinaryIndex":
+    def _from_store(cls, num_bits, store, next_id, num_threads=None) -> BinaryIndex:
         index = cls(num_bits, num_threads=num_threads)
         index._store, index._next_id = store, next_id
         return index

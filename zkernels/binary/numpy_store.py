@@ -40,7 +40,7 @@ class NumpyStore:
     def check_codes(self, x, name) -> np.ndarray:
         return codes_numpy(x, self.code_size, name)
 
-    def append(self, codes: np.ndarray, ids: np.ndarray) -> "NumpyStore":
+    def append(self, codes: np.ndarray, ids: np.ndarray) -> NumpyStore:
         n, m = self._n, len(ids)
         buf_c, buf_i = self._codes, self._ids
         if n + m > len(buf_i) or not buf_c.flags.writeable or not buf_i.flags.writeable:
@@ -54,7 +54,7 @@ class NumpyStore:
         buf_i[n:n + m] = ids
         return NumpyStore(self.code_size, buf_c, buf_i, n + m)
 
-    def remove(self, ids: np.ndarray) -> tuple["NumpyStore", int]:
+    def remove(self, ids: np.ndarray) -> tuple[NumpyStore, int]:
         keep = ~np.isin(self.ids, ids)
         removed = int(self._n - keep.sum())
         if not removed:
@@ -62,7 +62,7 @@ class NumpyStore:
         return NumpyStore(self.code_size, np.ascontiguousarray(self.codes[keep]),
                           np.ascontiguousarray(self.ids[keep])), removed
 
-    def cleared(self) -> "NumpyStore":
+    def cleared(self) -> NumpyStore:
         return NumpyStore(self.code_size)
 
     # ------------------------------------------------------------------ reads

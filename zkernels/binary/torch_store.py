@@ -25,7 +25,7 @@ class TorchStore:
         self.ids = ids[order].contiguous()
 
     @classmethod
-    def empty(cls, code_size: int, device) -> "TorchStore":
+    def empty(cls, code_size: int, device) -> TorchStore:
         return cls(code_size, torch.empty((0, code_size), dtype=torch.uint8, device=device),
                    torch.empty(0, dtype=torch.int64, device=device))
 
@@ -44,18 +44,18 @@ class TorchStore:
         check_uint8_codes(x.dtype, x.shape, self.code_size, name)
         return x.to(self.codes.device).contiguous()
 
-    def append(self, codes: torch.Tensor, ids: np.ndarray) -> "TorchStore":
+    def append(self, codes: torch.Tensor, ids: np.ndarray) -> TorchStore:
         ids_t = torch.from_numpy(ids).to(self.codes.device)
         return TorchStore(self.code_size, torch.cat([self.codes, codes]), torch.cat([self.ids, ids_t]))
 
-    def remove(self, ids: np.ndarray) -> tuple["TorchStore", int]:
+    def remove(self, ids: np.ndarray) -> tuple[TorchStore, int]:
         keep = ~torch.isin(self.ids, torch.as_tensor(ids, device=self.codes.device))
         removed = len(self) - int(keep.sum())
         if not removed:
             return self, 0
         return TorchStore(self.code_size, self.codes[keep], self.ids[keep]), removed
 
-    def cleared(self) -> "TorchStore":
+    def cleared(self) -> TorchStore:
         return TorchStore.empty(self.code_size, self.codes.device)
 
     # ------------------------------------------------------------------ reads

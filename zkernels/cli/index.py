@@ -14,7 +14,16 @@ from pathlib import Path
 from .checkpoints import EMBEDDER, RERANKER, check_checkpoint
 from .documents import print_ranked, read_numbered_documents
 from .messages import UsageError
-from .options import engine_options, add_device, add_documents, add_json, add_progress, add_query, add_top_k, positive_int
+from .options import (
+    add_device,
+    add_documents,
+    add_json,
+    add_progress,
+    add_query,
+    add_top_k,
+    engine_options,
+    positive_int,
+)
 from .rerank import note_query_clipping
 
 CHUNK = 2048  # documents per add_documents call: bounds memory and drives the progress bar

@@ -6,7 +6,17 @@ import argparse
 from .checkpoints import RERANKER, check_checkpoint
 from .documents import print_ranked, read_numbered_documents
 from .messages import note
-from .options import engine_options, add_device, add_documents, add_format, add_json, add_progress, add_query, add_top_k, positive_int
+from .options import (
+    add_device,
+    add_documents,
+    add_format,
+    add_json,
+    add_progress,
+    add_query,
+    add_top_k,
+    engine_options,
+    positive_int,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -5,8 +5,8 @@ import argparse
 import os
 import sys
 
-from .options import add_device, add_progress, engine_options, positive_int
 from ..serve.limits import ServeLimits
+from .options import add_device, add_progress, engine_options, positive_int
 
 _DEFAULTS = ServeLimits()
 

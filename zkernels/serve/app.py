@@ -7,7 +7,7 @@ import concurrent.futures
 import contextlib
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -20,8 +20,14 @@ from .limits import ApiKeyCheck, BodySizeLimit, ServeLimits
 from .metrics import Metrics
 from .models import Encoded, ServedEmbedder, ServedReranker
 from .scheduler import ForwardFailed, ModelWorker, QueueFull
-from .schemas import (CohereRerankRequest, OpenAIEmbeddingRequest, TeiEmbedRequest, TeiRerankRequest,
-                      ZeEmbedRequest, ZeRerankRequest)
+from .schemas import (
+    CohereRerankRequest,
+    OpenAIEmbeddingRequest,
+    TeiEmbedRequest,
+    TeiRerankRequest,
+    ZeEmbedRequest,
+    ZeRerankRequest,
+)
 
 RETRY_AFTER_S = 1
 CLIENT_CLOSED = 499  # nginx's code for "client closed the connection"; logged and counted, never received

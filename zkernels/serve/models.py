@@ -4,15 +4,13 @@ Also loads the models `zkernels serve` was asked for, or the built-in demo model
 """
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Hashable
-
 
 from ..formats import PromptTooLong
 from ..options import EngineOptions
 from .errors import ServeError
-
 
 
 @dataclass

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Sequence
 
 import torch
 

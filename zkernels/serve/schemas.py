@@ -5,7 +5,7 @@ ignored (extra="ignore"), so an unmodified client works; a field of the wrong ty
 """
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -29,17 +29,17 @@ class ZeRerankRequest(_Body):
     model: str
     query: str
     documents: list[str]
-    top_n: Optional[int] = Field(None, ge=1)
-    latency: Optional[Literal["fast", "slow"]] = None
+    top_n: int | None = Field(None, ge=1)
+    latency: Literal["fast", "slow"] | None = None
 
 
 class ZeEmbedRequest(_Body):
     model: str
     input: list[str]
     input_type: Literal["query", "document"]
-    dimensions: Optional[int] = None
+    dimensions: int | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    latency: Optional[Literal["fast", "slow"]] = None
+    latency: Literal["fast", "slow"] | None = None
 
     @field_validator("input", mode="before")
     @classmethod
@@ -53,10 +53,10 @@ class TextDocument(_Body):
 
 
 class CohereRerankRequest(_Body):
-    model: Optional[str] = None
+    model: str | None = None
     query: str
-    documents: list[Union[str, TextDocument]]
-    top_n: Optional[int] = Field(None, ge=1)
+    documents: list[str | TextDocument]
+    top_n: int | None = Field(None, ge=1)
     return_documents: bool = False
 
     def texts(self) -> list[str]:
@@ -69,17 +69,17 @@ class TeiRerankRequest(_Body):
     texts: list[str]
     raw_scores: bool = False
     return_text: bool = False
-    truncate: Optional[bool] = False
+    truncate: bool | None = False
     truncation_direction: Literal["Right", "right"] = "Right"
 
 
 class TeiEmbedRequest(_Body):
     inputs: list[str]
     normalize: bool = True
-    truncate: Optional[bool] = False
+    truncate: bool | None = False
     truncation_direction: Literal["Right", "right"] = "Right"
-    prompt_name: Optional[str] = None
-    dimensions: Optional[int] = None
+    prompt_name: str | None = None
+    dimensions: int | None = None
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -91,9 +91,9 @@ class TeiEmbedRequest(_Body):
 class OpenAIEmbeddingRequest(_Body):
     model: str
     input: list[str]
-    dimensions: Optional[int] = None
+    dimensions: int | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    user: Optional[str] = None
+    user: str | None = None
     # Not OpenAI's: which of the checkpoint's prompts to prepend (zembed-1 embeds queries and documents
     # differently). Send it with the SDK's extra_body={"input_type": "query"}.
     input_type: Literal["query", "document"] = "document"
