@@ -58,3 +58,10 @@ def test_rank_bad_input(reranker):
         reranker.rank("q", ["a"], top_k=0)
     with pytest.raises(ValueError, match="batch_size must be"):
         reranker.predict([("q", "d")], batch_size=0)
+
+
+def test_best_first_orders_ties_by_input_and_nan_last():
+    from zkernels.ranking import best_first
+    assert best_first([0.1, 0.5, 0.5, float("nan"), 0.9]) == [4, 1, 2, 0, 3]
+    assert best_first(np.array([0.2, 0.2, 0.2], dtype=np.float32), 2) == [0, 1]
+    assert best_first([]) == []

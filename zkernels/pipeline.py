@@ -26,6 +26,7 @@ import numpy as np
 
 from .binary import BinaryIndex, quantize
 from .embedder import Embedder, _check_texts
+from .ranking import best_first
 
 FORMAT_VERSION = 1
 INDEX_FILE, EMBEDDINGS_FILE, TEXTS_FILE, META_FILE = "index.bin", "embeddings.npy", "texts.jsonl", "pipeline.json"
@@ -118,8 +119,8 @@ class Pipeline:
         for ids in survivor_ids:
             mine = scores[start:start + len(ids)]
             start += len(ids)
-            order = sorted(range(len(ids)), key=lambda j: -mine[j])[:k]  # stable: ties keep the float order
-            results.append([self._hit(ids[j], mine[j]) for j in order])
+            # ties keep the float-rescored order the survivors arrive in
+            results.append([self._hit(ids[j], mine[j]) for j in best_first(mine, k)])
         return results
 
     def _hit(self, corpus_id, score) -> dict:

@@ -14,6 +14,7 @@ from .declared import read_declared_activation, read_input_spec, read_json, read
 from .formats import FORMATS, ZERANK_QWEN_YES, EncodedPrompts, PromptFormat, make_format
 from .loading import load_tokenizer, resolve_checkpoint
 from .options import EngineOptions, merge_options
+from .ranking import best_first
 from .scoring import ScoringEngine, gather_rows, pad_rows
 
 
@@ -227,9 +228,8 @@ class Reranker:
         if not documents:
             return []
         scores = self.predict([(query, d) for d in documents], batch_size, show_progress_bar, **kwargs)
-        order = sorted(range(len(documents)), key=lambda i: -scores[i])
         results = []
-        for i in order[:top_k]:
+        for i in best_first(scores, top_k):
             row = {"corpus_id": i, "score": float(scores[i])}
             if return_documents:
                 row["text"] = documents[i]

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..ranking import best_first
 from .errors import ServeError, error_response, on_serve_error, on_validation_error
 from .limits import ApiKeyCheck, BodySizeLimit, ServeLimits
 from .metrics import Metrics
@@ -188,8 +189,7 @@ async def _wait_for_disconnect(request: Request) -> None:
 
 
 def _ranked(scores: np.ndarray, top_n: int | None) -> list[int]:
-    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))  # ties keep input order
-    return order[:top_n] if top_n is not None else order
+    return best_first(scores, top_n)
 
 
 def _encode_rows(rows: np.ndarray, fmt: str) -> list:
