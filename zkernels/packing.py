@@ -135,3 +135,28 @@ class _BatchBuilder:
             cu_seqlens_read=i32(cu_read), read_rows=torch.tensor(self.read_rows, dtype=torch.int64),
             prompt_index=list(self.prompt_index),
         )
+
+
+def concat_batches(batches: Sequence[PackedBatch]) -> PackedBatch:
+    """Several packed batches (from different plans) as one: their rows one after the other, every row
+    index shifted by the rows before it. Each sequence keeps its own rows and its own prefix, so a
+    prompt's result is the one it gets in its own batch. prompt_index is concatenated as given: the
+    caller knows which batch each read row came from (in order, len(b.prompt_index) rows each)."""
+    if not batches:
+        raise ValueError("concat_batches: no batches")
+    rows = [b.token_ids.shape[0] for b in batches]
+    reads = [b.read_rows.shape[0] for b in batches]
+    row0 = [sum(rows[:i]) for i in range(len(batches))]
+    read0 = [sum(reads[:i]) for i in range(len(batches))]
+    cat = torch.cat
+    return PackedBatch(
+        token_ids=cat([b.token_ids for b in batches]),
+        positions=cat([b.positions for b in batches]),
+        cu_seqlens=cat([batches[0].cu_seqlens[:1]] + [b.cu_seqlens[1:] + r for b, r in zip(batches, row0)]),
+        prefix_starts=cat([b.prefix_starts + r for b, r in zip(batches, row0)]),
+        prefix_lens=cat([b.prefix_lens for b in batches]),
+        cu_seqlens_read=cat([batches[0].cu_seqlens_read[:1]]
+                            + [b.cu_seqlens_read[1:] + r for b, r in zip(batches, read0)]),
+        read_rows=cat([b.read_rows + r for b, r in zip(batches, row0)]),
+        prompt_index=[i for b in batches for i in b.prompt_index],
+    )

@@ -16,7 +16,7 @@ from .kernels import resolve_backend
 from .loading import load_qwen3_weights, resolve_dtype
 from .model import Qwen3Forward
 from .options import EngineOptions
-from .packing import plan_batches
+from .packing import PackedBatch, concat_batches, plan_batches
 
 
 class ScoringEngine:
@@ -45,6 +45,44 @@ class ScoringEngine:
         the score tokens, or a classifier's score.weight), in the order the loader was given them."""
         return self.forward.weights.score_rows
 
+    def plan(self, prompts: Sequence[Sequence[int]], groups: Sequence | None = None, *,
+             batch_size: int | None = None, use_prefix_cache: bool = True,
+             max_tokens: int | None = None) -> BatchPlan:
+        """The packed batches `iter_batches` runs for these prompts, planned but not run: duplicates
+        removed, groups' shared prefixes found, canonical batches of at most `max_tokens` tokens (default:
+        `max_tokens_per_batch`) and `batch_size` prompts. A scheduler that interleaves several callers'
+        work runs the batches itself (`run_batches`), in whatever order and company it likes."""
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        for i, p in enumerate(prompts):
+            if len(p) == 0:
+                raise ValueError(f"prompt {i} has no tokens")
+        groups = list(groups) if groups is not None else [0] * len(prompts)
+        if len(groups) != len(prompts):
+            raise ValueError(f"got {len(groups)} groups for {len(prompts)} prompts")
+        unique: dict[tuple, int] = {}
+        copies: list[list[int]] = []  # unique prompt -> caller indices
+        for i, p in enumerate(prompts):
+            u = unique.setdefault((groups[i], tuple(p)), len(unique))
+            if u == len(copies):
+                copies.append([])
+            copies[u].append(i)
+        keys = list(unique)
+        group_ids: dict = {}
+        u_groups = [group_ids.setdefault(k[0], len(group_ids)) for k in keys]
+        batches = plan_batches([k[1] for k in keys], u_groups, max_tokens or self.max_tokens_per_batch, batch_size,
+                               use_prefix_cache)
+        return BatchPlan(batches, copies, len(prompts))
+
+    def run_batches(self, batches: Sequence[PackedBatch]) -> list[torch.Tensor]:
+        """Runs planned batches (from one plan or several) as ONE packed forward and returns each batch's
+        final-norm hidden rows [R_unique, hidden] (model dtype, on the device), in the order given;
+        `BatchPlan.rows` maps them to caller indices. A prompt's row is the same whatever shares the
+        forward (see `iter_batches`)."""
+        merged = batches[0] if len(batches) == 1 else concat_batches(batches)
+        hidden = self.forward.hidden_at_read_rows(merged)                 # [sum R_unique, hidden]
+        return list(hidden.split([len(b.prompt_index) for b in batches]))
+
     def iter_batches(self, prompts: Sequence[Sequence[int]], groups: Sequence | None = None, *,
                      batch_size: int | None = None, use_prefix_cache: bool = True,
                      show_progress_bar: bool | None = False, desc: str = "Scoring"
@@ -68,42 +106,35 @@ class ScoringEngine:
         - Work starts at the first `next()`; a consumer may stop early, and the remaining batches are
           never computed.
         """
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        for i, p in enumerate(prompts):
-            if len(p) == 0:
-                raise ValueError(f"prompt {i} has no tokens")
-        groups = list(groups) if groups is not None else [0] * len(prompts)
-        if len(groups) != len(prompts):
-            raise ValueError(f"got {len(groups)} groups for {len(prompts)} prompts")
-        unique: dict[tuple, int] = {}
-        copies: list[list[int]] = []  # unique prompt -> caller indices
-        for i, p in enumerate(prompts):
-            u = unique.setdefault((groups[i], tuple(p)), len(unique))
-            if u == len(copies):
-                copies.append([])
-            copies[u].append(i)
-        keys = list(unique)
-        group_ids: dict = {}
-        u_groups = [group_ids.setdefault(k[0], len(group_ids)) for k in keys]
-        batches = plan_batches([k[1] for k in keys], u_groups, self.max_tokens_per_batch, batch_size,
-                               use_prefix_cache)
-        progress = _progress(len(keys), show_progress_bar, len(batches), desc)
+        plan = self.plan(prompts, groups, batch_size=batch_size, use_prefix_cache=use_prefix_cache)
+        progress = _progress(len(plan.copies), show_progress_bar, len(plan.batches), desc)
         try:
-            for batch in batches:
+            for batch in plan.batches:
                 hidden = self.forward.hidden_at_read_rows(batch)           # [R_unique, hidden]
-                index, take = [], []
-                for r, u in enumerate(batch.prompt_index):
-                    index.extend(copies[u])
-                    take.extend([r] * len(copies[u]))
-                if len(take) != hidden.shape[0]:
-                    hidden = hidden[torch.tensor(take, device=hidden.device)]  # [R, hidden]
                 if progress is not None:
                     progress.update(len(batch.prompt_index))
-                yield index, hidden
+                yield plan.rows(batch, hidden)
         finally:
             if progress is not None:
                 progress.close()
+
+
+class BatchPlan:
+    """`ScoringEngine.plan`'s result: the packed batches, and which caller prompts each planned prompt
+    stands for (identical (group, prompt) pairs are planned once)."""
+
+    def __init__(self, batches: list[PackedBatch], copies: list[list[int]], n_prompts: int):
+        self.batches, self.copies, self.n_prompts = batches, copies, n_prompts
+
+    def rows(self, batch: PackedBatch, hidden: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        """A planned batch's hidden rows [R_unique, ...] -> (caller index, rows [R, ...]), duplicates repeated."""
+        index, take = [], []
+        for r, u in enumerate(batch.prompt_index):
+            index.extend(self.copies[u])
+            take.extend([r] * len(self.copies[u]))
+        if len(take) != hidden.shape[0]:
+            hidden = hidden[torch.tensor(take, device=hidden.device)]      # [R, ...]
+        return index, hidden
 
 
 def gather_rows(parts: Iterable[tuple[Sequence[int], torch.Tensor]], n: int) -> torch.Tensor:

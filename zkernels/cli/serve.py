@@ -34,15 +34,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="threads that tokenize requests; 0 = on the device thread, taking turns with the forwards "
                         "(default: 0 on CPU, where the forward already uses every core; 2 on CUDA, to overlap it)")
     p.add_argument("--max-queue", type=int, default=_DEFAULTS.max_queue,
-                   help=f"requests waiting per model before new ones get 503 + Retry-After "
-                        f"(default: {_DEFAULTS.max_queue})")
+                   help=f"admitted requests per model not running yet (tokenizing included) before new ones get "
+                        f"503 + Retry-After at once (default: {_DEFAULTS.max_queue})")
     p.add_argument("--max-request-docs", type=int, default=_DEFAULTS.max_request_docs,
                    help=f"documents or inputs per request; more is a 413 (default: {_DEFAULTS.max_request_docs})")
     p.add_argument("--max-request-bytes", type=int, default=_DEFAULTS.max_request_bytes,
                    help=f"request body bytes; more is a 413 (default: {_DEFAULTS.max_request_bytes})")
     p.add_argument("--timeout-s", type=float, default=_DEFAULTS.timeout_s,
-                   help=f"seconds from arrival to response; later is a 504 and unstarted work is dropped "
-                        f"(default: {_DEFAULTS.timeout_s:g})")
+                   help=f"seconds from arrival to response (reading, tokenizing, waiting and computing); later is a "
+                        f"504 and the request's remaining work is dropped (default: {_DEFAULTS.timeout_s:g})")
+    p.add_argument("--request-tokens-per-forward", type=positive_int, default=None, metavar="N",
+                   help="the most tokens of one request in one forward: a request's forwards interleave with other "
+                        "requests', so a small request waits for at most about one such slice of a big one "
+                        "(default: 512 on cpu, 4096 on cuda; capped by --max-tokens-per-batch)")
+    p.add_argument("--shutdown-timeout-s", type=float, default=_DEFAULTS.shutdown_timeout_s,
+                   help=f"on SIGTERM, seconds to finish the requests in flight; then they get 503 and the process "
+                        f"exits (default: {_DEFAULTS.shutdown_timeout_s:g}, under Kubernetes' 30 s grace period)")
+    # the scheduling policy before shortest-first, kept selectable for benchmarks/bench_serve_mixed.py
+    p.add_argument("--scheduler", default="shortest-first", choices=["shortest-first", "rounds"],
+                   help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level (default: info)")
     p.set_defaults(func=run)
@@ -52,7 +62,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     try:
         import fastapi  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError as e:
         print(f"zkernels serve: error: {e.name} is not installed; install the server's dependencies with "
               f"pip install 'zkernels[serve]'", file=sys.stderr)
@@ -60,11 +70,22 @@ def run(args) -> int:
 
     from ..serve.app import create_app
     from ..serve.models import load_served_models
+    from ..serve.runner import is_loopback, serve
 
-    limits = ServeLimits(max_queue=args.max_queue, max_request_docs=args.max_request_docs,
-                         max_request_bytes=args.max_request_bytes, timeout_s=args.timeout_s,
-                         tokenize_threads=args.tokenize_threads)
+    try:
+        limits = ServeLimits(max_queue=args.max_queue, max_request_docs=args.max_request_docs,
+                             max_request_bytes=args.max_request_bytes, timeout_s=args.timeout_s,
+                             tokenize_threads=args.tokenize_threads,
+                             request_tokens_per_forward=args.request_tokens_per_forward,
+                             shutdown_timeout_s=args.shutdown_timeout_s)
+    except ValueError as e:
+        print(f"zkernels serve: error: {e}", file=sys.stderr)
+        return 2
     api_key = args.api_key or os.environ.get("ZKERNELS_API_KEY") or None
+    if api_key is None and not is_loopback(args.host):
+        print(f"zkernels serve: WARNING: binding {args.host}, reachable from other machines, without an API key: "
+              f"anyone who reaches this port can use the models; set --api-key or ZKERNELS_API_KEY",
+              file=sys.stderr, flush=True)
     reranker, embedder, demo = load_served_models(args.reranker, args.embedder, engine_options(args))
     if demo:
         print("zkernels serve: no --reranker or --embedder given: serving the built-in DEMO models (random "
@@ -73,8 +94,7 @@ def run(args) -> int:
         if served is not None:
             print(f"zkernels serve: {served.kind} {served.name} on {served.engine.device} "
                   f"({str(served.engine.dtype).replace('torch.', '')})", file=sys.stderr, flush=True)
-    app = create_app(reranker, embedder, limits, api_key, demo=demo)
-    # uvicorn handles SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish (queued ones
-    # included: their handlers are still waiting), then runs the lifespan shutdown, which drains the queues.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
-    return 0
+    app = create_app(reranker, embedder, limits, api_key, demo=demo, scheduler=args.scheduler)
+    # On SIGTERM/SIGINT uvicorn stops accepting; requests in flight finish within --shutdown-timeout-s, or
+    # get 503 then. A failed warm-up stops the process: exit status 1.
+    return serve(app, args.host, args.port, args.log_level)

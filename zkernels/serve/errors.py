@@ -9,6 +9,7 @@ from __future__ import annotations
 
 TYPES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 413: "request_too_large",
          422: "invalid_request", 429: "rate_limited", 500: "inference_failed", 503: "overloaded", 504: "timeout"}
+CLIENT_CLOSED = 499  # nginx's code for "client closed the connection"; logged and counted, never received
 
 
 class ServeError(Exception):
@@ -46,20 +47,22 @@ def _field_name(loc) -> str:
     return out or "body"
 
 
+def validation_error(errors: list[dict]) -> ServeError:
+    """pydantic's errors as one 422: the first error's field and message, and a few of the others."""
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    field = _field_name(first.get("loc", ()))
+    message = f"{field}: {first['msg']}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more: " + "; ".join(
+            f"{_field_name(e.get('loc', ()))}: {e['msg']}" for e in errors[1:4]) + ")"
+    return ServeError(422, message, field)
+
+
 async def on_serve_error(request, exc: ServeError):
     return error_response(exc.status, exc.message, exc.field, exc.headers)
 
 
 async def on_validation_error(request, exc):
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-    if first.get("type") == "json_invalid":
-        message = f"the body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}"
-        field = "body"
-    else:
-        field = _field_name(first.get("loc", ()))
-        message = f"{field}: {first['msg']}"
-        if len(errors) > 1:
-            message += f" (and {len(errors) - 1} more: " + "; ".join(
-                f"{_field_name(e.get('loc', ()))}: {e['msg']}" for e in errors[1:4]) + ")"
-    return error_response(422, message, field)
+    """FastAPI's own body validation (the routes parse their bodies themselves; this is the fallback)."""
+    error = validation_error(exc.errors())
+    return error_response(error.status, error.message, error.field)

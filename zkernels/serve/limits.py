@@ -15,18 +15,26 @@ from .errors import error_body
 
 @dataclass
 class ServeLimits:
-    max_queue: int = 512              # requests waiting per model before 503
+    max_queue: int = 512              # admitted requests per model not running yet (tokenizing included) before 503
     max_request_docs: int = 1000      # documents (rerank) or inputs (embed) per request
     max_request_bytes: int = 8 << 20  # request body size
-    timeout_s: float = 60.0           # from arrival to response
+    timeout_s: float = 60.0           # from the route's entry to the answer: reading, tokenizing, waiting, computing
     tokenize_threads: int | None = None  # 0: tokenize on the device thread; default 0 on CPU, 2 on a GPU
+    request_tokens_per_forward: int | None = None  # one request's slice per forward; None: policy.DEFAULT_SLICE_TOKENS
+    shutdown_timeout_s: float = 25.0  # SIGTERM to exit at most (under Kubernetes' default 30 s grace period)
 
     def __post_init__(self):
         for name in ("max_queue", "max_request_docs", "max_request_bytes"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) \
+                    or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
-        if not self.timeout_s > 0:
-            raise ValueError(f"timeout_s must be positive, got {self.timeout_s!r}")
+        for name in ("timeout_s", "shutdown_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        n = self.request_tokens_per_forward
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"request_tokens_per_forward must be a positive int or None, got {n!r}")
         if self.tokenize_threads is not None and (not isinstance(self.tokenize_threads, int)
                                                   or self.tokenize_threads < 0):
             raise ValueError(f"tokenize_threads must be an int >= 0, got {self.tokenize_threads!r}")

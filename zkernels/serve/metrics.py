@@ -95,8 +95,8 @@ class Metrics:
         self.requests = Counter("zkernels_requests_total", "HTTP requests answered, by route and status code", lock)
         self.latency = Histogram("zkernels_request_latency_seconds", "time from request received to response "
                                  "sent, by route", lock, LATENCY_BUCKETS)
-        self.queue_depth = Gauge("zkernels_queue_depth", "requests waiting for the model worker", lock)
-        self.rounds = Counter("zkernels_rounds_total", "scheduler rounds (queued requests taken together)", lock)
+        self.queue_depth = Gauge("zkernels_queue_depth", "admitted requests not running yet (reading, tokenizing "
+                                 "or queued), by model; --max-queue bounds it", lock)
         self.forwards = Counter("zkernels_forwards_total", "packed forward batches run", lock)
         self.batch_prompts = Histogram("zkernels_batch_prompts", "prompts per forward batch", lock, PROMPT_BUCKETS)
         self.batch_tokens = Histogram("zkernels_batch_tokens", "prompt tokens per forward batch (before prefix "
@@ -104,13 +104,15 @@ class Metrics:
         self.tokens = Counter("zkernels_tokens_total", "prompt tokens scored; rate() of it is tokens/s", lock)
         self.forward_failures = Counter("zkernels_forward_failures_total", "requests whose forward raised and "
                                         "were retried alone", lock)
-        self.dropped = Counter("zkernels_dropped_total", "queued requests dropped before any work, by reason",
-                               lock)
+        self.dropped = Counter("zkernels_dropped_total", "requests dropped before any forward (never tokenized "
+                               "once gone), by reason: timeout, disconnected, shutdown", lock)
+        self.stopped = Counter("zkernels_stopped_total", "requests stopped between forwards (deadline passed or "
+                               "client gone), their remaining forwards skipped, by reason", lock)
         self.started_at: float | None = None
 
     def render(self, uptime_s: float | None = None) -> str:
-        metrics = [self.requests, self.latency, self.queue_depth, self.rounds, self.forwards, self.batch_prompts,
-                   self.batch_tokens, self.tokens, self.forward_failures, self.dropped]
+        metrics = [self.requests, self.latency, self.queue_depth, self.forwards, self.batch_prompts,
+                   self.batch_tokens, self.tokens, self.forward_failures, self.dropped, self.stopped]
         lines = []
         for m in metrics:
             lines += m.render()

@@ -1,6 +1,8 @@
-"""What each served model does around the shared scheduler: tokenization (run in a thread pool, off the
-model worker) and the head that turns hidden rows into outputs (run by the worker per packed batch).
-Also loads the models `zkernels serve` was asked for, or the built-in demo models.
+"""What each served model does around the shared scheduler: tokenization (by the model's own rules:
+`Reranker.encode_pairs`, `Embedder.resolve_prompt` / `resolve_dimensions` / `tokenize(truncate=)`), and
+the head that turns hidden rows into outputs, chosen by a head key (the reranker's activation_fn; the
+embedder's dimensions and normalisation). Also loads the models `zkernels serve` was asked for, or the
+built-in demo models.
 """
 from __future__ import annotations
 
@@ -29,19 +31,23 @@ class ServedReranker:
     def __init__(self, reranker, name: str):
         self.model, self.name, self.engine = reranker, name, reranker.engine
 
-    def encode(self, query: str, documents: list[str], truncate: bool = True) -> Encoded:
+    def encode(self, query: str, documents: list[str], truncate: bool = True, field: str = "documents") -> Encoded:
         """Prompt ids of (query, document) pairs, exactly as Reranker.predict builds them. A prompt over
         the model's max_length with truncate=False is a 413."""
         try:
             encoded = self.model.encode_pairs([(query, d) for d in documents], truncate=truncate)
         except PromptTooLong as e:
-            raise ServeError(413, f"{e}", field="documents") from None
+            raise ServeError(413, f"{e}", field=field) from None
         except ValueError as e:
-            raise ServeError(422, f"{e}", field="documents") from None
+            raise ServeError(422, f"{e}", field=field) from None
         return Encoded(encoded.ids, encoded.groups)
 
-    def head(self, key: Hashable):
-        return self.model.score_hidden
+    def head(self, activation_fn: Hashable):
+        """hidden rows -> scores: the recipe's own score (activation_fn None), or the raw score with
+        "identity" (TEI's raw_scores), exactly as Reranker.predict(..., activation_fn=) computes them."""
+        return lambda hidden: self.model.score_hidden(hidden, activation_fn)
+
+    default_head_key = None
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "format": self.model.format.name,
@@ -70,14 +76,23 @@ class ServedEmbedder:
         except ValueError as e:
             raise ServeError(422, str(e), field="dimensions") from None
 
-    def encode(self, texts: list[str], prompt: str | None, truncate: bool = True) -> Encoded:
+    def encode(self, texts: list[str], prompt: str | None, truncate: bool = True, field: str = "input") -> Encoded:
         try:
             ids = self.model.tokenize(texts, prompt, truncate=truncate)
         except PromptTooLong as e:
-            raise ServeError(413, f"{e}; send truncate=true to cut it", field="inputs") from None
+            raise ServeError(413, f"{e}; send truncate=true to cut it", field=field) from None
         except ValueError as e:
-            raise ServeError(422, str(e), field="input") from None
+            raise ServeError(422, str(e), field=field) from None
         return Encoded(ids, [0] * len(ids))
+
+    def head_key(self, dimensions: int, normalize: bool) -> tuple[int, bool]:
+        """TEI's normalize=true asks for unit vectors: renormalised only where the checkpoint's own output
+        is not normalised already (renormalising would change bits, not the direction)."""
+        return dimensions, bool(normalize and not self.model.recipe.normalize)
+
+    @property
+    def default_head_key(self) -> tuple[int, bool]:
+        return self.head_key(self.model.resolve_dimensions(None), False)
 
     def head(self, key: Hashable):
         dimensions, normalize = key

@@ -2,30 +2,34 @@
 zeroentropy 0.1.0a11 `models.rerank/embed`, cohere 7.3 `ClientV2.rerank`, openai 3.57
 `embeddings.create`, TEI's OpenAPI). Fields a client sends that zkernels has no use for are accepted and
 ignored (extra="ignore"), so an unmodified client works; a field of the wrong type is a 422 naming it.
+
+The class variables tell `bodies.check_texts` what to check before pydantic runs: TEXT_FIELDS (single
+texts), TEXT_LISTS (lists of texts, counted against --max-request-docs), DOCUMENT_OBJECTS (lists whose
+items may also be {"text": ...}), NO_TOKEN_IDS (lists where token ids get their own message).
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
+    TEXT_FIELDS: ClassVar[tuple[str, ...]] = ()
+    TEXT_LISTS: ClassVar[tuple[str, ...]] = ()
+    DOCUMENT_OBJECTS: ClassVar[tuple[str, ...]] = ()
+    NO_TOKEN_IDS: ClassVar[tuple[str, ...]] = ()
 
 
-def _texts(value, name: str):
-    """str | list[str] -> list[str]; anything else is rejected with the field's name."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value) \
-            or isinstance(value, list) and value and all(isinstance(v, list) for v in value):
-        raise ValueError(f"{name} holds token ids; this server embeds text: send a string or a list of strings")
-    return value
+def _texts(value):
+    """A single string is a list of one."""
+    return [value] if isinstance(value, str) else value
 
 
 # ---- ZeroEntropy: POST /v1/models/rerank, /v1/models/embed ---------------------------------------------
 class ZeRerankRequest(_Body):
+    TEXT_FIELDS, TEXT_LISTS = ("query",), ("documents",)
     model: str
     query: str
     documents: list[str]
@@ -34,6 +38,7 @@ class ZeRerankRequest(_Body):
 
 
 class ZeEmbedRequest(_Body):
+    TEXT_LISTS = NO_TOKEN_IDS = ("input",)
     model: str
     input: list[str]
     input_type: Literal["query", "document"]
@@ -44,7 +49,7 @@ class ZeEmbedRequest(_Body):
     @field_validator("input", mode="before")
     @classmethod
     def _one_or_many(cls, v):
-        return _texts(v, "input")
+        return _texts(v)
 
 
 # ---- Cohere v2 / Jina: POST /v1/rerank, /v2/rerank -------------------------------------------------------
@@ -53,6 +58,7 @@ class TextDocument(_Body):
 
 
 class CohereRerankRequest(_Body):
+    TEXT_FIELDS, TEXT_LISTS, DOCUMENT_OBJECTS = ("query",), ("documents",), ("documents",)
     model: str | None = None
     query: str
     documents: list[str | TextDocument]
@@ -65,6 +71,7 @@ class CohereRerankRequest(_Body):
 
 # ---- TEI: POST /rerank, /embed -------------------------------------------------------------------------------
 class TeiRerankRequest(_Body):
+    TEXT_FIELDS, TEXT_LISTS = ("query",), ("texts",)
     query: str
     texts: list[str]
     raw_scores: bool = False
@@ -74,6 +81,7 @@ class TeiRerankRequest(_Body):
 
 
 class TeiEmbedRequest(_Body):
+    TEXT_LISTS = NO_TOKEN_IDS = ("inputs",)
     inputs: list[str]
     normalize: bool = True
     truncate: bool | None = False
@@ -84,11 +92,12 @@ class TeiEmbedRequest(_Body):
     @field_validator("inputs", mode="before")
     @classmethod
     def _one_or_many(cls, v):
-        return _texts(v, "inputs")
+        return _texts(v)
 
 
 # ---- OpenAI: POST /v1/embeddings -----------------------------------------------------------------------------
 class OpenAIEmbeddingRequest(_Body):
+    TEXT_LISTS = NO_TOKEN_IDS = ("input",)
     model: str
     input: list[str]
     dimensions: int | None = None
@@ -101,4 +110,4 @@ class OpenAIEmbeddingRequest(_Body):
     @field_validator("input", mode="before")
     @classmethod
     def _one_or_many(cls, v):
-        return _texts(v, "input")
+        return _texts(v)
