@@ -1,13 +1,12 @@
-"""Live servers for the serve tests: uvicorn in a thread of the test process, on 127.0.0.1 and a port
-the OS picks, so a test can reach into the engine (inject a failing or gated forward)."""
+"""Helpers of the serve tests: live servers (the production runner, `zkernels.serve.runner`, in a thread
+of the test process, on 127.0.0.1 and a port the OS picks, so a test can reach into the engine), a gate
+on the engine's forward, and exact comparisons. The fixtures are in serve_fixtures.py."""
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 
 import httpx
-import pytest
 import torch
 
 STARTUP_S = 60
@@ -15,10 +14,9 @@ STARTUP_S = 60
 
 class LiveServer:
     def __init__(self, app, wait_healthy: bool = True):
-        import uvicorn
+        from zkernels.serve.runner import make_runner
         self.app, self.wait_healthy = app, wait_healthy
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                                    access_log=False))
+        self.server = make_runner(app, port=0, log_level="warning")
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = None
 
@@ -45,6 +43,10 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(30)
 
+    def post(self, path: str, body=None, timeout: float = 60, **kwargs) -> httpx.Response:
+        return httpx.post(self.url + path, json=body, timeout=timeout, headers=getattr(self, "headers", None),
+                          **kwargs)
+
     def metric(self, name: str, **labels) -> float:
         """One sample's value from /metrics (0 when absent)."""
         text = httpx.get(self.url + "/metrics", timeout=10, headers=getattr(self, "headers", None)).text
@@ -57,15 +59,14 @@ class LiveServer:
 
 
 class ForwardGate:
-    """Wraps an engine's forward: blocks every forward while closed (bounded wait), records the token ids
-    each forward saw, and raises for batches `fail(batch)` says to fail. Installed on the instance,
-    removed on exit."""
+    """Wraps an engine's forward: while closed, every forward waits (bounded) until `open()` or a `step()`
+    lets it through; records the token ids of each forward as it enters, and raises for batches `fail(batch)` says to
+    fail. Installed on the instance, removed on exit."""
 
     def __init__(self, engine, closed: bool = False, fail=None):
         self.engine, self.fail = engine, fail
-        self.open_event = threading.Event()
-        if not closed:
-            self.open_event.set()
+        self._cv = threading.Condition()
+        self._open, self._permits = not closed, 0
         self.entered = threading.Event()
         self.seen: list[set[int]] = []
         self.calls = 0
@@ -74,11 +75,15 @@ class ForwardGate:
         real = self.engine.forward.hidden_at_read_rows
 
         def gated(batch):
-            self.calls += 1
-            self.entered.set()
-            if not self.open_event.wait(30):
-                raise RuntimeError("test gate never opened")
-            self.seen.append(set(batch.token_ids.tolist()))
+            with self._cv:
+                self.calls += 1
+                self.seen.append(set(batch.token_ids.tolist()))
+                self.entered.set()
+                self._cv.notify_all()
+                if not self._cv.wait_for(lambda: self._open or self._permits > 0, 30):
+                    raise RuntimeError("test gate never opened")
+                if not self._open:
+                    self._permits -= 1
             if self.fail is not None and self.fail(batch):
                 raise RuntimeError("injected forward failure")
             return real(batch)
@@ -86,10 +91,24 @@ class ForwardGate:
         return self
 
     def open(self):
-        self.open_event.set()
+        with self._cv:
+            self._open = True
+            self._cv.notify_all()
+
+    def step(self, n: int = 1):
+        """Lets n more forwards through (each waiting one, or the next ones to come)."""
+        with self._cv:
+            self._permits += n
+            self._cv.notify_all()
+
+    def wait_calls(self, n: int, timeout_s: float = 20) -> None:
+        """Until n forwards have entered the gate."""
+        with self._cv:
+            if not self._cv.wait_for(lambda: self.calls >= n, timeout_s):
+                raise AssertionError(f"timed out waiting for forward {n} (got {self.calls})")
 
     def __exit__(self, *exc):
-        self.open_event.set()
+        self.open()
         del self.engine.forward.hidden_at_read_rows  # back to the class's method
 
 
@@ -116,42 +135,31 @@ def assert_rerank_matches_predict(reranker, body: dict, response, what="") -> No
     assert bits_equal(got, expected), what
 
 
-_MODELS: dict = {}  # one pair for the whole session (a session fixture imported by several modules is rebuilt)
-
-
-@pytest.fixture(scope="session")
-def served_models(tiny_checkpoint, qwen_tokenizer, tmp_path_factory):
-    """(Reranker, Embedder) on tiny random checkpoints; the embedder has learned projections 64 -> 32 -> 16."""
-    if "pair" not in _MODELS:
-        _MODELS["pair"] = _build_models(tiny_checkpoint, qwen_tokenizer, tmp_path_factory)
-    return _MODELS["pair"]
-
-
-def _build_models(tiny_checkpoint, qwen_tokenizer, tmp_path_factory):
-    from zkernels import Embedder, Reranker
-    from zkernels.random_checkpoints import make_tiny_embedding_checkpoint
-    reranker = Reranker.from_pretrained(tiny_checkpoint("serve-reranker", seed=3), dtype=torch.float32)
-    gen = torch.Generator().manual_seed(5)
-    folder = make_tiny_embedding_checkpoint(tmp_path_factory.mktemp("serve") / "embedder", seed=4,
-                                            tokenizer=qwen_tokenizer,
-                                            projections={32: torch.randn(64, 32, generator=gen) / 8,
-                                                         16: torch.randn(32, 16, generator=gen) / 6})
-    embedder = Embedder.from_pretrained(folder, dtype=torch.float32)
-    return reranker, embedder
-
-
-def make_app(models, limits=None, api_key=None, reranker=True, embedder=True):
-    """Tokenizes in its own threads unless `limits` says otherwise: a ForwardGate holds the device thread,
-    which on CPU would otherwise also be the one that tokenizes the requests the test waits to see queued."""
+def make_app(models, limits=None, api_key=None, reranker=True, embedder=True, scheduler="shortest-first"):
+    """Without `limits`: default limits, but 2 tokenizer threads (a ForwardGate holds the device thread, which
+    on CPU would otherwise also be the one that tokenizes the requests a test waits to see queued)."""
     from zkernels.serve import ServeLimits, create_app
     from zkernels.serve.models import ServedEmbedder, ServedReranker
     r, e = models
-    limits = limits or ServeLimits()
-    if limits.tokenize_threads is None:
-        limits = dataclasses.replace(limits, tokenize_threads=2)
+    limits = limits or ServeLimits(tokenize_threads=2)
     return create_app(ServedReranker(r, "tiny-reranker") if reranker else None,
                       ServedEmbedder(e, "tiny-embedder") if embedder else None,
-                      limits, api_key)
+                      limits, api_key, scheduler=scheduler)
+
+
+def count_submits(live, kind: str) -> dict:
+    """{"n": jobs of `kind` handed to its device scheduler so far} (wraps the scheduler's submit)."""
+    served = live.state.served[kind]
+    scheduler = live.state.scheduler(served)
+    counter = {"n": 0}
+    real = scheduler.submit
+
+    def submit(job):
+        real(job)
+        if job.served is served:
+            counter["n"] += 1
+    scheduler.submit = submit
+    return counter
 
 
 QUERIES = ["what is a prefix cache?", "Wie hoch ist der Eiffelturm?", "binary embeddings", "寿司の作り方"]

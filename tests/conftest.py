@@ -9,6 +9,8 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+pytest_plugins = ["serve_fixtures"]  # the serve tests' fixtures (tests/serve_fixtures.py)
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():

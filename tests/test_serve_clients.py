@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from _serve_util import DOCS, QUERIES, LiveServer, bits_equal, make_app, served_models  # noqa: E402,F401
+from _serve_util import DOCS, QUERIES, LiveServer, bits_equal, make_app  # noqa: E402
 
 from zkernels.serve import ServeLimits  # noqa: E402
 
@@ -17,7 +17,7 @@ KEY = "test-key-123"
 
 
 @pytest.fixture(scope="module")
-def live(served_models):  # noqa: F811
+def live(served_models):
     # tokenize_threads=0 is the CPU default of `zkernels serve`: tokenization on the device thread.
     with LiveServer(make_app(served_models, ServeLimits(tokenize_threads=0), api_key=KEY)) as server:
         server.headers = {"Authorization": f"Bearer {KEY}"}
@@ -68,7 +68,8 @@ def test_cohere_sdk_v2_rerank(live, served_models):
 
 def test_jina_style_rerank_returns_documents(live, served_models):
     expected = served_models[0].predict([(QUERIES[2], d) for d in DOCS[:3]])
-    body = {"model": "jina", "query": QUERIES[2], "documents": [{"text": d} for d in DOCS[:3]], "return_documents": True}
+    body = {"model": "jina", "query": QUERIES[2], "documents": [{"text": d} for d in DOCS[:3]],
+            "return_documents": True}
     r = httpx.post(live.url + "/v1/rerank", json=body, headers=live.headers, timeout=30)
     assert r.status_code == 200, r.text
     results = r.json()["results"]
@@ -103,6 +104,19 @@ def test_tei_routes(live, served_models):
     r = httpx.post(live.url + "/embed", json={"inputs": DOCS[0], "prompt_name": "query"}, headers=live.headers,
                    timeout=30)
     assert bits_equal(r.json(), embedder.encode_query([DOCS[0]]))
+
+
+def test_tei_raw_scores_are_the_identity_activation(live, served_models):
+    """raw_scores=true: the raw score (zerank: the logit of "Yes"), bit-identical to
+    Reranker.predict(..., activation_fn="identity"), in the same best-first order."""
+    reranker = served_models[0]
+    r = httpx.post(live.url + "/rerank", json={"query": QUERIES[1], "texts": DOCS, "raw_scores": True},
+                   headers=live.headers, timeout=30)
+    assert r.status_code == 200, r.text
+    expected = reranker.predict([(QUERIES[1], d) for d in DOCS], activation_fn="identity")
+    assert [x["index"] for x in r.json()] == _ranked(expected)
+    assert bits_equal([x["score"] for x in r.json()], expected[_ranked(expected)])
+    assert not bits_equal(expected, reranker.predict([(QUERIES[1], d) for d in DOCS]))  # not the default score
 
 
 def test_health_info_and_metrics(live):

@@ -1,7 +1,8 @@
-"""Limits and failures: every error answers with its status and a JSON message naming what was wrong,
-and the server keeps answering afterwards."""
-import asyncio
+"""Limits and bad input: every error answers with its status and a JSON message naming what was wrong,
+no body is expensive to refuse, and the server keeps answering afterwards."""
 import concurrent.futures
+import json
+import threading
 
 import httpx
 import pytest
@@ -9,7 +10,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from _serve_util import ForwardGate, LiveServer, make_app, served_models, wait_until  # noqa: E402,F401
+from _serve_util import LiveServer, make_app, wait_until  # noqa: E402
 
 from zkernels.serve import ServeLimits  # noqa: E402
 
@@ -23,8 +24,12 @@ def _ok(live, headers=None):
     return r
 
 
+def _post_raw(live, path, content: bytes):
+    return httpx.post(live.url + path, content=content, headers={"content-type": "application/json"}, timeout=60)
+
+
 @pytest.fixture(scope="module")
-def live(served_models):  # noqa: F811
+def live(served_models):
     limits = ServeLimits(max_request_docs=5, max_request_bytes=4000)
     with LiveServer(make_app(served_models, limits)) as server:
         yield server
@@ -36,7 +41,7 @@ def live(served_models):  # noqa: F811
     (RERANK, {"model": "m", "query": "q", "documents": "a"}, "documents"),
     (RERANK, {"model": "m", "query": "q", "documents": ["a"], "top_n": 0}, "top_n"),
     ("/v2/rerank", {"query": "q", "documents": [{"txt": "a"}]}, "documents[0]"),
-    ("/rerank", {"query": "q", "texts": ["a"], "raw_scores": True}, "raw_scores"),
+    ("/rerank", {"query": "q", "texts": ["a"], "raw_scores": [1]}, "raw_scores"),
     ("/v1/embeddings", {"model": "m", "input": [1, 2, 3]}, "input"),
     ("/v1/embeddings", {"model": "m", "input": ["a"], "encoding_format": "hex"}, "encoding_format"),
     ("/v1/embeddings", {"model": "m", "input": ["a"], "dimensions": 7}, "dimensions"),
@@ -52,11 +57,53 @@ def test_422_names_the_field(live, path, body, field):
     _ok(live)
 
 
-def test_422_malformed_json(live):
-    r = httpx.post(live.url + RERANK, content=b'{"model": "m", "query": ', headers={"content-type": "application/json"},
-                   timeout=30)
-    assert r.status_code == 422 and "not valid JSON" in r.json()["error"]["message"]
+@pytest.mark.parametrize("path,body,field", [
+    (RERANK, {"model": "m", "query": "q", "documents": ["fine", "bad \ud800 text"]}, "documents[1]"),
+    (RERANK, {"model": "m", "query": "\udfff", "documents": ["a"]}, "query"),
+    ("/v2/rerank", {"query": "q", "documents": [{"text": "\ud800"}]}, "documents[0].text"),
+    ("/rerank", {"query": "q", "texts": ["a", "b", "\ud800"]}, "texts[2]"),
+    ("/v1/embeddings", {"model": "m", "input": "\ud800"}, "input"),
+    ("/embed", {"inputs": ["a", "\udbff"]}, "inputs[1]"),
+])
+def test_lone_surrogates_are_422_naming_the_field(live, path, body, field):
+    """Valid JSON ("\\ud800" escapes) that is not encodable text: no tokenizer takes it."""
+    r = httpx.post(live.url + path, content=json.dumps(body).encode(), timeout=30)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field and "surrogate" in r.json()["error"]["message"]
     _ok(live)
+
+
+@pytest.mark.parametrize("content,says", [
+    (b'{"model": "m", "query": ', "not valid JSON"),
+    (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+    (b'{"model": "m", "query": "q", "documents": [' + b"7" * 5000 + b"]}", "digits"),
+    (b'{"model": "m", "query": "q\xff", "documents": []}', "not UTF-8"),
+    (b'["not", "an", "object"]', "JSON object"),
+])
+def test_malformed_json_is_422(live_server, content, says):
+    r = _post_raw(live_server, RERANK, content)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "body", r.text
+    assert says in r.json()["error"]["message"]
+    _ok(live_server)
+
+
+def test_a_million_item_body_is_refused_by_its_count(live_server):
+    """2 MB of `[0, 0, ...]`: 413 from one length check, before any item is looked at."""
+    content = b'{"model": "m", "query": "q", "documents": [' + b"0," * 999_999 + b"0]}"
+    r = _post_raw(live_server, RERANK, content)
+    assert r.status_code == 413 and r.json()["error"]["field"] == "documents"
+    assert "1000000 items, over the limit of 1000" in r.json()["error"]["message"]
+    assert httpx.get(live_server.url + "/health", timeout=10).status_code == 200
+
+
+def test_a_wrong_item_fails_at_the_first_one(served_models):
+    """Within the count limit, a list of wrong items is one error, the first, not one per item."""
+    with LiveServer(make_app(served_models, ServeLimits(max_request_docs=100_000), embedder=False)) as live:
+        body = {"model": "m", "query": "q", "documents": ["a", "b"] + [0] * 50_000}
+        r = httpx.post(live.url + RERANK, json=body, timeout=30)
+        assert r.status_code == 422 and r.json()["error"]["field"] == "documents[2]"
+        assert r.json()["error"]["message"] == "documents[2]: expected a string, got a number"
+        _ok(live)
 
 
 def test_413_too_many_documents_and_bytes(live):
@@ -75,30 +122,20 @@ def test_413_too_many_documents_and_bytes(live):
     _ok(live)
 
 
-def test_404_for_a_model_not_loaded_and_413_over_the_model_length(served_models):  # noqa: F811
+def test_404_for_a_model_not_loaded_and_413_over_the_model_length(served_models):
     with LiveServer(make_app(served_models, embedder=False)) as live:
         r = httpx.post(live.url + "/v1/embeddings", json={"model": "m", "input": ["a"]}, timeout=30)
         assert r.status_code == 404 and "--embedder" in r.json()["error"]["message"]
         long_text = "a1!" * 4000  # ~10,000 tokens after zerank's 10,000-character clip: over 4096 positions
         r = httpx.post(live.url + "/rerank", json={"query": "q", "texts": ["short", long_text]}, timeout=60)
         assert r.status_code == 413 and "max_length" in r.json()["error"]["message"]  # TEI: truncate=false
+        assert r.json()["error"]["field"] == "texts"
         r = httpx.post(live.url + RERANK, json={"model": "m", "query": "q", "documents": [long_text]}, timeout=60)
         assert r.status_code == 200  # the reference recipe cuts the document's end
         _ok(live)
 
 
-def test_health_is_503_until_the_warm_up_forward_ran(served_models):  # noqa: F811
-    reranker = served_models[0]
-    with ForwardGate(reranker.engine, closed=True) as gate:
-        with LiveServer(make_app(served_models, embedder=False), wait_healthy=False) as live:
-            wait_until(gate.entered.is_set, what="the warm-up forward")
-            r = httpx.get(live.url + "/health", timeout=10)
-            assert r.status_code == 503 and r.json()["status"] == "loading"
-            gate.open()
-            wait_until(lambda: httpx.get(live.url + "/health", timeout=10).status_code == 200, what="healthy")
-
-
-def test_401_wrong_or_missing_key(served_models):  # noqa: F811
+def test_401_wrong_or_missing_key(served_models):
     with LiveServer(make_app(served_models, api_key="s3cret")) as live:
         assert httpx.get(live.url + "/health", timeout=10).status_code == 200
         for headers in [None, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}]:
@@ -109,97 +146,51 @@ def test_401_wrong_or_missing_key(served_models):  # noqa: F811
         _ok(live, {"Authorization": "Bearer s3cret"})
 
 
-def _post(url, body, timeout=60):
-    return httpx.post(url + RERANK, json=body, timeout=timeout)
+def test_a_big_answer_is_built_off_the_event_loop(live_server, monkeypatch):
+    """While an embedding answer is being written, the server answers other requests."""
+    from zkernels.serve import encoding
+    building, release = threading.Event(), threading.Event()
+    real = encoding.Rows.encoded
+
+    def slow_encoded(self):
+        building.set()
+        assert release.wait(30)
+        return real(self)
+    monkeypatch.setattr(encoding, "OFF_LOOP_FLOATS", 0)
+    monkeypatch.setattr(encoding.Rows, "encoded", slow_encoded)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(live_server.post, "/v1/embeddings", {"model": "m", "input": ["a", "b"]})
+        try:
+            assert building.wait(30)
+            assert httpx.get(live_server.url + "/health", timeout=5).json() == {"status": "ok"}
+            _ok(live_server)
+        finally:
+            release.set()
+        r = pending.result(30)
+    assert r.status_code == 200 and len(r.json()["data"]) == 2
 
 
-def _body(tag: str, n=2):
-    return {"model": "m", "query": f"query {tag}", "documents": [f"{tag} document {i}" for i in range(n)]}
-
-
-def _ids(reranker, tag):
-    return set(reranker.tokenizer(f" {tag}", add_special_tokens=False).input_ids)
-
-
-def test_503_when_the_queue_is_full(served_models):  # noqa: F811
-    reranker = served_models[0]
-    with LiveServer(make_app(served_models, ServeLimits(max_queue=2), embedder=False)) as live:
-        worker = live.state.workers["reranker"]
-        with ForwardGate(reranker.engine, closed=True) as gate, concurrent.futures.ThreadPoolExecutor(3) as pool:
-            first = pool.submit(_post, live.url, _body("first"))
-            wait_until(gate.entered.is_set, what="the first forward")
-            queued = [pool.submit(_post, live.url, _body(f"queued{i}")) for i in range(2)]
-            wait_until(lambda: worker.depth == 2, what="two queued requests")
-            r = _post(live.url, _body("refused"))
-            assert r.status_code == 503 and r.headers["Retry-After"] == "1"
-            assert "queue is full" in r.json()["error"]["message"]
-            gate.open()
-            assert [f.result(60).status_code for f in [first, *queued]] == [200, 200, 200]
-        _ok(live)
-
-
-def test_504_drops_unstarted_work(served_models):  # noqa: F811
-    reranker = served_models[0]
-    with LiveServer(make_app(served_models, ServeLimits(timeout_s=1.0), embedder=False)) as live:
-        worker = live.state.workers["reranker"]
-        with ForwardGate(reranker.engine, closed=True) as gate, concurrent.futures.ThreadPoolExecutor(2) as pool:
-            first = pool.submit(_post, live.url, _body("alpha"))
-            wait_until(gate.entered.is_set, what="the first forward")
-            late = pool.submit(_post, live.url, _body("omega"))
-            wait_until(lambda: worker.depth == 1, what="a queued request")
-            r = late.result(30)
-            assert r.status_code == 504 and "dropped before it started" in r.json()["error"]["message"]
-            r = first.result(30)
-            assert r.status_code == 504 and "already being computed" in r.json()["error"]["message"]
-            gate.open()
-            wait_until(lambda: worker.depth == 0, what="the queue to drain")
-        assert not any(_ids(reranker, "omega") <= seen for seen in gate.seen)  # never computed
-        assert live.metric("zkernels_dropped_total", model="reranker", reason="timeout") == 1
-        _ok(live)
-
-
-def test_client_disconnect_drops_queued_work(served_models):  # noqa: F811
-    reranker = served_models[0]
-    with LiveServer(make_app(served_models, embedder=False)) as live:
-        worker = live.state.workers["reranker"]
-        with ForwardGate(reranker.engine, closed=True) as gate, concurrent.futures.ThreadPoolExecutor(2) as pool:
-            first = pool.submit(_post, live.url, _body("alpha"))
-            wait_until(gate.entered.is_set, what="the first forward")
-            with pytest.raises(httpx.ReadTimeout):
-                _post(live.url, _body("gamma"), timeout=0.5)  # the client gives up and closes the connection
-            wait_until(lambda: live.metric("zkernels_dropped_total", model="reranker", reason="disconnected") == 1,
-                       what="the dropped request in the metrics")
-            assert worker.depth == 0
-            gate.open()
-            assert first.result(60).status_code == 200
-        assert not any(_ids(reranker, "gamma") <= seen for seen in gate.seen)
-        _ok(live)
-
-
-@pytest.mark.parametrize("field,value", [("max_queue", 0), ("timeout_s", 0),
-                                         ("tokenize_threads", -1), ("tokenize_threads", 1.5)])
+@pytest.mark.parametrize("field,value", [("max_queue", 0), ("timeout_s", 0), ("shutdown_timeout_s", -1),
+                                         ("request_tokens_per_forward", 0), ("tokenize_threads", -1),
+                                         ("tokenize_threads", 1.5)])
 def test_bad_limits_are_refused_at_startup(field, value):
     with pytest.raises(ValueError, match=field):
         ServeLimits(**{field: value})
 
 
-@pytest.mark.parametrize("threads", [None, 0, 2])
-def test_where_requests_are_tokenized(served_models, threads):  # noqa: F811
-    """On CPU, by default (None) and with 0, tokenization takes turns with the forwards on the device
-    thread; with N > 0 it runs in a pool of its own."""
-    from zkernels.serve.app import Server
-    from zkernels.serve.models import ServedReranker
+@pytest.mark.parametrize("threads,thread_name", [(None, "zkernels-cpu"), (0, "zkernels-cpu"),
+                                                 (2, "zkernels-tokenize")])
+def test_where_requests_are_tokenized(served_models, threads, thread_name):
+    """On CPU, by default (None) and with 0, the device thread tokenizes between forwards; with N > 0 a
+    pool of N threads does."""
+    with LiveServer(make_app(served_models, ServeLimits(tokenize_threads=threads), embedder=False)) as live:
+        served = live.state.served["reranker"]
+        names, real = [], served.encode
 
-    async def pools():
-        server = Server(ServedReranker(served_models[0], "tiny-reranker"), None,
-                        ServeLimits(tokenize_threads=threads), None, False)
-        await server.start()
-        try:
-            return server._tokenize_pool, server._device_threads["cpu"]
-        finally:
-            await server.stop()
-    tokenize, device = asyncio.run(pools())
-    if threads:
-        assert tokenize is not device and tokenize._max_workers == threads
-    else:
-        assert tokenize is device
+        def encode(*args, **kwargs):
+            names.append(threading.current_thread().name)
+            return real(*args, **kwargs)
+        served.encode = encode
+        _ok(live)
+        wait_until(lambda: names, what="a tokenization")
+    assert names[0].startswith(thread_name)

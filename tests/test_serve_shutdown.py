@@ -1,5 +1,6 @@
 """`zkernels serve` as a user runs it: a subprocess on the built-in demo models (no model flags), and
-SIGTERM with requests still queued: every one of them is answered, correctly, before the process exits."""
+SIGTERM with requests still queued: the small ones are answered, correctly, and a big one that cannot
+finish within --shutdown-timeout-s gets 503, and the process exits within that time."""
 import concurrent.futures
 import os
 import signal
@@ -28,11 +29,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _queue_depth(url: str) -> float:
+def _metric(url: str, name: str) -> float:
     for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith('zkernels_queue_depth{model="reranker"}'):
+        if line.startswith(name + '{model="reranker"}'):
             return float(line.split()[-1])
     return 0.0
+
+
+SHUTDOWN_S = 8
 
 
 def test_demo_server_sigterm_answers_queued_requests(tmp_path, qwen_tokenizer):
@@ -41,7 +45,8 @@ def test_demo_server_sigterm_answers_queued_requests(tmp_path, qwen_tokenizer):
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "ZKERNELS_CACHE": str(tmp_path), "PYTHONPATH": os.pathsep.join(
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    proc = subprocess.Popen([sys.executable, "-m", "zkernels", "serve", "--port", str(port), "--log-level", "warning"],
+    proc = subprocess.Popen([sys.executable, "-m", "zkernels", "serve", "--port", str(port), "--log-level", "warning",
+                             "--shutdown-timeout-s", str(SHUTDOWN_S)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + STARTUP_S
@@ -57,16 +62,27 @@ def test_demo_server_sigterm_answers_queued_requests(tmp_path, qwen_tokenizer):
         bodies = [{"model": "zerank-2", "query": f"query number {k}",
                    "documents": [f"{DOCS[j % len(DOCS)]} {k} " + "filler " * (10 + j) for j in range(16)]}
                   for k in range(8)]
-        with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
-            futures = [pool.submit(httpx.post, url + "/v1/models/rerank", json=b, timeout=120) for b in bodies]
+        huge = {"model": "zerank-2", "query": "a huge request",  # ~45,000 tokens: well over SHUTDOWN_S of work
+                "documents": [" ".join(f"w{(i * 7919 + j) % 9973}" for j in range(600)) for i in range(100)]}
+        with concurrent.futures.ThreadPoolExecutor(len(bodies) + 1) as pool:
+            big = pool.submit(httpx.post, url + "/v1/models/rerank", json=huge, timeout=120)
             deadline = time.monotonic() + 60
-            while _queue_depth(url) < 1:  # SIGTERM only once work is waiting in the queue
+            while _metric(url, "zkernels_forwards_total") < 2:  # the warm-up, then the huge request's first
+                assert time.monotonic() < deadline and not big.done(), "the huge request did not start"
+                time.sleep(0.01)
+            futures = [pool.submit(httpx.post, url + "/v1/models/rerank", json=b, timeout=120) for b in bodies]
+            while _metric(url, "zkernels_queue_depth") < 1:  # SIGTERM only once work is waiting in the queue
                 assert time.monotonic() < deadline and not any(f.done() for f in futures), "nothing queued"
                 time.sleep(0.005)
             proc.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
             responses = [f.result(timeout=120) for f in futures]
-        # uvicorn re-raises the signal once it has shut down cleanly: exit by SIGTERM is the normal end
-        assert proc.wait(60) in (0, -signal.SIGTERM)
+            refused = big.result(timeout=120)
+            # uvicorn re-raises the signal once it has shut down cleanly: exit by SIGTERM is the normal end
+            assert proc.wait(60) in (0, -signal.SIGTERM)
+            took = time.monotonic() - sent
+        assert refused.status_code == 503 and "shutting down" in refused.json()["error"]["message"]
+        assert took < SHUTDOWN_S + 5, took
         output = proc.stdout.read()
         assert "DEMO models" in output
         from zkernels import Reranker

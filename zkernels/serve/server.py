@@ -31,6 +31,7 @@ from .scheduler import Admission, DeviceScheduler, Dropped, ForwardFailed, Job
 
 log = logging.getLogger("zkernels.serve")
 RETRY_AFTER_S = 1
+DRAIN_MARGIN_S = 0.5  # of --shutdown-timeout-s, kept for the last answers to go out and the threads to stop
 
 
 class Server:
@@ -49,6 +50,7 @@ class Server:
         self.failed: str | None = None   # why the warm-up failed; /health says so
         self.on_fatal = None             # called after a failed warm-up (the runner stops the process)
         self.draining = False
+        self.shut: asyncio.Future | None = None  # done once the drain deadline passed: waiting requests get 503
         self.started_at = time.monotonic()
         make_policy(policy)              # an unknown name fails here, before anything starts
 
@@ -61,6 +63,7 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.shut = loop.create_future()
         for served in self.models:
             device = served.engine.device
             if device not in self.schedulers:
@@ -95,20 +98,24 @@ class Server:
         self.ready = True
 
     def begin_drain(self, timeout_s: float) -> None:
-        """Shutdown began: new requests get 503; requests not answered within timeout_s (less a margin for
-        the answers to go out) get 503 too."""
+        """Shutdown began (event loop): new requests get 503; requests not answered within timeout_s (less
+        a margin for the answers to go out) get 503 too, even if a forward is still running."""
+        if self.draining:
+            return
         self.draining = True
-        deadline = time.monotonic() + max(0.0, timeout_s - 0.5)
+        grace = max(0.0, timeout_s - DRAIN_MARGIN_S)
         for scheduler in self.schedulers.values():
-            scheduler.drain_until(deadline)
+            scheduler.drain_until(time.monotonic() + grace)
+        if self.shut is not None:
+            asyncio.get_running_loop().call_later(grace, lambda: self.shut.done() or self.shut.set_result(None))
 
     async def stop(self) -> None:
-        """Finishes what the schedulers hold (bounded by the drain deadline, if draining), then releases
-        the threads."""
+        """Finishes what the schedulers hold (when draining: until the drain deadline), then releases the
+        threads. A device thread still inside a forward then is left behind (it is a daemon thread)."""
         for scheduler in self.schedulers.values():
-            await asyncio.to_thread(scheduler.close)
+            await asyncio.to_thread(scheduler.close, DRAIN_MARGIN_S if self.draining else None)
         if self.tokenize_pool is not None:
-            self.tokenize_pool.shutdown(wait=True)
+            self.tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
     def slice_tokens(self, served) -> int:
         return self.scheduler(served).policy.slice_tokens(served.engine)
@@ -193,7 +200,8 @@ class Call:
             disconnect.cancel()
 
     async def _wait(self, future, disconnect):
-        done, _ = await asyncio.wait({future, disconnect}, timeout=max(0.0, self.deadline - time.monotonic()),
+        done, _ = await asyncio.wait({future, disconnect, self.server.shut},
+                                     timeout=max(0.0, self.deadline - time.monotonic()),
                                      return_when=asyncio.FIRST_COMPLETED)
         if future in done:
             try:
@@ -202,9 +210,13 @@ class Call:
                 raise ServeError(500, f"inference failed for this request: {e}") from None
             except Dropped as e:
                 raise self._stopped(e.reason, e.started) from None
-        reason = "disconnected" if disconnect in done else "timeout"
-        self.server.scheduler(self.served).cancel(self.job, reason)
+        reason = "disconnected" if disconnect in done else "shutdown" if self.server.shut in done else "timeout"
+        self._cancel(reason)
         raise self._stopped(reason, self.job.started)
+
+    def _cancel(self, reason: str) -> None:
+        self.server.scheduler(self.served).cancel(self.job, reason)
+        self.job.future.cancel()  # nobody waits for it any more: what the scheduler settles later is dropped
 
     def _stopped(self, reason: str, started: bool) -> ServeError:
         if reason == "disconnected":
@@ -219,7 +231,7 @@ class Call:
     def abandon(self) -> None:
         """The route is done (answered, failed or cancelled): a job still queued or running is dropped."""
         if self.job is not None and not self.job.future.done():
-            self.server.scheduler(self.served).cancel(self.job, "disconnected")
+            self._cancel("disconnected")
 
 
 def _prepare_if_live(job: Job, scheduler: DeviceScheduler) -> bool:
