@@ -5,8 +5,8 @@ calls `Reranker.predict` once per request, one request at a time (a lock: concur
 same CPU cores only fight over them), which is the naive server the issue compares with. N concurrent
 clients (1, 4, 16, 64) each send realistic rerank requests (1 query x 10-100 documents of 20-120 words)
 back to back for a bounded time (the batching server gets a long --timeout-s: the baseline has
-none, and a 504 would count against the batching server only); the script prints requests/s, documents/s and p50/p90/p99 latency for
-both, and the batching/baseline throughput ratio.
+none, and a 504 would count against the batching server only); the script prints requests/s,
+documents/s and p50/p90/p99 latency for both, and the batching/baseline throughput ratio.
 
     python benchmarks/bench_serve.py                        # demo model (random weights), CPU
     python benchmarks/bench_serve.py --reranker PATH --device cuda
@@ -174,8 +174,8 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    info = {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     try:
@@ -205,7 +205,7 @@ def _load_reranker(args):
     import torch  # noqa: F401
 
     from zkernels import Reranker
-    from zkernels.demo import demo_checkpoint
+    from zkernels.demo_models import demo_checkpoint
     return Reranker.from_pretrained(args.reranker or demo_checkpoint(), device=args.device, dtype=args.dtype)
 
 
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     words_range = tuple(int(x) for x in args.words.split(","))
     requests = make_requests(256, docs_range, words_range)
     command = "python benchmarks/bench_serve.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    from zkernels.demo import demo_checkpoint
+    from zkernels.demo_models import demo_checkpoint
     model = str(args.reranker or demo_checkpoint())
 
     if args.smoke:
@@ -248,18 +248,20 @@ def main(argv=None) -> int:
                       f"  p50 {row['p50_ms']:8.1f}  p90 {row['p90_ms']:8.1f}  p99 {row['p99_ms']:8.1f} ms"
                       f"  errors {row['errors']}", flush=True)
     by = {(r["server"], r["clients"]): r for r in rows}
-    lines = [f"command: {command}", f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
-             f"machine: {json.dumps(machine())}", f"model: {model} on {args.device}",
-             f"load: clients {levels}, {args.duration_s:g} s each, requests of 1 query x {docs_range[0]}-{docs_range[1]} "
-             f"docs of {words_range[0]}-{words_range[1]} words",
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    lines = [f"command: {command}", f"date: {now}", f"machine: {json.dumps(machine())}",
+             f"model: {model} on {args.device}",
+             f"load: clients {levels}, {args.duration_s:g} s each, requests of 1 query x "
+             f"{docs_range[0]}-{docs_range[1]} docs of {words_range[0]}-{words_range[1]} words",
              "", f"{'clients':>7} | {'batching req/s':>14} {'docs/s':>8} {'p50':>7} {'p90':>7} {'p99 ms':>7} | "
                  f"{'baseline req/s':>14} {'docs/s':>8} {'p50':>7} {'p90':>7} {'p99 ms':>7} | ratio"]
     for n in levels:
         b, s = by[("batching", n)], by[("baseline", n)]
         ratio = b["requests_per_s"] / s["requests_per_s"] if s["requests_per_s"] else float("nan")
         b["ratio_vs_baseline"] = ratio
-        lines.append(f"{n:7d} | {b['requests_per_s']:14.2f} {b['docs_per_s']:8.1f} {b['p50_ms']:7.1f} {b['p90_ms']:7.1f} "
-                     f"{b['p99_ms']:7.1f} | {s['requests_per_s']:14.2f} {s['docs_per_s']:8.1f} {s['p50_ms']:7.1f} "
+        lines.append(f"{n:7d} | {b['requests_per_s']:14.2f} {b['docs_per_s']:8.1f} {b['p50_ms']:7.1f} "
+                     f"{b['p90_ms']:7.1f} {b['p99_ms']:7.1f} | {s['requests_per_s']:14.2f} {s['docs_per_s']:8.1f} "
+                     f"{s['p50_ms']:7.1f} "
                      f"{s['p90_ms']:7.1f} {s['p99_ms']:7.1f} | {ratio:5.2f}x")
     report = "\n".join(lines)
     print("\n" + report)

@@ -72,11 +72,15 @@ def _n_floats(obj) -> int:
     return 0
 
 
+def to_json_bytes(obj) -> bytes:
+    return to_json(obj).encode("utf-8")
+
+
 async def json_response(obj, status: int = 200):
     """The answer as a JSON response; built in a worker thread when it holds many embedding values."""
     from fastapi.responses import Response
     if _n_floats(obj) > OFF_LOOP_FLOATS:
-        text = await asyncio.to_thread(to_json, obj)
+        body = await asyncio.to_thread(to_json_bytes, obj)
     else:
-        text = to_json(obj)
-    return Response(text.encode("utf-8"), status_code=status, media_type="application/json")
+        body = to_json_bytes(obj)
+    return Response(body, status_code=status, media_type="application/json")

@@ -1,0 +1,270 @@
+"""`zkernels serve` under mixed load: the shortest-first scheduler against the round scheduler it
+replaced, in one run, on the same arrivals.
+
+Open-loop Poisson arrivals (a request is sent at its time whether or not earlier ones were answered) of
+a mix of rerank requests: 85% small (2-10 documents of 10-40 words), 15% big (60 documents of 2,000
+characters), all to `POST /v1/models/rerank` of a `zkernels serve` subprocess on the demo reranker.
+Both servers get the same seeded arrival times and bodies. Steps:
+
+1. unloaded: small and big requests one at a time, per scheduler: the p50 a small request gets alone,
+   and the service times the capacity is computed from: capacity = 1 / (0.85 t_small + 0.15 t_big);
+2. saturated throughput: N closed-loop clients sending the mix back to back (the most the server does);
+3. open loop at 50% and 80% of the round scheduler's capacity: p50/p99 latency per size class (from the
+   scheduled send time), throughput;
+4. the slice-size trade-off: shortest-first at 80% with --request-tokens-per-forward 256 / 2048 / 8192
+   (the default is 512 on CPU).
+
+The round scheduler is today's policy kept selectable (the hidden `zkernels serve --scheduler rounds`):
+requests taken in arrival order up to one forward's budget, each round run to its end before anything
+new is looked at. Everything else (parsing, admission, tokenizing) is the same code in both servers, so
+the comparison isolates the scheduling policy.
+
+    python benchmarks/bench_serve_mixed.py --out benchmarks/results/serve-mixed-cpu-DATE.json
+    python benchmarks/bench_serve_mixed.py --smoke          # seconds: plumbing only (the tests run it)
+"""
+import argparse
+import asyncio
+import datetime
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serve import WORDS, SubprocessServer, ThreadServer, machine  # noqa: E402
+
+SMALL_SHARE = 0.85
+
+
+# ---------------------------------------------------------------------------------------------- load
+def _words(rng, n):
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def _chars(rng, n):
+    text = ""
+    while len(text) < n:
+        text += rng.choice(WORDS) + " "
+    return text[:n]
+
+
+def small_request(rng, shape):
+    n_docs = rng.randint(*shape["small_docs"])
+    return {"model": "zerank-2", "query": _words(rng, rng.randint(4, 12)),
+            "documents": [_words(rng, rng.randint(*shape["small_words"])) for _ in range(n_docs)]}
+
+
+def big_request(rng, shape):
+    return {"model": "zerank-2", "query": _words(rng, rng.randint(4, 12)),
+            "documents": [_chars(rng, shape["big_chars"]) for _ in range(shape["big_docs"])]}
+
+
+def make_mix(n, shape, seed):
+    """[(class, body)]: small with probability SMALL_SHARE, else big."""
+    rng = random.Random(seed)
+    return [("small", small_request(rng, shape)) if rng.random() < SMALL_SHARE else ("big", big_request(rng, shape))
+            for _ in range(n)]
+
+
+def _pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+async def one_at_a_time(url, bodies):
+    import httpx
+    out = []
+    async with httpx.AsyncClient(timeout=600) as http:
+        await http.post(url + "/v1/models/rerank", json=bodies[0])  # connection warm-up
+        for body in bodies:
+            t0 = time.perf_counter()
+            r = await http.post(url + "/v1/models/rerank", json=body)
+            r.raise_for_status()
+            out.append(time.perf_counter() - t0)
+    return out
+
+
+async def closed_loop(url, mix, clients, duration_s):
+    """clients loops sending the mix back to back; requests and documents per second."""
+    import httpx
+    done, docs, errors = [], 0, 0
+    stop_at = time.perf_counter() + duration_s
+    counter = iter(range(10 ** 9))
+
+    async def client(http):
+        nonlocal docs, errors
+        while time.perf_counter() < stop_at:
+            kind, body = mix[next(counter) % len(mix)]
+            r = await http.post(url + "/v1/models/rerank", json=body)
+            if r.status_code != 200:
+                errors += 1
+                continue
+            done.append(kind)
+            docs += len(body["documents"])
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients)) as http:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        elapsed = time.perf_counter() - t0
+    return {"clients": clients, "seconds": elapsed, "requests": len(done), "errors": errors,
+            "requests_per_s": len(done) / elapsed, "docs_per_s": docs / elapsed,
+            "big_requests": done.count("big")}
+
+
+async def open_loop(url, mix, rate, duration_s, seed):
+    """Poisson arrivals at `rate` requests/s for duration_s; latency from each request's scheduled time."""
+    import httpx
+    rng = random.Random(seed)
+    times, t = [], 0.0
+    while True:
+        t += rng.expovariate(rate)
+        if t > duration_s:
+            break
+        times.append(t)
+    lat = {"small": [], "big": []}
+    errors = 0
+
+    async def send(http, at, kind, body, start):
+        nonlocal errors
+        await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
+        r = await http.post(url + "/v1/models/rerank", json=body)
+        if r.status_code != 200:
+            errors += 1
+            return
+        lat[kind].append(time.perf_counter() - (start + at))
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=None)) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(send(http, at, *mix[i % len(mix)], start) for i, at in enumerate(times)))
+        elapsed = time.perf_counter() - start
+    n = len(lat["small"]) + len(lat["big"])
+    row = {"rate": rate, "sent": len(times), "answered": n, "errors": errors, "seconds": elapsed,
+           "throughput_per_s": n / elapsed}
+    for kind in ("small", "big"):
+        row[f"{kind}_n"] = len(lat[kind])
+        row[f"{kind}_p50_ms"] = _pct(lat[kind], 0.50) * 1e3
+        row[f"{kind}_p99_ms"] = _pct(lat[kind], 0.99) * 1e3
+        row[f"{kind}_max_ms"] = max(lat[kind], default=float("nan")) * 1e3
+    return row
+
+
+# ------------------------------------------------------------------------------------------- servers
+def server(args, model, scheduler, slice_tokens=None):
+    extra = ["--request-tokens-per-forward", str(slice_tokens)] if slice_tokens else []
+    if args.smoke:
+        import torch
+
+        from zkernels import Reranker
+        from zkernels.serve import ServeLimits, create_app
+        from zkernels.serve.models import ServedReranker
+        reranker = Reranker.from_pretrained(model, dtype=torch.float32)
+        limits = ServeLimits(timeout_s=3600, request_tokens_per_forward=slice_tokens)
+        return ThreadServer(create_app(ServedReranker(reranker, "bench"), limits=limits, scheduler=scheduler))
+    return SubprocessServer([sys.executable, "-m", "zkernels", "serve", "--reranker", model, "--log-level", "warning",
+                             "--timeout-s", "3600", "--scheduler", scheduler, "--device", "cpu", *extra])
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reranker", default=None, help="checkpoint (default: the built-in demo reranker)")
+    p.add_argument("--duration-s", type=float, default=150.0, help="seconds of open-loop arrivals per cell")
+    p.add_argument("--saturate-s", type=float, default=90.0, help="seconds of closed-loop load per scheduler")
+    p.add_argument("--clients", type=int, default=6, help="closed-loop clients for the saturated throughput")
+    p.add_argument("--loads", default="0.5,0.8", help="open-loop rates as fractions of the round scheduler's capacity")
+    p.add_argument("--slices", default="256,2048,8192", help="--request-tokens-per-forward values to sweep at the "
+                                                             "highest load (shortest-first); empty: none")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="seconds-long plumbing check (in-process servers)")
+    p.add_argument("--out", default=None, help="write the results JSON here (and .txt next to it)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    shape = {"small_docs": (2, 10), "small_words": (10, 40), "big_docs": 60, "big_chars": 2000}
+    if args.smoke:
+        shape = {"small_docs": (2, 4), "small_words": (3, 8), "big_docs": 6, "big_chars": 200}
+        args.duration_s, args.saturate_s, args.clients, args.slices = 1.0, 0.5, 2, "64"
+    from zkernels.demo_models import demo_checkpoint
+    model = str(args.reranker or demo_checkpoint())
+    command = "python benchmarks/bench_serve_mixed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    rng = random.Random(args.seed + 1)
+    smalls = [small_request(rng, shape) for _ in range(30 if not args.smoke else 4)]
+    bigs = [big_request(rng, shape) for _ in range(4 if not args.smoke else 2)]
+    mix = make_mix(400, shape, args.seed)
+    loads = [float(x) for x in args.loads.split(",")]
+    slices = [int(x) for x in args.slices.split(",") if x]
+    result = {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine(), "model": model, "shape": shape, "small_share": SMALL_SHARE, "unloaded": {},
+              "saturated": {}, "open_loop": [], "slices": []}
+
+    def log(msg):
+        print(msg, flush=True)
+    for name in ("rounds", "shortest-first"):
+        with server(args, model, name) as srv:
+            small_t = asyncio.run(one_at_a_time(srv.url, smalls))
+            big_t = asyncio.run(one_at_a_time(srv.url, bigs))
+            t_small, t_big = statistics.median(small_t), statistics.median(big_t)
+            capacity = 1 / (SMALL_SHARE * t_small + (1 - SMALL_SHARE) * t_big)
+            result["unloaded"][name] = {"small_p50_ms": t_small * 1e3, "big_p50_ms": t_big * 1e3,
+                                        "capacity_per_s": capacity}
+            log(f"{name}: unloaded small p50 {t_small * 1e3:.1f} ms, big p50 {t_big * 1e3:.0f} ms, "
+                f"capacity {capacity:.2f} req/s  (load {machine().get('load_average')})")
+            sat = asyncio.run(closed_loop(srv.url, mix, args.clients, args.saturate_s))
+            result["saturated"][name] = sat
+            log(f"{name}: saturated {sat['requests_per_s']:.2f} req/s, {sat['docs_per_s']:.0f} docs/s "
+                f"({sat['requests']} requests, {sat['big_requests']} big)")
+    capacity = result["unloaded"]["rounds"]["capacity_per_s"]
+    for load in loads:
+        for name in ("rounds", "shortest-first"):
+            with server(args, model, name) as srv:
+                row = {"scheduler": name, "load": load, "load_average": machine().get("load_average"),
+                       **asyncio.run(open_loop(srv.url, mix, load * capacity, args.duration_s, args.seed + 7))}
+            result["open_loop"].append(row)
+            log(f"{name} at {load:.0%}: small p50 {row['small_p50_ms']:.0f} p99 {row['small_p99_ms']:.0f} ms, "
+                f"big p50 {row['big_p50_ms']:.0f} p99 {row['big_p99_ms']:.0f} ms, {row['throughput_per_s']:.3f} req/s")
+    for slice_tokens in slices:
+        with server(args, model, "shortest-first", slice_tokens) as srv:
+            row = {"scheduler": "shortest-first", "request_tokens_per_forward": slice_tokens, "load": max(loads),
+                   "load_average": machine().get("load_average"),
+                   **asyncio.run(open_loop(srv.url, mix, max(loads) * capacity, args.duration_s, args.seed + 7))}
+        result["slices"].append(row)
+        log(f"slice {slice_tokens}: small p50 {row['small_p50_ms']:.0f} p99 {row['small_p99_ms']:.0f} ms, "
+            f"big p50 {row['big_p50_ms']:.0f} ms, {row['throughput_per_s']:.3f} req/s")
+    report = render(result)
+    print("\n" + report)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        out.with_suffix(".txt").write_text(report + "\n")
+    return 0
+
+
+def render(result) -> str:
+    un, sat = result["unloaded"], result["saturated"]
+    lines = [f"command: {result['command']}", f"date: {result['date']}", f"machine: {json.dumps(result['machine'])}",
+             f"model: {result['model']}", f"mix: {SMALL_SHARE:.0%} small ({result['shape']['small_docs']} docs of "
+             f"{result['shape']['small_words']} words), {1 - SMALL_SHARE:.0%} big ({result['shape']['big_docs']} docs "
+             f"of {result['shape']['big_chars']} chars)", "",
+             f"{'scheduler':>15} | {'small alone p50':>15} {'big alone p50':>13} {'capacity':>9} | "
+             f"{'saturated req/s':>15} {'docs/s':>7}"]
+    for name in ("rounds", "shortest-first"):
+        lines.append(f"{name:>15} | {un[name]['small_p50_ms']:12.1f} ms {un[name]['big_p50_ms']:10.0f} ms "
+                     f"{un[name]['capacity_per_s']:7.2f}/s | {sat[name]['requests_per_s']:15.2f} "
+                     f"{sat[name]['docs_per_s']:7.0f}")
+    base = un["shortest-first"]["small_p50_ms"]
+    lines += ["", "open loop (Poisson), rates as fractions of the round scheduler's capacity; latency from the "
+                  "scheduled send time",
+              f"{'scheduler':>15} {'load':>5} {'slice':>6} | {'small p50':>9} {'p99 ms':>8} {'p99/alone':>9} | "
+              f"{'big p50':>8} {'p99 ms':>8} | {'req/s':>6} {'n':>4} {'errors':>6}"]
+    for row in result["open_loop"] + result["slices"]:
+        lines.append(f"{row['scheduler']:>15} {row['load']:5.0%} {row.get('request_tokens_per_forward', '-')!s:>6} | "
+                     f"{row['small_p50_ms']:9.0f} {row['small_p99_ms']:8.0f} {row['small_p99_ms'] / base:8.1f}x | "
+                     f"{row['big_p50_ms']:8.0f} {row['big_p99_ms']:8.0f} | {row['throughput_per_s']:6.3f} "
+                     f"{row['answered']:4d} {row['errors']:6d}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
