@@ -13,6 +13,10 @@ Both servers get the same seeded arrival times and bodies. Steps:
    scheduled send time), throughput;
 4. the slice-size trade-off: shortest-first at 80% with --request-tokens-per-forward 256 / 2048 / 8192
    (the default is 512 on CPU).
+All servers run side by side for the whole run, idle but for the one being measured; steps 2-4 alternate
+between them in blocks (--blocks, in rotating order, the same arrivals for each server within a block)
+and pool the blocks, so that the machine's background load, which varies on a shared machine, is spread
+over all of them alike.
 
 The round scheduler is today's policy kept selectable (the hidden `zkernels serve --scheduler rounds`):
 requests taken in arrival order up to one forward's budget, each round run to its end before anything
@@ -24,6 +28,7 @@ the comparison isolates the scheduling policy.
 """
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import random
@@ -138,14 +143,8 @@ async def open_loop(url, mix, rate, duration_s, seed):
         await asyncio.gather(*(send(http, at, *mix[i % len(mix)], start) for i, at in enumerate(times)))
         elapsed = time.perf_counter() - start
     n = len(lat["small"]) + len(lat["big"])
-    row = {"rate": rate, "sent": len(times), "answered": n, "errors": errors, "seconds": elapsed,
-           "throughput_per_s": n / elapsed}
-    for kind in ("small", "big"):
-        row[f"{kind}_n"] = len(lat[kind])
-        row[f"{kind}_p50_ms"] = _pct(lat[kind], 0.50) * 1e3
-        row[f"{kind}_p99_ms"] = _pct(lat[kind], 0.99) * 1e3
-        row[f"{kind}_max_ms"] = max(lat[kind], default=float("nan")) * 1e3
-    return row
+    return {"rate": rate, "sent": len(times), "answered": n, "errors": errors, "seconds": elapsed,
+            "throughput_per_s": n / elapsed, "latencies": lat}
 
 
 # ------------------------------------------------------------------------------------------- servers
@@ -167,8 +166,9 @@ def server(args, model, scheduler, slice_tokens=None):
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reranker", default=None, help="checkpoint (default: the built-in demo reranker)")
-    p.add_argument("--duration-s", type=float, default=150.0, help="seconds of open-loop arrivals per cell")
-    p.add_argument("--saturate-s", type=float, default=90.0, help="seconds of closed-loop load per scheduler")
+    p.add_argument("--duration-s", type=float, default=60.0, help="seconds of open-loop arrivals per block")
+    p.add_argument("--saturate-s", type=float, default=30.0, help="seconds of closed-loop load per block")
+    p.add_argument("--blocks", type=int, default=3, help="blocks per measurement, alternating between servers")
     p.add_argument("--clients", type=int, default=6, help="closed-loop clients for the saturated throughput")
     p.add_argument("--loads", default="0.5,0.8", help="open-loop rates as fractions of the round scheduler's capacity")
     p.add_argument("--slices", default="256,2048,8192", help="--request-tokens-per-forward values to sweep at the "
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     shape = {"small_docs": (2, 10), "small_words": (10, 40), "big_docs": 60, "big_chars": 2000}
     if args.smoke:
         shape = {"small_docs": (2, 4), "small_words": (3, 8), "big_docs": 6, "big_chars": 200}
-        args.duration_s, args.saturate_s, args.clients, args.slices = 1.0, 0.5, 2, "64"
+        args.duration_s, args.saturate_s, args.clients, args.slices, args.blocks = 0.5, 0.3, 2, "64", 1
     from zkernels.demo_models import demo_checkpoint
     model = str(args.reranker or demo_checkpoint())
     command = "python benchmarks/bench_serve_mixed.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -195,42 +195,54 @@ def main(argv=None) -> int:
     loads = [float(x) for x in args.loads.split(",")]
     slices = [int(x) for x in args.slices.split(",") if x]
     result = {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "model": model, "shape": shape, "small_share": SMALL_SHARE, "unloaded": {},
-              "saturated": {}, "open_loop": [], "slices": []}
+              "machine": machine(), "model": model, "shape": shape, "small_share": SMALL_SHARE,
+              "blocks": args.blocks, "unloaded": {}, "saturated": {}, "open_loop": [], "slices": []}
 
     def log(msg):
         print(msg, flush=True)
-    for name in ("rounds", "shortest-first"):
-        with server(args, model, name) as srv:
-            small_t = asyncio.run(one_at_a_time(srv.url, smalls))
-            big_t = asyncio.run(one_at_a_time(srv.url, bigs))
+    # Every server runs for the whole benchmark; each measurement alternates between them in blocks (the
+    # order rotating from block to block), so a change in the machine's background load hits all alike.
+    configs = {"rounds": ("rounds", None), "shortest-first": ("shortest-first", None)}
+    configs.update({f"shortest-first/{n}": ("shortest-first", n) for n in slices})
+    with contextlib.ExitStack() as stack:
+        servers = {name: stack.enter_context(server(args, model, *config)) for name, config in configs.items()}
+
+        def blocks(names, run):
+            """run(url, block) for each name, args.blocks times, in rotating order: {name: [results]}"""
+            out = {name: [] for name in names}
+            for b in range(args.blocks):
+                for name in names[b % len(names):] + names[:b % len(names)]:
+                    out[name].append(run(servers[name].url, b))
+            return out
+        main_two = ["rounds", "shortest-first"]
+        for name in main_two:
+            small_t = asyncio.run(one_at_a_time(servers[name].url, smalls))
+            big_t = asyncio.run(one_at_a_time(servers[name].url, bigs))
             t_small, t_big = statistics.median(small_t), statistics.median(big_t)
             capacity = 1 / (SMALL_SHARE * t_small + (1 - SMALL_SHARE) * t_big)
             result["unloaded"][name] = {"small_p50_ms": t_small * 1e3, "big_p50_ms": t_big * 1e3,
                                         "capacity_per_s": capacity}
             log(f"{name}: unloaded small p50 {t_small * 1e3:.1f} ms, big p50 {t_big * 1e3:.0f} ms, "
                 f"capacity {capacity:.2f} req/s  (load {machine().get('load_average')})")
-            sat = asyncio.run(closed_loop(srv.url, mix, args.clients, args.saturate_s))
-            result["saturated"][name] = sat
-            log(f"{name}: saturated {sat['requests_per_s']:.2f} req/s, {sat['docs_per_s']:.0f} docs/s "
-                f"({sat['requests']} requests, {sat['big_requests']} big)")
-    capacity = result["unloaded"]["rounds"]["capacity_per_s"]
-    for load in loads:
-        for name in ("rounds", "shortest-first"):
-            with server(args, model, name) as srv:
-                row = {"scheduler": name, "load": load, "load_average": machine().get("load_average"),
-                       **asyncio.run(open_loop(srv.url, mix, load * capacity, args.duration_s, args.seed + 7))}
-            result["open_loop"].append(row)
-            log(f"{name} at {load:.0%}: small p50 {row['small_p50_ms']:.0f} p99 {row['small_p99_ms']:.0f} ms, "
-                f"big p50 {row['big_p50_ms']:.0f} p99 {row['big_p99_ms']:.0f} ms, {row['throughput_per_s']:.3f} req/s")
-    for slice_tokens in slices:
-        with server(args, model, "shortest-first", slice_tokens) as srv:
-            row = {"scheduler": "shortest-first", "request_tokens_per_forward": slice_tokens, "load": max(loads),
-                   "load_average": machine().get("load_average"),
-                   **asyncio.run(open_loop(srv.url, mix, max(loads) * capacity, args.duration_s, args.seed + 7))}
-        result["slices"].append(row)
-        log(f"slice {slice_tokens}: small p50 {row['small_p50_ms']:.0f} p99 {row['small_p99_ms']:.0f} ms, "
-            f"big p50 {row['big_p50_ms']:.0f} ms, {row['throughput_per_s']:.3f} req/s")
+        sat = blocks(main_two, lambda url, b: asyncio.run(closed_loop(url, mix, args.clients, args.saturate_s)))
+        for name in main_two:
+            result["saturated"][name] = merge_closed(sat[name])
+            log(f"{name}: saturated {result['saturated'][name]['requests_per_s']:.2f} req/s per block "
+                f"{[round(r['requests_per_s'], 2) for r in sat[name]]}")
+        capacity = result["unloaded"]["rounds"]["capacity_per_s"]
+        for load in loads:
+            names = main_two + ([f"shortest-first/{n}" for n in slices] if load == max(loads) else [])
+            rate = load * capacity
+            runs = blocks(names, lambda url, b, rate=rate: asyncio.run(
+                open_loop(url, mix, rate, args.duration_s, args.seed + 7 + b)))
+            for name in names:
+                row = {"scheduler": configs[name][0], "request_tokens_per_forward": configs[name][1], "load": load,
+                       **merge_open(runs[name])}
+                (result["slices"] if configs[name][1] else result["open_loop"]).append(row)
+                log(f"{name} at {load:.0%}: small p50 {row['small_p50_ms']:.0f} p99 {row['small_p99_ms']:.0f} ms, "
+                    f"big p50 {row['big_p50_ms']:.0f} p99 {row['big_p99_ms']:.0f} ms, "
+                    f"{row['throughput_per_s']:.3f} req/s  (load {machine().get('load_average')})")
+    result["machine_after"] = machine()
     report = render(result)
     print("\n" + report)
     if args.out:
@@ -239,6 +251,29 @@ def main(argv=None) -> int:
         out.write_text(json.dumps(result, indent=1))
         out.with_suffix(".txt").write_text(report + "\n")
     return 0
+
+
+def merge_closed(rows: list[dict]) -> dict:
+    seconds = sum(r["seconds"] for r in rows)
+    return {"blocks": rows, "seconds": seconds, "requests": sum(r["requests"] for r in rows),
+            "errors": sum(r["errors"] for r in rows), "requests_per_s": sum(r["requests"] for r in rows) / seconds,
+            "docs_per_s": sum(r["docs_per_s"] * r["seconds"] for r in rows) / seconds}
+
+
+def merge_open(rows: list[dict]) -> dict:
+    """Blocks pooled: latencies together, throughput over all blocks' time."""
+    lat = {k: [x for r in rows for x in r["latencies"][k]] for k in ("small", "big")}
+    seconds = sum(r["seconds"] for r in rows)
+    out = {"rate": rows[0]["rate"], "sent": sum(r["sent"] for r in rows), "errors": sum(r["errors"] for r in rows),
+           "answered": len(lat["small"]) + len(lat["big"]), "seconds": seconds,
+           "throughput_per_s": (len(lat["small"]) + len(lat["big"])) / seconds,
+           "throughput_per_block": [r["throughput_per_s"] for r in rows]}
+    for kind in ("small", "big"):
+        out[f"{kind}_n"] = len(lat[kind])
+        out[f"{kind}_p50_ms"] = _pct(lat[kind], 0.50) * 1e3
+        out[f"{kind}_p99_ms"] = _pct(lat[kind], 0.99) * 1e3
+        out[f"{kind}_max_ms"] = max(lat[kind], default=float("nan")) * 1e3
+    return out
 
 
 def render(result) -> str:
@@ -259,7 +294,7 @@ def render(result) -> str:
               f"{'scheduler':>15} {'load':>5} {'slice':>6} | {'small p50':>9} {'p99 ms':>8} {'p99/alone':>9} | "
               f"{'big p50':>8} {'p99 ms':>8} | {'req/s':>6} {'n':>4} {'errors':>6}"]
     for row in result["open_loop"] + result["slices"]:
-        lines.append(f"{row['scheduler']:>15} {row['load']:5.0%} {row.get('request_tokens_per_forward', '-')!s:>6} | "
+        lines.append(f"{row['scheduler']:>15} {row['load']:5.0%} {row['request_tokens_per_forward'] or '-'!s:>6} | "
                      f"{row['small_p50_ms']:9.0f} {row['small_p99_ms']:8.0f} {row['small_p99_ms'] / base:8.1f}x | "
                      f"{row['big_p50_ms']:8.0f} {row['big_p99_ms']:8.0f} | {row['throughput_per_s']:6.3f} "
                      f"{row['answered']:4d} {row['errors']:6d}")
