@@ -81,6 +81,29 @@ def test_a_small_request_overtakes_a_big_one(served_models, threads):
         assert_rerank_matches_predict(reranker, big, big_r)
 
 
+def test_small_requests_are_tokenized_before_a_big_one(served_models):
+    """On the device thread (the CPU default), requests that arrived during a forward are tokenized
+    smallest first, and a big one's tokenizing waits until the small ones' forward has run."""
+    reranker = served_models[0]
+    limits = ServeLimits(tokenize_threads=0)
+    with LiveServer(make_app(served_models, limits, embedder=False)) as live:
+        counts, encoded = count_submits(live, "reranker"), _record_encodes(live)
+        with concurrent.futures.ThreadPoolExecutor(3) as pool, ForwardGate(reranker.engine, closed=True) as gate:
+            first = pool.submit(_post, live.url, _body("first"))
+            gate.wait_calls(1)
+            big = pool.submit(_post, live.url, _body("bigone", n=40, words=60))  # ~16,000 characters
+            wait_until(lambda: counts["n"] == 2, what="the big request submitted")
+            small = pool.submit(_post, live.url, _body("small"))
+            wait_until(lambda: counts["n"] == 3, what="the small request submitted")
+            gate.step()
+            gate.wait_calls(2)
+            assert encoded == ["query first", "query small"]  # the big one is not tokenized yet
+            assert _ids(reranker, "small") <= gate.seen[-1]
+            gate.open()
+            assert [f.result(60).status_code for f in (first, small, big)] == [200, 200, 200]
+        assert encoded == ["query first", "query small", "query bigone"]
+
+
 def test_a_request_past_its_deadline_stops_between_forwards(served_models):
     reranker = served_models[0]
     limits = ServeLimits(request_tokens_per_forward=64, timeout_s=1.0)

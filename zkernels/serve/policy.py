@@ -6,9 +6,10 @@ one slice (at most `slice_tokens` tokens) per forward, so a newcomer waits for a
 of someone else's. Measured in benchmarks/bench_serve_mixed.py against `Rounds`, today's policy kept for
 that comparison (hidden `--scheduler rounds`); the figures are in docs/serving.md.
 
-A policy answers three questions for the scheduler thread: the slice size a job is planned with
-(`slice_tokens`), whether newly submitted jobs may be taken now (`takes_new_work`), and the next
-forward (`next_forward`: [(job, its next slice)], all of one engine, a job's slices in order).
+A policy answers four questions for the scheduler thread: the slice size a job is planned with
+(`slice_tokens`), how much text the device thread may tokenize between two forwards
+(`tokenize_chars`, None: all), whether newly submitted jobs may be taken now (`takes_new_work`), and the
+next forward (`next_forward`: [(job, its next slice)], all of one engine, a job's slices in order).
 """
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ class ShortestFirst:
     """
 
     name = "shortest-first"
+    # Characters of request text the device thread tokenizes between two forwards (smallest requests
+    # first, at least one request): about the cost of a forward of one slice.
+    tokenize_chars = 8_000
 
     def __init__(self, slice_tokens: int | None = None, starvation_s: float = STARVATION_S):
         self._slice_tokens, self.starvation_s = slice_tokens, starvation_s
@@ -83,6 +87,7 @@ class Rounds:
     (a small request waits for all of a big one's forwards)."""
 
     name = "rounds"
+    tokenize_chars = None  # everything queued is tokenized between two rounds
 
     def __init__(self):
         self._round: list = []

@@ -83,6 +83,7 @@ class Job:
     slice_tokens: int                   # the most tokens of this job one forward takes
     future: asyncio.Future
     ticket: Ticket | None = None
+    size_hint: int = 0                  # characters of text, known before tokenizing
     arrived: float = field(default_factory=time.monotonic)
     cancelled: str | None = None        # set from the event loop: "timeout", "disconnected", "shutdown"
     started: bool = False               # a forward has taken some of its work
@@ -179,14 +180,14 @@ class DeviceScheduler:
                         break
                 if self._closing and not self._inbox and not self._active:
                     return
+                past_drain_deadline = self._past_drain_deadline()
                 new = []
-                if self.policy.takes_new_work(self._active):
+                if not past_drain_deadline and self.policy.takes_new_work(self._active):
                     new, self._inbox = self._inbox, []
-            if self._past_drain_deadline():
+            if past_drain_deadline:
                 self._shut_out()
                 continue
-            for job in new:
-                self._admit(job)
+            self._admit_new(new)
             self._drop_stopped()
             try:
                 step = self.policy.next_forward(self._active, time.monotonic())
@@ -218,6 +219,23 @@ class DeviceScheduler:
             self._finish(job, exc=ServeError(503, "the server shut down before this request finished "
                                                   "(--shutdown-timeout-s); retry on another replica",
                                              headers={"Retry-After": "1"}))
+
+    def _admit_new(self, new: list[Job]) -> None:
+        """Smallest first; when tokenizing here, only about policy.tokenize_chars characters of text per
+        step (at least one job): a big request's tokenizing is a step of its own, and small requests that
+        arrived with it are tokenized, and run, before it. The rest go back to the front of the inbox."""
+        budget = self.policy.tokenize_chars
+        if budget is not None:
+            new.sort(key=lambda j: 0 if j.plan is not None else j.size_hint)
+        chars = 0
+        for i, job in enumerate(new):
+            if budget is not None and job.plan is None:
+                if chars and chars + job.size_hint > budget:
+                    with self._cv:
+                        self._inbox[:0] = new[i:]
+                    return
+                chars += job.size_hint
+            self._admit(job)
 
     def _admit(self, job: Job) -> None:
         """A newly submitted job: dropped if its client is gone or its deadline passed, else tokenized

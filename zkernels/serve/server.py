@@ -167,7 +167,7 @@ class Call:
         if not documents:
             return np.zeros(0, np.float32), 0, 0.0
         prepare = functools.partial(self.served.encode, query, documents, truncate, field)
-        return await self._run(prepare, activation_fn)
+        return await self._run(prepare, activation_fn, len(query) * len(documents) + sum(map(len, documents)))
 
     async def embed(self, texts: list[str], field: str, *, input_type: str | None = None,
                     prompt_name: str | None = None, dimensions: int | None = None, normalize: bool = False,
@@ -178,14 +178,14 @@ class Call:
         dim = self.served.check_dimensions(dimensions)
         prompt = self.served.prompt_for(input_type, prompt_name)
         prepare = functools.partial(self.served.encode, texts, prompt, truncate, field)
-        rows, n_tokens, _ = await self._run(prepare, self.served.head_key(dim, normalize))
+        rows, n_tokens, _ = await self._run(prepare, self.served.head_key(dim, normalize), sum(map(len, texts)))
         return rows, n_tokens
 
-    async def _run(self, prepare, head_key):
+    async def _run(self, prepare, head_key, size_hint: int):
         server, loop = self.server, asyncio.get_running_loop()
         scheduler = server.scheduler(self.served)
         self.job = job = Job(self.served, prepare, head_key, self.deadline, server.slice_tokens(self.served),
-                             loop.create_future(), self.ticket)
+                             loop.create_future(), self.ticket, size_hint=size_hint)
         disconnect = asyncio.ensure_future(_wait_for_disconnect(self.request))
         try:
             if server.tokenize_pool is not None:
