@@ -11,8 +11,8 @@ Both servers get the same seeded arrival times and bodies. Steps:
 2. saturated throughput: N closed-loop clients sending the mix back to back (the most the server does);
 3. open loop at 50% and 80% of the round scheduler's capacity: p50/p99 latency per size class (from the
    scheduled send time), throughput;
-4. the slice-size trade-off: shortest-first at 80% with --request-tokens-per-forward 256 / 2048 / 8192
-   (the default is 512 on CPU).
+4. the slice-size trade-off: shortest-first with --request-tokens-per-forward 256 / 1024 / 2048 / 8192
+   (the default is 512 on CPU), saturated and at 80%.
 All servers run side by side for the whole run, idle but for the one being measured; steps 2-4 alternate
 between them in blocks (--blocks, in rotating order, the same arrivals for each server within a block)
 and pool the blocks, so that the machine's background load, which varies on a shared machine, is spread
@@ -171,7 +171,7 @@ def parse_args(argv):
     p.add_argument("--blocks", type=int, default=3, help="blocks per measurement, alternating between servers")
     p.add_argument("--clients", type=int, default=6, help="closed-loop clients for the saturated throughput")
     p.add_argument("--loads", default="0.5,0.8", help="open-loop rates as fractions of the round scheduler's capacity")
-    p.add_argument("--slices", default="256,2048,8192", help="--request-tokens-per-forward values to sweep at the "
+    p.add_argument("--slices", default="256,1024,2048,8192", help="--request-tokens-per-forward values to sweep at the "
                                                              "highest load (shortest-first); empty: none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="seconds-long plumbing check (in-process servers)")
@@ -224,8 +224,9 @@ def main(argv=None) -> int:
                                         "capacity_per_s": capacity}
             log(f"{name}: unloaded small p50 {t_small * 1e3:.1f} ms, big p50 {t_big * 1e3:.0f} ms, "
                 f"capacity {capacity:.2f} req/s  (load {machine().get('load_average')})")
-        sat = blocks(main_two, lambda url, b: asyncio.run(closed_loop(url, mix, args.clients, args.saturate_s)))
-        for name in main_two:
+        every = list(configs)
+        sat = blocks(every, lambda url, b: asyncio.run(closed_loop(url, mix, args.clients, args.saturate_s)))
+        for name in every:
             result["saturated"][name] = merge_closed(sat[name])
             log(f"{name}: saturated {result['saturated'][name]['requests_per_s']:.2f} req/s per block "
                 f"{[round(r['requests_per_s'], 2) for r in sat[name]]}")
@@ -282,12 +283,13 @@ def render(result) -> str:
              f"model: {result['model']}", f"mix: {SMALL_SHARE:.0%} small ({result['shape']['small_docs']} docs of "
              f"{result['shape']['small_words']} words), {1 - SMALL_SHARE:.0%} big ({result['shape']['big_docs']} docs "
              f"of {result['shape']['big_chars']} chars)", "",
-             f"{'scheduler':>15} | {'small alone p50':>15} {'big alone p50':>13} {'capacity':>9} | "
-             f"{'saturated req/s':>15} {'docs/s':>7}"]
-    for name in ("rounds", "shortest-first"):
-        lines.append(f"{name:>15} | {un[name]['small_p50_ms']:12.1f} ms {un[name]['big_p50_ms']:10.0f} ms "
-                     f"{un[name]['capacity_per_s']:7.2f}/s | {sat[name]['requests_per_s']:15.2f} "
-                     f"{sat[name]['docs_per_s']:7.0f}")
+             f"{'scheduler':>20} | {'small alone p50':>15} {'big alone p50':>13} {'capacity':>9} | "
+             f"{'saturated req/s':>15} {'docs/s':>7} {'ratio':>7}"]
+    for name in sat:
+        alone = (f"{un[name]['small_p50_ms']:12.1f} ms {un[name]['big_p50_ms']:10.0f} ms "
+                 f"{un[name]['capacity_per_s']:7.2f}/s" if name in un else f"{'':>37}")
+        lines.append(f"{name:>20} | {alone} | {sat[name]['requests_per_s']:15.2f} {sat[name]['docs_per_s']:7.0f} "
+                     f"{sat[name]['requests_per_s'] / sat['rounds']['requests_per_s']:6.2f}x")
     base = un["shortest-first"]["small_p50_ms"]
     lines += ["", "open loop (Poisson), rates as fractions of the round scheduler's capacity; latency from the "
                   "scheduled send time",

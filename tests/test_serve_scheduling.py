@@ -24,7 +24,7 @@ from _serve_util import (  # noqa: E402
 )
 
 from zkernels.serve import ServeLimits  # noqa: E402
-from zkernels.serve.policy import Rounds, ShortestFirst  # noqa: E402
+from zkernels.serve.policy import STARVATION_FORWARDS, Rounds, ShortestFirst  # noqa: E402
 
 RERANK = "/v1/models/rerank"
 
@@ -226,10 +226,10 @@ def test_max_queue_refuses_at_the_door(served_models, threads):
 
 
 # ---- the policies on their own ---------------------------------------------------------------------------
-def _job(engine, slice_tokens: list[int], arrived: float, last_progress: float | None = None):
+def _job(engine, slice_tokens: list[int], arrived: float, passed_over: int = 0):
     slices = collections.deque(SimpleNamespace(token_ids=torch.zeros(n), prompt_index=[0]) for n in slice_tokens)
     return SimpleNamespace(engine=engine, slices=slices, remaining=sum(slice_tokens), arrived=arrived,
-                           last_progress=arrived if last_progress is None else last_progress, retrying=None)
+                           passed_over=passed_over, retrying=None)
 
 
 def _names(step, jobs):
@@ -250,9 +250,10 @@ def test_shortest_first_batches_finishing_requests_and_slices_big_ones():
     assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["big"]  # one slice of it
     jobs["other"] = _job(engine, [40, 40, 40, 40], 0.5)
     assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["big"]  # least work left first
-    jobs["starved"] = _job(engine, [40, 40, 40, 40, 40], -5.0, last_progress=-1.5)
+    jobs["starved"] = _job(engine, [40, 40, 40, 40, 40], -5.0, passed_over=STARVATION_FORWARDS)
+    jobs["also"] = _job(engine, [40, 40, 40, 40, 40], -4.0, passed_over=STARVATION_FORWARDS)
     jobs["tiny"] = _job(engine, [5], 0.9)
-    step = policy.next_forward(list(jobs.values()), now)  # waited > STARVATION_S: joins, oldest first
+    step = policy.next_forward(list(jobs.values()), now)  # passed over too often: the oldest joins
     assert _names(step, jobs) == ["starved", "tiny"]
     jobs["tiny"].retrying = RuntimeError("failed once")
     assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["tiny"]  # a retry runs alone

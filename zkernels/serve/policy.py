@@ -13,9 +13,11 @@ next forward (`next_forward`: [(job, its next slice)], all of one engine, a job'
 """
 from __future__ import annotations
 
-# A request that has waited this long for its next forward goes first, whatever its size: under
-# overload, shortest-first alone would starve big requests for as long as small ones keep coming.
-STARVATION_S = 2.0
+# A request passed over for this many forwards in a row joins the next one, whatever its size: under a
+# flood of small requests, shortest-first alone would starve a big one for as long as the flood lasts.
+# Counted in forwards, not seconds, so that a slow machine does not turn every big request into a
+# "starving" one (each would then add a slice to every forward).
+STARVATION_FORWARDS = 8
 
 # Tokens of one request per forward when --request-tokens-per-forward is not given, by device kind.
 # CPU: a forward costs in proportion to its tokens (the demo model: ~5,000 tokens/s on 2 cores), so
@@ -36,8 +38,8 @@ class ShortestFirst:
       engine's max_tokens_per_batch: small requests share forwards, as with cross-request batching;
     - else one slice of the request with the least work left (a big request advances while nothing
       smaller waits).
-    A request that waited STARVATION_S for its next forward joins the next forward whatever its size
-    (oldest first), and a request re-planned after a failure runs alone.
+    The oldest request passed over for STARVATION_FORWARDS forwards in a row joins the next forward with
+    one slice, whatever its size, and a request re-planned after a failure runs alone.
     """
 
     name = "shortest-first"
@@ -45,8 +47,8 @@ class ShortestFirst:
     # first, at least one request): about the cost of a forward of one slice.
     tokenize_chars = 8_000
 
-    def __init__(self, slice_tokens: int | None = None, starvation_s: float = STARVATION_S):
-        self._slice_tokens, self.starvation_s = slice_tokens, starvation_s
+    def __init__(self, slice_tokens: int | None = None, starvation_forwards: int = STARVATION_FORWARDS):
+        self._slice_tokens, self.starvation_forwards = slice_tokens, starvation_forwards
 
     def slice_tokens(self, engine) -> int:
         kind = "cuda" if str(engine.device).startswith("cuda") else "cpu"
@@ -62,14 +64,15 @@ class ShortestFirst:
         if retrying:
             job = min(retrying, key=lambda j: j.arrived)
             return [(job, job.slices[0])]
-        starving = sorted((j for j in jobs if now - j.last_progress > self.starvation_s), key=lambda j: j.arrived)
-        first = starving[0] if starving else min(jobs, key=lambda j: (j.remaining, j.arrived))
+        starving = [j for j in jobs if j.passed_over >= self.starvation_forwards]
+        oldest = [min(starving, key=lambda j: j.arrived)] if starving else []
+        first = oldest[0] if oldest else min(jobs, key=lambda j: (j.remaining, j.arrived))
         engine = first.engine
         budget = engine.max_tokens_per_batch
-        finishing = sorted((j for j in jobs if len(j.slices) == 1 and j.engine is engine and j not in starving),
+        finishing = sorted((j for j in jobs if len(j.slices) == 1 and j.engine is engine and j not in oldest),
                            key=lambda j: (j.remaining, j.arrived))
         chosen, tokens = [], 0
-        for job in [j for j in starving if j.engine is engine] + finishing:
+        for job in oldest + finishing:
             t = _tokens(job.slices[0])
             if chosen and tokens + t > budget:
                 continue

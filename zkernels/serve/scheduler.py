@@ -92,7 +92,7 @@ class Job:
     plan: BatchPlan | None = None
     slices: collections.deque = field(default_factory=collections.deque)
     remaining: int = 0                  # tokens in the slices still to run
-    last_progress: float = 0.0
+    passed_over: int = 0                # forwards in a row that took none of its work (policy.py)
     retrying: BaseException | None = None  # the first failure, once re-planned to run alone
     parts: list = field(default_factory=list)  # [(caller index list, output rows)]
     n_done: int = 0
@@ -117,7 +117,6 @@ class Job:
         self.slices = collections.deque(self.plan.batches)
         self.remaining = sum(int(b.token_ids.shape[0]) for b in self.slices)
         self.parts, self.n_done = [], 0
-        self.last_progress = time.monotonic()
 
 
 class DeviceScheduler:
@@ -291,7 +290,6 @@ class DeviceScheduler:
         except Exception as e:
             self._failed(step, e)
             return
-        now = time.monotonic()
         n_prompts = sum(len(batch.prompt_index) for _, batch in step)
         n_tokens = sum(int(batch.token_ids.shape[0]) for _, batch in step)
         kind = step[0][0].served.kind
@@ -299,11 +297,13 @@ class DeviceScheduler:
         self.metrics.batch_prompts.observe(n_prompts, model=kind)
         self.metrics.batch_tokens.observe(n_tokens, model=kind)
         self.metrics.tokens.inc(n_tokens, model=kind)
+        in_step = {id(job) for job, _ in step}
+        for job in self._active:
+            job.passed_over = 0 if id(job) in in_step else job.passed_over + 1
         for (job, batch), (index, rows) in zip(step, outputs):
             assert job.slices[0] is batch, "the policy must take a job's slices in order"
             job.slices.popleft()
             job.remaining -= int(batch.token_ids.shape[0])
-            job.last_progress = now
             job.parts.append((index, rows))
             job.n_done += len(index)
             if not job.slices:
