@@ -9,8 +9,8 @@ Both servers get the same seeded arrival times and bodies. Steps:
 1. unloaded: small and big requests one at a time, per scheduler: the p50 a small request gets alone,
    and the service times the capacity is computed from: capacity = 1 / (0.85 t_small + 0.15 t_big);
 2. saturated throughput: N closed-loop clients sending the mix back to back (the most the server does);
-3. open loop at 50% and 80% of the round scheduler's capacity: p50/p99 latency per size class (from the
-   scheduled send time), throughput;
+3. open loop at 50% and 80% of the round scheduler's saturated throughput: p50/p99 latency per size
+   class (from the scheduled send time), throughput;
 4. the slice-size trade-off: shortest-first with --request-tokens-per-forward 256 / 1024 / 2048 / 8192
    (the default is 512 on CPU), saturated and at 80%.
 All servers run side by side for the whole run, idle but for the one being measured; steps 2-4 alternate
@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import os
 import random
 import statistics
 import sys
@@ -174,6 +175,10 @@ def parse_args(argv):
     p.add_argument("--slices", default="256,1024,2048,8192", help="--request-tokens-per-forward values to sweep at the "
                                                              "highest load (shortest-first); empty: none")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="intra-op threads of the servers' torch (OMP_NUM_THREADS); 0: torch's default. On this "
+                        "project's shared 2-core machines two threads stall on each other whenever another "
+                        "process holds a core, by 10x and more, and the measurement measures that")
     p.add_argument("--smoke", action="store_true", help="seconds-long plumbing check (in-process servers)")
     p.add_argument("--out", default=None, help="write the results JSON here (and .txt next to it)")
     return p.parse_args(argv)
@@ -185,6 +190,8 @@ def main(argv=None) -> int:
     if args.smoke:
         shape = {"small_docs": (2, 4), "small_words": (3, 8), "big_docs": 6, "big_chars": 200}
         args.duration_s, args.saturate_s, args.clients, args.slices, args.blocks = 0.5, 0.3, 2, "64", 1
+    if args.torch_threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)  # inherited by the server subprocesses
     from zkernels.demo_models import demo_checkpoint
     model = str(args.reranker or demo_checkpoint())
     command = "python benchmarks/bench_serve_mixed.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -196,7 +203,8 @@ def main(argv=None) -> int:
     slices = [int(x) for x in args.slices.split(",") if x]
     result = {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine(), "model": model, "shape": shape, "small_share": SMALL_SHARE,
-              "blocks": args.blocks, "unloaded": {}, "saturated": {}, "open_loop": [], "slices": []}
+              "blocks": args.blocks, "server_torch_threads": args.torch_threads or "default", "unloaded": {},
+              "saturated": {}, "open_loop": [], "slices": []}
 
     def log(msg):
         print(msg, flush=True)
@@ -230,7 +238,10 @@ def main(argv=None) -> int:
             result["saturated"][name] = merge_closed(sat[name])
             log(f"{name}: saturated {result['saturated'][name]['requests_per_s']:.2f} req/s per block "
                 f"{[round(r['requests_per_s'], 2) for r in sat[name]]}")
-        capacity = result["unloaded"]["rounds"]["capacity_per_s"]
+        # The capacity the open-loop rates are fractions of: the round scheduler's saturated throughput
+        # (median block), the most requests of this mix per second it completes.
+        capacity = statistics.median(r["requests_per_s"] for r in sat["rounds"])
+        result["capacity_per_s"] = capacity
         for load in loads:
             names = main_two + ([f"shortest-first/{n}" for n in slices] if load == max(loads) else [])
             rate = load * capacity
@@ -280,7 +291,9 @@ def merge_open(rows: list[dict]) -> dict:
 def render(result) -> str:
     un, sat = result["unloaded"], result["saturated"]
     lines = [f"command: {result['command']}", f"date: {result['date']}", f"machine: {json.dumps(result['machine'])}",
-             f"model: {result['model']}", f"mix: {SMALL_SHARE:.0%} small ({result['shape']['small_docs']} docs of "
+             f"model: {result['model']}, server torch threads: {result['server_torch_threads']}, "
+             f"{result['blocks']} alternating blocks per cell",
+             f"mix: {SMALL_SHARE:.0%} small ({result['shape']['small_docs']} docs of "
              f"{result['shape']['small_words']} words), {1 - SMALL_SHARE:.0%} big ({result['shape']['big_docs']} docs "
              f"of {result['shape']['big_chars']} chars)", "",
              f"{'scheduler':>20} | {'small alone p50':>15} {'big alone p50':>13} {'capacity':>9} | "
@@ -291,8 +304,9 @@ def render(result) -> str:
         lines.append(f"{name:>20} | {alone} | {sat[name]['requests_per_s']:15.2f} {sat[name]['docs_per_s']:7.0f} "
                      f"{sat[name]['requests_per_s'] / sat['rounds']['requests_per_s']:6.2f}x")
     base = un["shortest-first"]["small_p50_ms"]
-    lines += ["", "open loop (Poisson), rates as fractions of the round scheduler's capacity; latency from the "
-                  "scheduled send time",
+    lines += ["", f"open loop (Poisson), rates as fractions of the round scheduler's saturated throughput "
+                  f"({result['capacity_per_s']:.2f} req/s); latency from the scheduled send time; p99/alone: "
+                  f"against shortest-first's small p50 alone",
               f"{'scheduler':>15} {'load':>5} {'slice':>6} | {'small p50':>9} {'p99 ms':>8} {'p99/alone':>9} | "
               f"{'big p50':>8} {'p99 ms':>8} | {'req/s':>6} {'n':>4} {'errors':>6}"]
     for row in result["open_loop"] + result["slices"]:
