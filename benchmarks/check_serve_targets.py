@@ -11,7 +11,10 @@
    --tokenize-threads 2: answers that differ from `Embedder.encode` or from the expected 413;
 5. building a 1,000 x 2,560 float embedding answer: its time, and the longest the event loop went
    without running meanwhile (the old way, jsonable_encoder + json.dumps on the loop, against
-   encoding.json_response).
+   encoding.json_response);
+6. the fixed cost of a forward: 60 documents of 2,000 characters in forwards of at most 512 ... 8,192
+   tokens, with 1 and 2 torch threads (in this process).
+The servers run with --torch-threads (default 1, as bench_serve_mixed.py: see there).
 
     python benchmarks/check_serve_targets.py --out benchmarks/results/serve-targets-cpu-DATE.json
 """
@@ -19,6 +22,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import os
 import random
 import string
 import sys
@@ -196,18 +200,53 @@ def big_answer():
     return {"old_on_loop": asyncio.run(measure(old)), "new": asyncio.run(measure(new))}
 
 
+def forward_cost():
+    """The fixed cost of a forward, which the slice size trades against: a big request's 60 documents of
+    2,000 characters run in forwards of at most N tokens, with 1 and 2 torch threads (median of 3)."""
+    import statistics
+
+    import torch
+
+    from zkernels import Reranker
+    from zkernels.demo_models import demo_checkpoint
+    reranker = Reranker.from_pretrained(demo_checkpoint(), dtype=torch.float32)
+    rng = random.Random(2)
+    docs = ["".join(rng.choice(WORDS) + " " for _ in range(400))[:2000] for _ in range(60)]
+    enc = reranker.encode_pairs([("what is a prefix cache", d) for d in docs])
+    out, threads0 = [], torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for budget in (512, 1024, 2048, 8192):
+                plan = reranker.engine.plan(enc.ids, enc.groups, max_tokens=budget)
+                times = []
+                for _ in range(3):
+                    t = time.perf_counter()
+                    for batch in plan.batches:
+                        reranker.engine.run_batches([batch])
+                    times.append(time.perf_counter() - t)
+                out.append({"threads": threads, "tokens_per_forward": budget, "forwards": len(plan.batches),
+                            "seconds": statistics.median(times), "load_average": machine().get("load_average")})
+    finally:
+        torch.set_num_threads(threads0)
+    return {"tokens": sum(map(len, enc.ids)), "rows": out}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=None, help="write the results JSON here")
     p.add_argument("--only", default=None, help="comma-separated steps to run (default: all)")
+    p.add_argument("--torch-threads", type=int, default=1, help="the servers' OMP_NUM_THREADS; 0: torch's default")
     args = p.parse_args(argv)
+    if args.torch_threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)  # inherited by the server subprocesses
     rng = random.Random(0)
     command = "python benchmarks/check_serve_targets.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine_before": machine()}
     steps = [("head_of_line", lambda: [head_of_line(random.Random(1), s) for s in ("shortest-first", "rounds")]),
              ("million_ints", million_ints), ("max_queue", lambda: max_queue(rng)),
-             ("tokenizer_race", tokenizer_race), ("big_answer", big_answer)]
+             ("tokenizer_race", tokenizer_race), ("big_answer", big_answer), ("forward_cost", forward_cost)]
     if args.only:
         steps = [(name, step) for name, step in steps if name in args.only.split(",")]
     for name, step in steps:
