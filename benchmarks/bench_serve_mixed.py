@@ -11,8 +11,8 @@ Both servers get the same seeded arrival times and bodies. Steps:
 2. saturated throughput: N closed-loop clients sending the mix back to back (the most the server does);
 3. open loop at 50% and 80% of the round scheduler's saturated throughput: p50/p99 latency per size
    class (from the scheduled send time), throughput;
-4. the slice-size trade-off: shortest-first with --request-tokens-per-forward 256 / 1024 / 2048 / 8192
-   (the default is 512 on CPU), saturated and at 80%.
+4. the slice-size trade-off: shortest-first with --request-tokens-per-forward 512 / 2048 / 8192 (the
+   default is 1,024 on CPU), saturated and at 80%.
 All servers run side by side for the whole run, idle but for the one being measured; steps 2-4 alternate
 between them in blocks (--blocks, in rotating order, the same arrivals for each server within a block)
 and pool the blocks, so that the machine's background load, which varies on a shared machine, is spread
@@ -172,7 +172,7 @@ def parse_args(argv):
     p.add_argument("--blocks", type=int, default=3, help="blocks per measurement, alternating between servers")
     p.add_argument("--clients", type=int, default=6, help="closed-loop clients for the saturated throughput")
     p.add_argument("--loads", default="0.5,0.8", help="open-loop rates as fractions of the round scheduler's capacity")
-    p.add_argument("--slices", default="256,1024,2048,8192", help="--request-tokens-per-forward values to sweep at the "
+    p.add_argument("--slices", default="512,2048,8192", help="--request-tokens-per-forward values to sweep at the "
                                                              "highest load (shortest-first); empty: none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=1,

@@ -46,7 +46,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--request-tokens-per-forward", type=positive_int, default=None, metavar="N",
                    help="the most tokens of one request in one forward: a request's forwards interleave with other "
                         "requests', so a small request waits for at most about one such slice of a big one "
-                        "(default: 512 on cpu, 4096 on cuda; capped by --max-tokens-per-batch)")
+                        "(default: 1024 on cpu, 4096 on cuda; capped by --max-tokens-per-batch)")
     p.add_argument("--shutdown-timeout-s", type=float, default=_DEFAULTS.shutdown_timeout_s,
                    help=f"on SIGTERM, seconds to finish the requests in flight; then they get 503 and the process "
                         f"exits (default: {_DEFAULTS.shutdown_timeout_s:g}, under Kubernetes' 30 s grace period)")

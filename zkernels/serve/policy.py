@@ -20,10 +20,13 @@ from __future__ import annotations
 STARVATION_FORWARDS = 8
 
 # Tokens of one request per forward when --request-tokens-per-forward is not given, by device kind.
-# CPU: a forward costs in proportion to its tokens (the demo model: ~5,000 tokens/s on 2 cores), so
-# a small slice bounds the wait of a small request behind a big one for little throughput
-# (docs/serving.md has the measurements). CUDA: a bigger forward keeps the GPU busy.
-DEFAULT_SLICE_TOKENS = {"cpu": 512, "cuda": 4096}
+# CPU: a forward costs in proportion to its tokens plus a fixed cost (~1.5 ms with the demo model), so
+# the slice trades the wait of a small request behind a big one against throughput: measured with
+# benchmarks/bench_serve_mixed.py (2-core CPU, demo model, documents of ~300 tokens), 1,024 tokens kept
+# 95% of the round scheduler's saturated throughput (512: 92%, 2,048: 96%) with the lowest small-request
+# p99 at 80% load; docs/serving.md has the figures. CUDA: a bigger forward keeps the GPU busy (not
+# measured on a GPU yet).
+DEFAULT_SLICE_TOKENS = {"cpu": 1024, "cuda": 4096}
 
 
 def _tokens(batch) -> int:
