@@ -1,7 +1,11 @@
-"""`zkernels rerank-dataset` / `embed-dataset` end to end on a local Ray: Parquet and JSONL round trips."""
+"""`zkernels rerank-dataset` / `embed-dataset` end to end on a local Ray: real files (typed columns with
+nulls, invalid rows), single-file and folder outputs, and the errors a long job must give."""
 from __future__ import annotations
 
+import datetime
 import json
+import math
+import os
 
 import numpy as np
 import pytest
@@ -10,52 +14,113 @@ ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 import pyarrow as pa  # noqa: E402
 
-from zkernels import Embedder, Reranker  # noqa: E402
 from zkernels.cli import main  # noqa: E402
 
+pytest_plugins = ["_ray_fixtures"]
+pytestmark = pytest.mark.usefixtures("local_ray")
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def test_rerank_dataset_parquet_in_jsonl_out(tiny_checkpoint, tmp_path, capsys):
-    folder = tiny_checkpoint("ray-rerank")
-    queries = [f"question {i % 3}" for i in range(40)]
-    docs = [f"passage {i} " + "v " * (i % 7) for i in range(40)]
-    pq.write_table(pa.table({"id": list(range(40)), "q": queries, "passage": docs}), tmp_path / "in.parquet")
-    rc = main(["rerank-dataset", "--model", str(folder), "--input", str(tmp_path / "in.parquet"),
-               "--output", str(tmp_path / "out.jsonl"), "--query-column", "q", "--document-column", "passage",
-               "--concurrency", "1", "--batch-size", "16"])
-    assert rc == 0 and "wrote 40 rows" in capsys.readouterr().out
-    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in rows] == list(range(40)) and [r["passage"] for r in rows] == docs
-    reranker = Reranker.from_pretrained(folder)
-    pairs = list(zip(queries, docs))
-    direct = np.concatenate([reranker.predict(pairs[i:i + 16]) for i in range(0, 40, 16)])
-    # JSON carries the float32 score as its exact decimal: it reads back to the same float32.
-    np.testing.assert_array_equal(np.array([r["score"] for r in rows], dtype=np.float32), direct)
+ROWS, BATCH = 60, 16
+INVALID = (37, 41)  # rows whose document is null: the first one in the third batch
 
 
-def test_embed_dataset_jsonl_in_parquet_out_ubinary(tmp_path, qwen_tokenizer, capsys):
-    from zkernels.testing import make_tiny_embedding_checkpoint
-    folder = make_tiny_embedding_checkpoint(tmp_path / "emb", tokenizer=qwen_tokenizer)
-    texts = [f"sentence {i} " + "u " * (i % 5) for i in range(30)]
-    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in texts))
-    rc = main(["embed-dataset", "--model", str(folder), "--input", str(tmp_path / "in.jsonl"),
-               "--output", str(tmp_path / "out.parquet"), "--text-column", "body", "--embedding-column", "code",
-               "--input-type", "query", "--precision", "ubinary", "--concurrency", "1"])
-    assert rc == 0
-    table = pq.read_table(tmp_path / "out.parquet")
-    assert table.column("body").to_pylist() == texts
-    codes = np.array(table.column("code").to_pylist(), dtype=np.uint8)
-    np.testing.assert_array_equal(codes, Embedder.from_pretrained(folder).encode_query(texts, precision="ubinary"))
+@pytest.fixture(scope="module")
+def real_file(tmp_path_factory):
+    """A Parquet file as someone else wrote it: a nullable int with nulls only in the first batch, a string
+    column that is all null there, NaN and infinities, timestamps, and documents that are null."""
+    at = datetime.datetime(2026, 5, 1, 12, 0)
+    table = pa.table({
+        "id": pa.array([None if i < BATCH else i for i in range(ROWS)], pa.int64()),
+        "note": pa.array([None if i < 2 * BATCH else f"note {i}" for i in range(ROWS)], pa.string()),
+        "x": [math.nan if i == 3 else math.inf if i == 4 else i / 4 for i in range(ROWS)],
+        "at": pa.array([at + datetime.timedelta(minutes=i) for i in range(ROWS)], pa.timestamp("ms")),
+        "q": [f"question {i // 10}" for i in range(ROWS)],
+        "passage": [None if i in INVALID else f"passage {i} " + "v " * (i % 7) for i in range(ROWS)]})
+    path = tmp_path_factory.mktemp("real") / "pairs.parquet"
+    pq.write_table(table, path)
+    return path, table
 
 
-def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
-    folder = tiny_checkpoint("ray-rerank")
+def rerank_args(folder, source, output, *extra):
+    return ["rerank-dataset", "--model", str(folder), "--input", str(source), "--output", str(output),
+            "--query-column", "q", "--document-column", "passage", "--concurrency", "1",
+            "--batch-size", str(BATCH), *extra]
+
+
+def test_rerank_keeps_the_inputs_columns_and_types_and_scores_the_valid_rows(ray_rerank_folder, ray_reranker,
+                                                                             real_file, tmp_path, capsys):
+    source, table = real_file
+    rc = main(rerank_args(ray_rerank_folder, source, tmp_path / "out.parquet", "--on-invalid", "null"))
+    out = capsys.readouterr().out
+    assert rc == 0 and f"wrote {ROWS} rows" in out
+    assert "2 rows had a null or non-string q or passage: their score is null" in out
+    got = pq.read_table(tmp_path / "out.parquet")
+    assert got.schema.remove_metadata() == pa.schema([*table.schema.remove_metadata(), ("score", pa.float32())])
+    assert str(got.drop_columns(["score"]).to_pylist()) == str(table.to_pylist())  # str(): NaN equals NaN
+    scores = got.column("score").to_pylist()
+    assert [i for i, s in enumerate(scores) if s is None] == list(INVALID)
+    # Each Ray batch is one predict() call over its valid rows: bit-identical to that call.
+    pairs = list(zip(table.column("q").to_pylist(), table.column("passage").to_pylist()))
+    expected = np.concatenate([ray_reranker.predict([p for p in pairs[i:i + BATCH] if p[1] is not None])
+                               for i in range(0, ROWS, BATCH)])
+    np.testing.assert_array_equal(np.array([s for s in scores if s is not None], dtype=np.float32), expected)
+
+
+def test_an_invalid_row_stops_the_job_naming_its_position_and_leaves_no_output(ray_rerank_folder, real_file,
+                                                                               tmp_path, capsys):
+    source, _ = real_file
+    rc = main(rerank_args(ray_rerank_folder, source, f"{tmp_path}/folder/"))
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("zkernels: error:")]
+    assert rc == 1 and errors == [
+        f"zkernels: error: row {INVALID[0]} of the input (counting from 0) holds a null (missing) value in column "
+        f"'passage', where a string belongs; pass --on-invalid null to score the other rows and give such rows "
+        f"a null score"]
+    assert list(tmp_path.iterdir()) == []  # the folder the job created is gone with its files
+
+
+def test_embed_json_lines_into_a_folder_with_null_embeddings(ray_embed_folder, ray_embedder, tmp_path, capsys):
+    texts = [None if i == 5 else f"sentence {i} " + "u " * (i % 5) for i in range(30)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"n": i, "body": t}) + "\n" for i, t in enumerate(texts)))
+    rc = main(["embed-dataset", "--model", str(ray_embed_folder), "--input", str(tmp_path / "in.jsonl"),
+               "--output", f"{tmp_path}/codes/", "--output-format", "jsonl", "--text-column", "body",
+               "--embedding-column", "code", "--input-type", "query", "--precision", "ubinary", "--concurrency", "1",
+               "--batch-size", "8", "--on-invalid", "null"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "wrote 30 rows" in out and "1 rows had a null or non-string body: their embedding is null" in out
+    rows = sorted((json.loads(line) for f in (tmp_path / "codes").iterdir() for line in f.read_text().splitlines()),
+                  key=lambda r: r["n"])
+    assert [r["body"] for r in rows] == texts and rows[5]["code"] is None
+    valid = [t for t in texts if t is not None]
+    codes = np.array([r["code"] for r in rows if r["code"] is not None], dtype=np.uint8)
+    np.testing.assert_array_equal(codes, ray_embedder.encode_query(valid, precision="ubinary"))
+
+
+def test_max_retries_ends_a_batch_that_keeps_killing_its_actor(ray_rerank_folder, monkeypatch, tmp_path, capsys):
+    from zkernels.ray import RerankPredictor, datasets
+
+    class DiesOnLongRows(RerankPredictor):
+        """Dies, as a process the host runs out of memory for, on any batch with a document over 100 chars."""
+        def compute(self, texts):
+            if max(map(len, texts["document"])) > 100:
+                os._exit(1)
+            return super().compute(texts)
+
+    monkeypatch.setattr(datasets, "RerankPredictor", DiesOnLongRows)
+    docs = [f"doc {i}" + " long" * 40 * (i == 9) for i in range(24)]
+    pq.write_table(pa.table({"query": ["q"] * 24, "document": docs}), tmp_path / "in.parquet")
+    rc = main(["rerank-dataset", "--model", str(ray_rerank_folder), "--input", str(tmp_path / "in.parquet"),
+               "--output", str(tmp_path / "out.parquet"), "--concurrency", "1", "--batch-size", "8",
+               "--max-retries", "0"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 1 and err == (
+        "zkernels: error: a batch of 8 rows; its longest document has 205 characters (row 1 of the batch, starting "
+        "'doc 9 long long long long long long long long long long long ') killed its actor's process 1 time (out of "
+        "memory, or a crash in native code); it is not tried again after --max-retries 0. Lower --batch-size or "
+        "--max-tokens-per-batch, or remove that row")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
+
+
+def test_errors_before_any_actor_starts_name_the_problem(ray_rerank_folder, tmp_path, capsys):
+    folder = ray_rerank_folder
     (tmp_path / "in.jsonl").write_text(json.dumps({"query": "q", "text": "d"}) + "\n")
     rc = main(["rerank-dataset", "--model", str(folder), "--input", str(tmp_path / "in.jsonl"),
                "--output", str(tmp_path / "out.jsonl")])
@@ -63,10 +128,19 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     rc = main(["rerank-dataset", "--model", str(folder), "--input", str(tmp_path / "missing.parquet"),
                "--output", str(tmp_path / "out.jsonl")])
     assert rc == 1 and "does not exist" in capsys.readouterr().err
-    (tmp_path / "null.jsonl").write_text(json.dumps({"query": "q", "document": "d"}) + "\n"
-                                         + json.dumps({"query": "q", "document": None}) + "\n")
-    rc = main(["rerank-dataset", "--model", str(folder), "--input", str(tmp_path / "null.jsonl"),
-               "--output", str(tmp_path / "out.jsonl"), "--concurrency", "1"])
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert rc == 1 and "TypeError: column 'document' must hold strings, but a row holds a null" in err
-    assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "out.jsonl.partial").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "old.parquet").write_bytes(b"")
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"query": "q", "document": "d"}) + "\n")
+    rc = main(["rerank-dataset", "--model", str(folder), "--input", str(tmp_path / "pairs.jsonl"),
+               "--output", str(tmp_path / "full")])
+    assert rc == 1 and "output folder" in (err := capsys.readouterr().err) and "is not empty (1 entries" in err
+    pq.write_table(pa.table({"query": ["q", "q"], "document": pa.nulls(2)}), tmp_path / "nulls.parquet")
+    rc = main(["rerank-dataset", "--model", str(folder), "--input", str(tmp_path / "nulls.parquet"),
+               "--output", str(tmp_path / "out.parquet")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "row 0 of the input holds a null (missing) value in column 'document'" in err
+    assert "pass --on-invalid null" in err
+    rc = main(["rerank-dataset", "--model", str(folder), "--input", str(tmp_path / "pairs.jsonl"),
+               "--output", str(tmp_path / "out.parquet"), "--max-retries", "-1"])
+    assert rc == 2 and "--max-retries: must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "in.jsonl", "nulls.parquet", "pairs.jsonl"]

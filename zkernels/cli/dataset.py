@@ -172,8 +172,8 @@ def _run(args, build, columns: list[str], what: str) -> int:
         if _raised(e, InvalidRowError):
             message = _invalid_row_message(args, columns, what)
             raise RuntimeError(message or _actor_error(e)) from None
-        if _raised(e, BatchKeepsFailingError):
-            raise RuntimeError(_actor_error(e)) from None
+        if _raised(e, BatchKeepsFailingError):  # its message is the whole story
+            raise RuntimeError(_actor_error(e).removeprefix(f"{BatchKeepsFailingError.__name__}: ")) from None
         if isinstance(e, ActorDiedError):
             raise RuntimeError(_died_message(e, args)) from None
         raise RuntimeError(_actor_error(e)) from None

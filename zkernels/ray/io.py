@@ -139,20 +139,22 @@ def write_file(ds, path: str, fmt: str, *, null_column: str | None = None) -> Wr
     rows, nulls, writer, schema = 0, 0, None, None
     try:
         with open(tmp, "wb") as f:
-            for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                if table.num_rows == 0:
-                    continue
-                schema = schema or table.schema.remove_metadata()
-                table = conform(table, schema)
-                if fmt == "parquet":
-                    writer = writer or pq.ParquetWriter(f, schema)
-                    writer.write_table(table)
-                else:
-                    f.write(json_lines(table))
-                rows += table.num_rows
-                nulls += null_count(table, null_column)
-            if writer is not None:
-                writer.close()
+            try:
+                for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                    if table.num_rows == 0:
+                        continue
+                    schema = schema or table.schema.remove_metadata()
+                    table = conform(table, schema)
+                    if fmt == "parquet":
+                        writer = writer or pq.ParquetWriter(f, schema)
+                        writer.write_table(table)
+                    else:
+                        f.write(json_lines(table))
+                    rows += table.num_rows
+                    nulls += null_count(table, null_column)
+            finally:
+                if writer is not None:
+                    writer.close()
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
