@@ -3,7 +3,7 @@
 
     python benchmarks/bench_ray.py [--rows 1000] [--docs-per-query 50] [--cpus 2] [--out FILE]
 
-Uses a tiny random-weight checkpoint (zkernels.testing) and a local Ray with --cpus CPUs (one CPU per
+Uses a tiny random-weight checkpoint (zkernels.random_checkpoints) and a local Ray with --cpus CPUs (one CPU per
 actor). Ray's times are end to end (actor start and model load included), as a batch job sees them.
 On a GPU machine pass --device cuda and --num-gpus 1 to give each actor a GPU.
 """
@@ -25,7 +25,8 @@ import numpy as np
 def make_rows(n: int, docs_per_query: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     return [{"query": f"query {i // docs_per_query}: what does topic {i // docs_per_query} mean?",
-             "document": f"document {i}: " + " ".join(f"w{int(x)}" for x in rng.integers(0, 5000, rng.integers(20, 60)))}
+             "document": f"document {i}: " + " ".join(f"w{int(x)}"
+                                                        for x in rng.integers(0, 5000, rng.integers(20, 60)))}
             for i in range(n)]
 
 
@@ -43,8 +44,8 @@ def main() -> int:
     import torch
 
     from zkernels import Reranker
+    from zkernels.random_checkpoints import make_tiny_checkpoint
     from zkernels.ray import rerank_dataset
-    from zkernels.testing import make_tiny_checkpoint
 
     lines = [f"command: python {' '.join(shlex.quote(a) for a in sys.argv)}",
              f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",

@@ -51,7 +51,8 @@ def test_one_file_keeps_every_columns_type_and_nulls_whatever_the_batches(tmp_pa
     summary = write_output(ds, str(tmp_path / "out.parquet"), null_column="score")
     table = pq.read_table(tmp_path / "out.parquet")
     assert table.schema.remove_metadata() == SCHEMA
-    assert str(table.to_pylist()) == str(rows_of(blocks())) and (summary.rows, summary.null_rows, summary.files) == (9, 3, 1)
+    assert str(table.to_pylist()) == str(rows_of(blocks()))
+    assert (summary.rows, summary.null_rows, summary.files) == (9, 3, 1)
     assert write_dataset(ray.data.from_arrow(blocks()), str(tmp_path / "again.parquet")) == 9
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
 
