@@ -78,18 +78,22 @@ def test_an_invalid_row_stops_the_job_naming_its_position_and_leaves_no_output(r
 
 
 def test_embed_json_lines_into_a_folder_with_null_embeddings(ray_embed_folder, ray_embedder, tmp_path, capsys):
-    texts = [None if i == 5 else f"sentence {i} " + "u " * (i % 5) for i in range(30)]
+    # A JSON Lines file whose text column holds a number, an object and a null among its strings.
+    texts = [5 if i == 3 else {"a": 1} if i == 9 else None if i == 5 else f"sentence {i} " + "u " * (i % 5)
+             for i in range(30)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"n": i, "body": t}) + "\n" for i, t in enumerate(texts)))
     rc = main(["embed-dataset", "--model", str(ray_embed_folder), "--input", str(tmp_path / "in.jsonl"),
                "--output", f"{tmp_path}/codes/", "--output-format", "jsonl", "--text-column", "body",
                "--embedding-column", "code", "--input-type", "query", "--precision", "ubinary", "--concurrency", "1",
                "--batch-size", "8", "--on-invalid", "null"])
     out = capsys.readouterr().out
-    assert rc == 0 and "wrote 30 rows" in out and "1 rows had a null or non-string body: their embedding is null" in out
+    assert rc == 0 and "wrote 30 rows" in out and "3 rows had a null or non-string body: their embedding is null" in out
     rows = sorted((json.loads(line) for f in (tmp_path / "codes").iterdir() for line in f.read_text().splitlines()),
                   key=lambda r: r["n"])
-    assert [r["body"] for r in rows] == texts and rows[5]["code"] is None
-    valid = [t for t in texts if t is not None]
+    # The text column stays text: a value that was not a string is written as its JSON text.
+    assert [r["body"] for r in rows] == [t if t is None or isinstance(t, str) else json.dumps(t) for t in texts]
+    assert [i for i, r in enumerate(rows) if r["code"] is None] == [3, 5, 9]
+    valid = [t for t in texts if isinstance(t, str)]
     codes = np.array([r["code"] for r in rows if r["code"] is not None], dtype=np.uint8)
     np.testing.assert_array_equal(codes, ray_embedder.encode_query(valid, precision="ubinary"))
 
@@ -113,7 +117,7 @@ def test_max_retries_ends_a_batch_that_keeps_killing_its_actor(ray_rerank_folder
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 1 and err == (
         "zkernels: error: a batch of 8 rows; its longest document has 205 characters (row 1 of the batch, starting "
-        "'doc 9 long long long long long long long long long long long ') killed its actor's process 1 time (out of "
+        "'doc 9 long long long long long long long long long long long') killed its actor's process 1 time (out of "
         "memory, or a crash in native code); it is not tried again after --max-retries 0. Lower --batch-size or "
         "--max-tokens-per-batch, or remove that row")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
@@ -144,3 +148,29 @@ def test_errors_before_any_actor_starts_name_the_problem(ray_rerank_folder, tmp_
                "--output", str(tmp_path / "out.parquet"), "--max-retries", "-1"])
     assert rc == 2 and "--max-retries: must be an integer >= 0, got -1" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "in.jsonl", "nulls.parquet", "pairs.jsonl"]
+
+
+def test_engine_flags_reach_the_job_as_one_engine_options(ray_rerank_folder, monkeypatch, tmp_path, capsys):
+    """What the commands hand the Ray job: one EngineOptions, the device left to each actor unless given."""
+    from zkernels import EngineOptions
+    from zkernels.ray import datasets
+    seen = []
+
+    def record(ds, predictor_cls, predictor_kwargs, **job):
+        seen.append((predictor_cls.__name__, predictor_kwargs, job))
+        raise RuntimeError("recorded")  # no actors needed to see what they would get
+
+    monkeypatch.setattr(datasets, "map_with_actors", record)
+    (tmp_path / "in.jsonl").write_text(json.dumps({"query": "q", "document": "d", "text": "t"}) + "\n")
+    common = ["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl"), "--dtype", "bfloat16",
+              "--max-tokens-per-batch", "512", "--backend", "torch", "--max-retries", "5", "--on-invalid", "null"]
+    assert main(["rerank-dataset", "--model", str(ray_rerank_folder), *common, "--format", "zerank"]) == 1
+    assert main(["embed-dataset", "--model", str(ray_rerank_folder), *common, "--device", "cpu"]) == 1
+    assert capsys.readouterr().err.count("zkernels: error: recorded") == 2
+    (rerank, rerank_kwargs, rerank_job), (embed, embed_kwargs, embed_job) = seen
+    options = EngineOptions(dtype="bfloat16", backend="torch", max_tokens_per_batch=512)
+    assert rerank == "RerankPredictor" and embed == "EmbedPredictor"
+    assert rerank_job["options"] == embed_job["options"] == options
+    assert (rerank_job["max_retries"], rerank_job["on_invalid"]) == (5, "null")
+    assert rerank_kwargs["device"] == "auto" and embed_kwargs["device"] == "cpu" and rerank_kwargs["format"] == "zerank"
+    assert not {"dtype", "backend", "max_tokens_per_batch"} & (set(rerank_kwargs) | set(embed_kwargs))

@@ -48,8 +48,8 @@ def text_cells(batch, name: str) -> tuple[list, np.ndarray]:
     cells = column.to_pylist()
     if _is_string_type(column.type):
         valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    else:  # a null-typed (all-null) column, or numbers where text belongs: no row holds a string
-        valid = np.zeros(len(cells), dtype=bool)
+    else:  # null-typed (all null), numbers where text belongs, or Ray's mixed Python objects: cell by cell
+        valid = np.fromiter((isinstance(v, str) for v in cells), dtype=bool, count=len(cells))
     return cells, valid
 
 

@@ -60,8 +60,8 @@ def batch_summary(cells: dict[str, list]) -> str:
     if longest is None:
         return f"{rows} rows"
     chars, row, name = longest[0], -longest[1], longest[2]
-    return (f"{rows} rows; its longest {name} has {chars:,} characters (row {row} of the batch, starting "
-            f"{cells[name][row][:60]!r})")
+    start = " ".join(cells[name][row][:60].split())  # one line, whatever the text's whitespace
+    return f"{rows} rows; its longest {name} has {chars:,} characters (row {row} of the batch, starting {start!r})"
 
 
 def _actor_id() -> str | None:
