@@ -34,7 +34,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=3000)
     ap.add_argument("--docs-per-query", type=int, default=50)
-    ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
+    ap.add_argument("--cpus", type=int, default=2, help="CPUs for the actors of the local Ray (it gets one more)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--num-gpus", type=float, default=None)
     ap.add_argument("--out", default=None, help="also write the report to this file")
@@ -67,7 +67,9 @@ def main() -> int:
         results = [f"baseline: Reranker.predict in this process ({torch.get_num_threads()} torch threads): "
                    f"{args.rows / elapsed:8.1f} rows/s ({elapsed:.1f} s)"]
         print(results[-1], flush=True)
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        # One more logical CPU than the actors take: Ray Data's own tasks need one, and zkernels.ray refuses a
+        # pool that would leave them none (the job would wait forever).
+        ray.init(num_cpus=args.cpus + 1, include_dashboard=False, log_to_driver=False)
         for actors in (1, 2):
             # The same pipeline on one row per actor: what starting the pool (imports, model load) costs.
             start = time.perf_counter()

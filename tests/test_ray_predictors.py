@@ -199,9 +199,9 @@ def test_default_resources_are_one_actor_per_gpu(monkeypatch):
 
     from zkernels.ray import datasets
 
-    def fake_ray(gpus):
+    def fake_ray(gpus, cpus=64):
         pool = lambda **kw: kw  # noqa: E731  (ActorPoolStrategy's arguments, to inspect)
-        return types.SimpleNamespace(is_initialized=lambda: True, cluster_resources=lambda: {"CPU": 64, "GPU": gpus},
+        return types.SimpleNamespace(is_initialized=lambda: True, cluster_resources=lambda: {"CPU": cpus, "GPU": gpus},
                                      data=types.SimpleNamespace(ActorPoolStrategy=pool))
     monkeypatch.setattr(datasets, "_ray", lambda: fake_ray(8))
     assert datasets.resolve_resources(None, None, None) == ({"size": 8}, 1, 1)
@@ -211,3 +211,10 @@ def test_default_resources_are_one_actor_per_gpu(monkeypatch):
     assert datasets.resolve_resources(None, None, None) == ({"size": 1}, 0, 1)
     with pytest.raises(ValueError, match="concurrency must be a positive int or a"):
         datasets.resolve_resources((3, 2), None, None)
+    # Actors may not take every CPU: Ray Data's read and write tasks would wait for one forever.
+    monkeypatch.setattr(datasets, "_ray", lambda: fake_ray(0, cpus=2))
+    assert datasets.resolve_resources(1, None, None) == ({"size": 1}, 0, 1)
+    assert datasets.resolve_resources(2, None, 0.5) == ({"size": 2}, 0, 0.5)
+    with pytest.raises(ValueError, match=r"2 actor\(s\) with num_cpus=1 each take 2 of the cluster's 2 CPUs, leaving "
+                                         r"less than the one CPU .*Lower concurrency=2 or num_cpus=1"):
+        datasets.resolve_resources(2, None, None)

@@ -85,6 +85,14 @@ def resolve_resources(concurrency, num_gpus: float | None, num_cpus: float | Non
         strategy = ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
     else:
         raise ValueError(f"concurrency must be a positive int or a (min, max) pair, got {concurrency!r}")
+    # Ray Data's read and write tasks take a whole CPU each; actors holding every CPU would leave them
+    # none, and the job would wait forever instead of failing.
+    cpus, least = ray.cluster_resources().get("CPU", 0), concurrency if isinstance(concurrency, int) else concurrency[0]
+    if cpus - least * num_cpus < 1:
+        raise ValueError(f"{least} actor(s) with num_cpus={num_cpus:g} each take {least * num_cpus:g} of the "
+                         f"cluster's {cpus:g} CPUs, leaving less than the one CPU Ray Data's read and write tasks "
+                         f"need: the job would wait forever. Lower concurrency={least} or num_cpus={num_cpus:g} (it "
+                         f"may be a fraction)")
     return strategy, num_gpus, num_cpus
 
 
