@@ -13,7 +13,7 @@ import warnings
 
 from ..options import DEFAULT_TOKENS_PER_BATCH, EngineOptions
 from .columns import InvalidRowError, check_on_invalid
-from .predictors import EmbedPredictor, RerankPredictor, _BatchPredictor, check_embed_options
+from .predictors import BatchPredictor, EmbedPredictor, RerankPredictor, check_embed_options
 from .retries import DEFAULT_MAX_RETRIES, ray_limits
 from .schema import arrow_schema
 
@@ -118,7 +118,7 @@ def map_with_actors(ds, predictor_cls, predictor_kwargs: dict, *, input_columns:
     max_restarts, max_task_retries = ray_limits(max_retries, max_restarts, max_task_retries)
     if options is not None and not isinstance(options, EngineOptions):
         raise TypeError(f"options must be a zkernels.EngineOptions, got {type(options).__name__}")
-    ours = isinstance(predictor_cls, type) and issubclass(predictor_cls, _BatchPredictor)
+    ours = isinstance(predictor_cls, type) and issubclass(predictor_cls, BatchPredictor)
     check_columns(ds, input_columns, what, on_invalid if ours else "null")
     strategy, num_gpus, num_cpus = resolve_resources(concurrency, num_gpus, num_cpus)
     # Rows must leave every stage in the order they came in: order is part of the contract.

@@ -43,6 +43,7 @@ def actor_options(options: EngineOptions | None, device: str | None, load_kwargs
     if options is not None and not isinstance(options, EngineOptions):
         raise TypeError(f"options must be a zkernels.EngineOptions, got {type(options).__name__}")
     options = options or EngineOptions()
+    load_kwargs.pop("show_progress_bar", None)  # off in actors, whatever was asked (see above)
     given = {k: load_kwargs.pop(k) for k in ENGINE_KEYWORDS if load_kwargs.get(k) is not None}
     clash = {k: v for k, v in given.items() if getattr(options, k) is not None and getattr(options, k) != v}
     if clash:
@@ -53,9 +54,11 @@ def actor_options(options: EngineOptions | None, device: str | None, load_kwargs
     return options.replace(device=device, show_progress=False, **given)
 
 
-class _BatchPredictor:
-    """What both predictors share: the text columns to check, the column to add and its type, the output
-    schema every Arrow batch is cast to, and the guard against a batch that keeps killing the actor."""
+class BatchPredictor:
+    """The base of zkernels' map_batches callables (map_with_actors hands them pyarrow batches and the
+    job's settings). What both predictors share: the text columns to check, the column to add and its
+    type, the output schema every Arrow batch is cast to, and the guard against a batch that keeps
+    killing the actor."""
     what = "value"  # the output, in messages
 
     def _setup(self, input_columns: list[str], output_column: str, on_invalid: str, input_schema,
@@ -120,7 +123,7 @@ def _numpy_column(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-class RerankPredictor(_BatchPredictor):
+class RerankPredictor(BatchPredictor):
     """map_batches callable: adds `score_column` = Reranker.predict(zip(query, document)) to each batch
     (float32; null for an invalid row with on_invalid="null")."""
     what = "score"
@@ -152,7 +155,7 @@ class RerankPredictor(_BatchPredictor):
         return np.asarray(scores, dtype=np.float32)
 
 
-class EmbedPredictor(_BatchPredictor):
+class EmbedPredictor(BatchPredictor):
     """map_batches callable: adds `embedding_column` = Embedder.encode(text) with the checkpoint's prompt
     for `input_type` (or `prompt_name` / `prompt`) to each batch: [rows, dimensions] float32, or [rows,
     dimensions / 8] packed bits for (u)binary; fixed-size lists in Arrow batches, null for an invalid
