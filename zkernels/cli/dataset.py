@@ -151,7 +151,7 @@ def _died_message(error: BaseException, args) -> str:
 def _run(args, build, columns: list[str], what: str) -> int:
     try:
         import ray.data
-        from ray.exceptions import ActorDiedError, RayError
+        from ray.exceptions import RayActorError, RayError
     except ImportError:
         raise RuntimeError("Ray is not installed; install it with pip install 'zkernels[ray]'") from None
 
@@ -174,7 +174,7 @@ def _run(args, build, columns: list[str], what: str) -> int:
             raise RuntimeError(message or _actor_error(e)) from None
         if _raised(e, BatchKeepsFailingError):  # its message is the whole story
             raise RuntimeError(_actor_error(e).removeprefix(f"{BatchKeepsFailingError.__name__}: ")) from None
-        if isinstance(e, ActorDiedError):
+        if isinstance(e, RayActorError):  # (ActorDiedError on newer Ray)
             raise RuntimeError(_died_message(e, args)) from None
         raise RuntimeError(_actor_error(e)) from None
     elapsed = time.perf_counter() - start
