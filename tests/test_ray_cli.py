@@ -25,8 +25,8 @@ INVALID = (37, 41)  # rows whose document is null: the first one in the third ba
 
 @pytest.fixture(scope="module")
 def real_file(tmp_path_factory):
-    """A Parquet file as someone else wrote it: a nullable int with nulls only in the first batch, a string
-    column that is all null there, NaN and infinities, timestamps, and documents that are null."""
+    """Parquet files as someone else wrote them: a nullable int with nulls only in the first batch, a string
+    column that is all null in the first file, NaN and infinities, timestamps, and documents that are null."""
     at = datetime.datetime(2026, 5, 1, 12, 0)
     table = pa.table({
         "id": pa.array([None if i < BATCH else i for i in range(ROWS)], pa.int64()),
@@ -35,60 +35,18 @@ def real_file(tmp_path_factory):
         "at": pa.array([at + datetime.timedelta(minutes=i) for i in range(ROWS)], pa.timestamp("ms")),
         "q": [f"question {i // 10}" for i in range(ROWS)],
         "passage": [None if i in INVALID else f"passage {i} " + "v " * (i % 7) for i in range(ROWS)]})
-    path = tmp_path_factory.mktemp("real") / "pairs.parquet"
-    pq.write_table(table, path)
-    return path, table
+    # Two files: the first invalid row is in the second one.
+    folder = tmp_path_factory.mktemp("real") / "pairs"
+    folder.mkdir()
+    pq.write_table(table.slice(0, 2 * BATCH), folder / "part-0.parquet")
+    pq.write_table(table.slice(2 * BATCH), folder / "part-1.parquet")
+    return folder, table
 
 
-def rerank_args(folder, source, output, *extra, actors=1):
-    # Actors on half a CPU each: the 2-CPU Ray keeps a CPU for the read and write tasks.
-    return ["rerank-dataset", "--model", str(folder), "--input", str(source), "--output", str(output),
-            "--query-column", "q", "--document-column", "passage", "--concurrency", str(actors),
-            "--num-cpus", "0.5", "--batch-size", str(BATCH), *extra]
-
-
-def test_rerank_keeps_types_scores_valid_rows_and_survives_a_crashed_actor(ray_rerank_folder, ray_reranker, real_file,
-                                                                          monkeypatch, tmp_path, capsys):
-    from zkernels.ray import RerankPredictor, datasets
-    source, table = real_file
-    marker = str(tmp_path / "crashed")
-
-    class CrashOnce(RerankPredictor):
-        """Kills its own actor process the first time it scores row 40 (mid-run, after other batches)."""
-        def compute(self, texts):
-            if table.column("passage")[40].as_py() in texts["passage"]:
-                try:
-                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-                    os._exit(1)
-                except FileExistsError:
-                    pass
-            return super().compute(texts)
-
-    monkeypatch.setattr(datasets, "RerankPredictor", CrashOnce)
-    rc = main(rerank_args(ray_rerank_folder, source, tmp_path / "out.parquet", "--on-invalid", "null", actors=2))
-    out = capsys.readouterr().out
-    assert rc == 0 and f"wrote {ROWS} rows" in out
-    assert "2 rows had a null or non-string q or passage: their score is null" in out
-    assert os.path.exists(marker), "the actor never crashed: the test did not exercise a retry"
-    got = pq.read_table(tmp_path / "out.parquet")
-    # Every row once, in order, every kept column with its type and its nulls, whatever the batch.
-    assert got.schema.remove_metadata() == pa.schema([*table.schema.remove_metadata(), ("score", pa.float32())])
-    assert str(got.drop_columns(["score"]).to_pylist()) == str(table.to_pylist())  # str(): NaN equals NaN
-    scores = got.column("score").to_pylist()
-    assert [i for i, s in enumerate(scores) if s is None] == list(INVALID)
-    # Each Ray batch is one predict() call over its valid rows: bit-identical to that call.
-    pairs = list(zip(table.column("q").to_pylist(), table.column("passage").to_pylist()))
-    expected = np.concatenate([ray_reranker.predict([p for p in pairs[i:i + BATCH] if p[1] is not None])
-                               for i in range(0, ROWS, BATCH)])
-    got_scores = np.array([s for s in scores if s is not None], dtype=np.float32)
-    np.testing.assert_array_equal(got_scores, expected)
-    # One predict() over all rows sees each query's rows together, where an actor sees only those in its
-    # batch: a query cut by a batch edge then has a different shared prefix (the longest common token
-    # prefix of the rows present; none for a lone row), and a prefix computed apart from the document
-    # sums the attention in another order: a few ulp. What else is in the batch does not matter (the
-    # engine is batch-invariant on CPU; tests/test_engine_batches.py), only which rows form the group.
-    np.testing.assert_array_max_ulp(got_scores, ray_reranker.predict([p for p in pairs if p[1] is not None]),
-                                    maxulp=1)
+def rerank_args(folder, source, output, *extra):
+    return ["rerank-dataset", "--model", str(folder), "--input", str(source), "--input-format", "parquet",
+            "--output", str(output), "--query-column", "q", "--document-column", "passage", "--concurrency", "1",
+            "--batch-size", str(BATCH), *extra]
 
 
 def test_an_invalid_row_stops_the_job_naming_its_position_and_leaves_no_output(ray_rerank_folder, real_file,

@@ -71,9 +71,10 @@ def conform(table, schema):
                 try:
                     column = column.cast(field.type)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
-                    raise ValueError(f"column {field.name!r}: the input's schema types it {field.type}, but a "
-                                     f"batch holds {column.type} values that do not convert ({e}); give the "
-                                     f"input one type per column (e.g. convert it to Parquet)") from None
+                    raise ValueError(f"column {field.name!r}: the output's schema (the input's, as Ray reports it) "
+                                     f"types it {field.type}, but a batch holds {column.type} values that do not "
+                                     f"convert ({e}); give the input one type per column (e.g. convert it to "
+                                     f"Parquet)") from None
         else:
             column = pa.nulls(table.num_rows, field.type)
         columns.append(column)
