@@ -76,9 +76,16 @@ def test_arrow_batch_keeps_kept_columns_and_gives_invalid_rows_a_null_score(rera
     assert out["score"].dtype == object and out["score"][1] is None and isinstance(out["score"][0], np.float32)
 
 
-def test_embed_predictor_equals_encode_and_uses_the_embedders_prompts(ray_embed_folder, ray_embedder):
+@pytest.fixture(scope="module")
+def document_predictor(ray_embed_folder):
+    return EmbedPredictor(str(ray_embed_folder), on_invalid="null")
+
+
+def test_embed_predictor_equals_encode_and_uses_the_embedders_prompts(document_predictor, ray_embed_folder,
+                                                                      ray_embedder):
     texts = np.array(["alpha beta", "gamma", "a longer text about delta and epsilon", "zeta"], dtype=object)
-    docs = EmbedPredictor(str(ray_embed_folder))({"text": texts})["embedding"]
+    docs = document_predictor({"text": texts})["embedding"]
+    assert docs.dtype == np.float32
     np.testing.assert_array_equal(docs, ray_embedder.encode_document(list(texts)))
     queries = EmbedPredictor(str(ray_embed_folder), input_type="query", precision="ubinary",
                              embedding_column="codes")({"text": texts})["codes"]
@@ -89,25 +96,27 @@ def test_embed_predictor_equals_encode_and_uses_the_embedders_prompts(ray_embed_
     np.testing.assert_array_equal(custom, ray_embedder.encode(list(texts), prompt="Represent this: "))
 
 
-def test_embed_predictor_arrow_nulls_empty_batch_and_bad_options(ray_embed_folder, ray_embedder):
-    p = EmbedPredictor(str(ray_embed_folder), precision="binary", on_invalid="null")
-    out = p(pa.table({"id": [1, 2, 3], "text": ["one", None, "three"]}))
-    codes = out.column("embedding")
-    assert codes.type == pa.list_(pa.int8(), 64 // 8) and codes.to_pylist()[1] is None
-    np.testing.assert_array_equal(np.array([codes.to_pylist()[i] for i in (0, 2)], dtype=np.int8),
-                                  ray_embedder.encode_document(["one", "three"], precision="binary"))
-    empty = p({"text": np.array([], dtype=object)})["embedding"]
-    assert empty.shape == (0, 64 // 8) and empty.dtype == np.int8
+def test_embed_predictor_arrow_nulls_empty_batch_and_bad_options(document_predictor, ray_embed_folder,
+                                                                ray_embedder):
+    out = document_predictor(pa.table({"id": [1, 2, 3], "text": ["one", None, "three"]}))
+    vectors = out.column("embedding")
+    assert vectors.type == pa.list_(pa.float32(), 64) and vectors.to_pylist()[1] is None
+    np.testing.assert_array_equal(np.array([vectors.to_pylist()[i] for i in (0, 2)], dtype=np.float32),
+                                  ray_embedder.encode_document(["one", "three"]))
+    assert out.column("id").to_pylist() == [1, 2, 3]
+    empty = document_predictor({"text": np.array([], dtype=object)})["embedding"]
+    assert empty.shape == (0, 64) and empty.dtype == np.float32
     with pytest.raises(ValueError, match="int8/uint8 calibrate on each batch"):
         EmbedPredictor(str(ray_embed_folder), precision="int8")
     with pytest.raises(ValueError, match="input_type must be one of"):
         EmbedPredictor(str(ray_embed_folder), input_type="passage")
+    with pytest.raises(ValueError, match=r"on_invalid must be one of \('error', 'null'\)"):
+        EmbedPredictor(str(ray_embed_folder), on_invalid="skip")
+    # The embedder's own rules, applied when the actor loads the model.
     with pytest.raises(ValueError, match=r"dimensions=32 is not offered.*\[64\]"):
         EmbedPredictor(str(ray_embed_folder), dimensions=32)
     with pytest.raises(ValueError, match=r"prompt_name 'title' is not among the checkpoint's prompts"):
         EmbedPredictor(str(ray_embed_folder), prompt_name="title")
-    with pytest.raises(ValueError, match=r"on_invalid must be one of \('error', 'null'\)"):
-        EmbedPredictor(str(ray_embed_folder), on_invalid="skip")
 
 
 def test_engine_options_reach_the_model_and_the_device_is_chosen_per_actor(ray_rerank_folder, monkeypatch):
