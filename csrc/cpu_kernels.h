@@ -215,11 +215,26 @@ static void swiglu_rows(const SwigluArgs& a, int64_t r0, int64_t r1) {
 }
 
 // ------------------------------------------------------------------ attention
-// Prepares tile `tile` of kv head `h` of a key range: K transposed into kt [D][kKeyTile] (zeros past
-// the range's end, so a partial tile's scores are finite before they are masked), V rows into
-// vt [kKeyTile][D], both float32.
+// Work item: up to kQueryRows (token, head) rows of one sequence and kv head, token-major (row i is
+// token i / G, head kv_head * G + i % G), so every K/V tile is read once for the whole GQA group.
+// Keys: the shared prefix's tiles, then the sequence's own tiles, kKeyTile keys each at fixed offsets
+// of their range; per tile: scores, online softmax (base 2, float32), P V into the float32 output.
+//
+// Two tile formats: float32 (K transposed [D][kKeyTile], V rows [kKeyTile][D]) for float32 inputs and
+// on CPUs without bf16 dot products; bf16 pairs for bf16 inputs where Vec has them (AVX512-BF16):
+// K as [D/2][kKeyTile] pairs (k[n][2i], k[n][2i+1]) and V as [kKeyTile/2][D] pairs (v[2j][d],
+// v[2j+1][d]), each pair one 32-bit lane of vdpbf16ps. The bf16 path rounds the softmax weights P to
+// bf16 before P V (as flash attention and torch's own CPU flash attention do), with float32 sums.
+//
+// A row's result is independent of the rows that share its item: tiles sit at fixed offsets; a tile
+// whose keys a row cannot see leaves its state bit-for-bit unchanged (p = 0, alpha = 1); sums over d
+// and over keys run in one fixed order per row.
+
+constexpr int kTileVecs = kKeyTile / W;
+
+// Prepares tile `tile` of kv head `h` of a key range in the float32 format (zeros past the range).
 template <DType T>
-static void prep_tile_t(const KeyRange& r, int64_t D, int64_t tile, int64_t h, float* kt, float* vt) {
+static void prep_tile_f32(const KeyRange& r, int64_t D, int64_t tile, int64_t h, float* kt, float* vt) {
     using E = typename IO<T>::E;
     const int64_t j0 = tile * kKeyTile;
     const int n = (int)std::min<int64_t>(kKeyTile, r.len - j0);
@@ -237,36 +252,76 @@ static void prep_tile_t(const KeyRange& r, int64_t D, int64_t tile, int64_t h, f
         for (int i = n; i < kKeyTile; ++i) kt[d * kKeyTile + i] = 0.0f;
 }
 
+#ifdef ZK_BF16_DOT
+constexpr bool kDotBf16 = true;
+// The bf16-pair format (see above); zeros past the range, so an odd key count pairs with a zero.
+static void prep_tile_pairs(const KeyRange& r, int64_t D, int64_t tile, int64_t h, uint32_t* kt, uint32_t* vt) {
+    const int64_t j0 = tile * kKeyTile;
+    const int n = (int)std::min<int64_t>(kKeyTile, r.len - j0);
+    const int64_t half = D / 2;
+    for (int i = 0; i < n; ++i) {
+        const uint32_t* k = (const uint32_t*)((const uint16_t*)r.k + (r.start + j0 + i) * r.sk_t + h * r.sk_h);
+        for (int64_t p = 0; p < half; ++p) kt[p * kKeyTile + i] = k[p];
+    }
+    for (int64_t p = 0; p < half && n < kKeyTile; ++p)
+        for (int i = n; i < kKeyTile; ++i) kt[p * kKeyTile + i] = 0;
+    for (int j = 0; j < kKeyTile / 2; ++j) {
+        const int a = 2 * j, b = 2 * j + 1;
+        const uint16_t* va = a < n ? (const uint16_t*)r.v + (r.start + j0 + a) * r.sv_t + h * r.sv_h : nullptr;
+        const uint16_t* vb = b < n ? (const uint16_t*)r.v + (r.start + j0 + b) * r.sv_t + h * r.sv_h : nullptr;
+        uint32_t* dst = vt + j * D;
+        for (int64_t d = 0; d < D; ++d)
+            dst[d] = (va ? (uint32_t)va[d] : 0u) | (vb ? (uint32_t)vb[d] << 16 : 0u);
+    }
+}
+#else
+constexpr bool kDotBf16 = false;
+#endif
+
 static void prep_tile(const KeyRange& r, DType t, int64_t D, int64_t tile, int64_t h, float* kt, float* vt) {
-    if (t == DType::F32) prep_tile_t<DType::F32>(r, D, tile, h, kt, vt);
-    else prep_tile_t<DType::BF16>(r, D, tile, h, kt, vt);
+    if (t == DType::F32) return prep_tile_f32<DType::F32>(r, D, tile, h, kt, vt);
+#ifdef ZK_BF16_DOT
+    prep_tile_pairs(r, D, tile, h, (uint32_t*)kt, (uint32_t*)vt);
+#else
+    prep_tile_f32<DType::BF16>(r, D, tile, h, kt, vt);
+#endif
 }
 
-constexpr int kTileVecs = kKeyTile / W;
+// Work buffers of one item (see attention_work_floats).
+struct ItemBuf {
+    float* q;      // float32 path: [kQueryRows][D], scaled by scale * log2(e)
+    float* o;      // [kQueryRows][D]
+    float* p;      // [kQueryRows][kKeyTile]: scores, then softmax weights
+    float* lim;    // last visible own key per row (prefix keys are all visible)
+    float* m;      // running max (log2 domain)
+    float* l;      // running sum
+    float* alpha;  // this tile's rescale factor per row
+    const uint16_t* qrow[kQueryRows];  // bf16-pair path: the rows' q vectors, in place
+};
 
-// S[r][0..kKeyTile) = Q[r] . K tile, for R rows: R x kTileVecs accumulators, a K vector loaded once
-// per d for all R rows. Every (row, key) sum runs over d in order, whatever R is.
-template <int R>
-static inline void scores_rows(const float* q, int64_t D, const float* kt, float* s) {
-    F acc[R][kTileVecs];
+// float32 scores of R rows against the first NV vectors of keys of a K tile: R x NV accumulators,
+// each K vector loaded once per d for all R rows; every (row, key) sum runs over d in order.
+template <int R, int NV>
+static inline void scores_f32(const float* q, int64_t D, const float* kt, float* s) {
+    F acc[R][NV];
     for (int r = 0; r < R; ++r)
-        for (int c = 0; c < kTileVecs; ++c) acc[r][c] = Vec::zero();
+        for (int c = 0; c < NV; ++c) acc[r][c] = Vec::zero();
     for (int64_t d = 0; d < D; ++d) {
-        F kv[kTileVecs];
-        for (int c = 0; c < kTileVecs; ++c) kv[c] = Vec::load(kt + d * kKeyTile + c * W);
+        F kv[NV];
+        for (int c = 0; c < NV; ++c) kv[c] = Vec::load(kt + d * kKeyTile + c * W);
         for (int r = 0; r < R; ++r) {
             const F b = Vec::set1(q[r * D + d]);
-            for (int c = 0; c < kTileVecs; ++c) acc[r][c] = Vec::fma(b, kv[c], acc[r][c]);
+            for (int c = 0; c < NV; ++c) acc[r][c] = Vec::fma(b, kv[c], acc[r][c]);
         }
     }
     for (int r = 0; r < R; ++r)
-        for (int c = 0; c < kTileVecs; ++c) Vec::store(s + r * kKeyTile + c * W, acc[r][c]);
+        for (int c = 0; c < NV; ++c) Vec::store(s + r * kKeyTile + c * W, acc[r][c]);
 }
 
 // O[r][d0 .. d0 + C*W) = O * alpha[r] + sum_{n < n_keys} P[r][n] V[n], for R rows.
 template <int R, int C>
-static inline void pv_rows(float* o, int64_t D, int64_t d0, const float* p, const float* alpha, const float* vt,
-                           int n_keys) {
+static inline void pv_f32(float* o, int64_t D, int64_t d0, const float* p, const float* alpha, const float* vt,
+                          int n_keys) {
     F acc[R][C];
     for (int r = 0; r < R; ++r) {
         const F a = Vec::set1(alpha[r]);
@@ -284,75 +339,158 @@ static inline void pv_rows(float* o, int64_t D, int64_t d0, const float* p, cons
         for (int c = 0; c < C; ++c) Vec::store(o + r * D + d0 + c * W, acc[r][c]);
 }
 
-template <int R>
-static inline void pv_rows_all(float* o, int64_t D, const float* p, const float* alpha, const float* vt, int n_keys) {
-    const int64_t nv = D / W;
-    int64_t c = 0;
-    for (; c + Vec::kColsPV <= nv; c += Vec::kColsPV) pv_rows<R, Vec::kColsPV>(o, D, c * W, p, alpha, vt, n_keys);
-    for (; c < nv; ++c) pv_rows<R, 1>(o, D, c * W, p, alpha, vt, n_keys);
+#ifdef ZK_BF16_DOT
+// bf16-pair scores: R x NV accumulators over D / 2 pairs, q pairs broadcast straight from the q rows;
+// scaled to the log2 domain afterwards.
+template <int R, int NV>
+static inline void scores_pairs(const uint16_t* const* qrow, int64_t D, const uint32_t* kt, float scale, float* s) {
+    F acc[R][NV];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < NV; ++c) acc[r][c] = Vec::zero();
+    for (int64_t p = 0; p < D / 2; ++p) {
+        Vec::I kv[NV];
+        for (int c = 0; c < NV; ++c) kv[c] = Vec::loadi(kt + p * kKeyTile + c * W);
+        for (int r = 0; r < R; ++r) {
+            const Vec::I b = Vec::bcast_pair(qrow[r] + 2 * p);
+            for (int c = 0; c < NV; ++c) acc[r][c] = Vec::dot2(acc[r][c], b, kv[c]);
+        }
+    }
+    const F sc = Vec::set1(scale);
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < NV; ++c) Vec::store(s + r * kKeyTile + c * W, Vec::mul(acc[r][c], sc));
 }
 
-// Work buffers of one item (see attention_work_floats).
-struct ItemBuf {
-    float* q;      // [kQueryRows][D], scaled by scale * log2(e)
-    float* o;      // [kQueryRows][D]
-    float* p;      // [kQueryRows][kKeyTile]
-    float* lim;    // last visible own key per row (prefix keys are all visible)
-    float* m;      // running max (log2 domain)
-    float* l;      // running sum
-    float* alpha;  // this tile's rescale factor per row
-};
+// O[r][d0 .. d0 + C*W) = O * alpha[r] + sum over key pairs j < n_pairs of P16[r][2j..2j+1] . V pairs.
+template <int R, int C>
+static inline void pv_pairs(float* o, int64_t D, int64_t d0, const uint16_t* p16, const float* alpha,
+                            const uint32_t* vt, int n_pairs) {
+    F acc[R][C];
+    for (int r = 0; r < R; ++r) {
+        const F a = Vec::set1(alpha[r]);
+        for (int c = 0; c < C; ++c) acc[r][c] = Vec::mul(Vec::load(o + r * D + d0 + c * W), a);
+    }
+    for (int j = 0; j < n_pairs; ++j) {
+        Vec::I vv[C];
+        for (int c = 0; c < C; ++c) vv[c] = Vec::loadi(vt + j * D + d0 + c * W);
+        for (int r = 0; r < R; ++r) {
+            const Vec::I b = Vec::bcast_pair(p16 + r * kKeyTile + 2 * j);
+            for (int c = 0; c < C; ++c) acc[r][c] = Vec::dot2(acc[r][c], b, vv[c]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < C; ++c) Vec::store(o + r * D + d0 + c * W, acc[r][c]);
+}
+#else
+// Never called without bf16 dot products (attention_item picks the float32 path); declared so the
+// shared code below compiles for every variant.
+template <int R, int NV>
+static inline void scores_pairs(const uint16_t* const*, int64_t, const uint32_t*, float, float*) {}
+template <int R, int C>
+static inline void pv_pairs(float*, int64_t, int64_t, const uint16_t*, const float*, const uint32_t*, int) {}
+#endif
 
-// One key tile into the online softmax of n_rows rows. own_j0 >= 0: the tile holds own keys
-// own_j0 .. own_j0 + n_keys - 1 (masked causally per row); own_j0 < 0: prefix keys (all visible).
-static void attend_tile(ItemBuf& b, int n_rows, int64_t D, const float* kt, const float* vt, int n_keys,
-                        int64_t own_j0) {
+// Scores of rows [r, r + R) against the first NV key vectors of a tile.
+template <bool Pairs, int R, int NV>
+static inline void scores_block(ItemBuf& b, int r, int64_t D, const float* kt, float scale) {
+    if constexpr (Pairs) scores_pairs<R, NV>(b.qrow + r, D, (const uint32_t*)kt, scale, b.p + r * kKeyTile);
+    else scores_f32<R, NV>(b.q + r * D, D, kt, b.p + r * kKeyTile);
+}
+
+// All rows in blocks of kRowsS (then single rows), with NV = nv made a compile-time constant.
+template <bool Pairs, int NV = kTileVecs>
+static inline void scores_rows(int nv, ItemBuf& b, int n_rows, int64_t D, const float* kt, float scale) {
+    if constexpr (NV > 1) {
+        if (nv < NV) return scores_rows<Pairs, NV - 1>(nv, b, n_rows, D, kt, scale);
+    }
     int r = 0;
-    for (; r + Vec::kRowsS <= n_rows; r += Vec::kRowsS)
-        scores_rows<Vec::kRowsS>(b.q + r * D, D, kt, b.p + r * kKeyTile);
-    for (; r < n_rows; ++r) scores_rows<1>(b.q + r * D, D, kt, b.p + r * kKeyTile);
+    for (; r + Vec::kRowsS <= n_rows; r += Vec::kRowsS) scores_block<Pairs, Vec::kRowsS, NV>(b, r, D, kt, scale);
+    for (; r < n_rows; ++r) scores_block<Pairs, 1, NV>(b, r, D, kt, scale);
+}
 
+// P V for rows [r, r + R), all of D in blocks of kColsPV vectors (then single vectors).
+template <bool Pairs, int R>
+static inline void pv_block(ItemBuf& b, int r, int64_t D, const uint16_t* p16, const float* vt, int n_keys) {
+    const int64_t n_dvec = D / W;
+    int64_t c = 0;
+    for (; c + Vec::kColsPV <= n_dvec; c += Vec::kColsPV) {
+        if constexpr (Pairs)
+            pv_pairs<R, Vec::kColsPV>(b.o + r * D, D, c * W, p16 + r * kKeyTile, b.alpha + r, (const uint32_t*)vt,
+                                      (n_keys + 1) / 2);
+        else pv_f32<R, Vec::kColsPV>(b.o + r * D, D, c * W, b.p + r * kKeyTile, b.alpha + r, vt, n_keys);
+    }
+    for (; c < n_dvec; ++c) {
+        if constexpr (Pairs)
+            pv_pairs<R, 1>(b.o + r * D, D, c * W, p16 + r * kKeyTile, b.alpha + r, (const uint32_t*)vt, (n_keys + 1) / 2);
+        else pv_f32<R, 1>(b.o + r * D, D, c * W, b.p + r * kKeyTile, b.alpha + r, vt, n_keys);
+    }
+}
+
+template <bool Pairs>
+static inline void pv_rows(ItemBuf& b, int n_rows, int64_t D, const uint16_t* p16, const float* vt, int n_keys) {
+    int r = 0;
+    for (; r + Vec::kRowsPV <= n_rows; r += Vec::kRowsPV) pv_block<Pairs, Vec::kRowsPV>(b, r, D, p16, vt, n_keys);
+    for (; r < n_rows; ++r) pv_block<Pairs, 1>(b, r, D, p16, vt, n_keys);
+}
+
+// Online-softmax update of n_rows rows from the scores in b.p (log2 domain; the first nv vectors of
+// each row are live): masks keys a row cannot see (past n_keys; own keys past its limit when
+// own_j0 >= 0), then P = exp2(S - m_new) in place, alpha = exp2(m - m_new), l = l * alpha + sum(P).
+static void softmax_update(ItemBuf& b, int n_rows, int n_keys, int64_t own_j0, int nv) {
     const F minus_inf = Vec::set1(-__builtin_inff());
-    for (r = 0; r < n_rows; ++r) {
+    for (int r = 0; r < n_rows; ++r) {
         float* s = b.p + r * kKeyTile;
-        // last visible key of this tile for this row (tile-relative)
-        int64_t last = n_keys - 1;
+        int64_t last = n_keys - 1;  // last key of this tile the row sees (tile-relative)
         if (own_j0 >= 0) last = std::min<int64_t>(last, (int64_t)b.lim[r] - own_j0);
         if (last < 0) {  // nothing visible: an exact no-op on the row's state
-            for (int c = 0; c < kTileVecs; ++c) Vec::store(s + c * W, Vec::zero());
+            for (int c = 0; c < nv; ++c) Vec::store(s + c * W, Vec::zero());
             b.alpha[r] = 1.0f;
             continue;
         }
         F v[kTileVecs];
-        for (int c = 0; c < kTileVecs; ++c) v[c] = Vec::load(s + c * W);
-        if (last < kKeyTile - 1) {
+        for (int c = 0; c < nv; ++c) v[c] = Vec::load(s + c * W);
+        if (last < nv * W - 1) {
             const F lastv = Vec::set1((float)last);
-            for (int c = 0; c < kTileVecs; ++c)
+            for (int c = 0; c < nv; ++c)
                 v[c] = Vec::select_gt(Vec::add(Vec::iota(), Vec::set1((float)(c * W))), lastv, minus_inf, v[c]);
         }
         F mx = v[0];
-        for (int c = 1; c < kTileVecs; ++c) mx = Vec::max(mx, v[c]);
+        for (int c = 1; c < nv; ++c) mx = Vec::max(mx, v[c]);
         const float m_new = std::max(b.m[r], Vec::hmax(mx));
         const F mv = Vec::set1(m_new);
         F sum = Vec::zero();
-        for (int c = 0; c < kTileVecs; ++c) {
+        for (int c = 0; c < nv; ++c) {
             const F e = exp2v(Vec::sub(v[c], mv));
             Vec::store(s + c * W, e);
             sum = Vec::add(sum, e);
         }
-        const float alpha = std::exp2(b.m[r] - m_new);
+        const float alpha = m_new == b.m[r] ? 1.0f : std::exp2(b.m[r] - m_new);
         b.l[r] = b.l[r] * alpha + Vec::hsum(sum);
         b.m[r] = m_new;
         b.alpha[r] = alpha;
     }
-
-    r = 0;
-    for (; r + Vec::kRowsPV <= n_rows; r += Vec::kRowsPV)
-        pv_rows_all<Vec::kRowsPV>(b.o + r * D, D, b.p + r * kKeyTile, b.alpha + r, vt, n_keys);
-    for (; r < n_rows; ++r) pv_rows_all<1>(b.o + r * D, D, b.p + r * kKeyTile, b.alpha + r, vt, n_keys);
 }
 
-template <DType T>
+// One key tile (n_keys live keys) into the item's rows. own_j0 >= 0: own keys own_j0 .., masked
+// causally per row; own_j0 < 0: prefix keys, all visible.
+template <bool Pairs>
+static void attend_tile(ItemBuf& b, int n_rows, int64_t D, const float* kt, const float* vt, int n_keys,
+                        int64_t own_j0, float scale) {
+    const int nv = (n_keys + W - 1) / W;  // live key vectors: the rest of the tile is never computed
+    scores_rows<Pairs>(nv, b, n_rows, D, kt, scale);
+    softmax_update(b, n_rows, n_keys, own_j0, nv);
+    if constexpr (Pairs) {
+        // P to bf16 (round to nearest even) for the pair products. Keys past n_keys in the live vectors
+        // are masked (P = 0), so an odd tile end pairs a real key with a zero weight.
+        alignas(64) uint16_t p16[kQueryRows * kKeyTile];
+        for (int r = 0; r < n_rows; ++r)
+            for (int c = 0; c < nv; ++c) Vec::store_bf16(p16 + r * kKeyTile + c * W, Vec::load(b.p + r * kKeyTile + c * W));
+        pv_rows<true>(b, n_rows, D, p16, vt, n_keys);
+    } else {
+        pv_rows<false>(b, n_rows, D, nullptr, vt, n_keys);
+    }
+}
+
+template <DType T, bool Pairs>
 static void attention_item_t(const AttnArgs& a, const AttnPlan& plan, int64_t index, AttnThread& th) {
     using E = typename IO<T>::E;
     const AttnItem& it = plan.items[index];
@@ -362,6 +500,7 @@ static void attention_item_t(const AttnArgs& a, const AttnPlan& plan, int64_t in
     const int64_t nk = a.cu_k[s + 1] - a.cu_k[s], pl = a.p_len[s];
     const int n_rows = (int)std::min<int64_t>(kQueryRows, nq * G - it.row0);
     const int64_t tf = tile_floats(D);
+    const float log2e = 1.44269504088896341f;
 
     ItemBuf b;
     b.q = th.work;
@@ -372,27 +511,28 @@ static void attention_item_t(const AttnArgs& a, const AttnPlan& plan, int64_t in
     b.l = b.m + kQueryRows;
     b.alpha = b.l + kQueryRows;
 
-    // Rows are (token, head) pairs, token-major: row i is token i / G, head h * G + i % G.
-    const F qscale = Vec::set1(a.scale * 1.44269504088896341f);  // softmax in base 2
+    const F qscale = Vec::set1(a.scale * log2e);  // softmax in base 2
     for (int r = 0; r < n_rows; ++r) {
         const int64_t t = (it.row0 + r) / G, head = h * G + (it.row0 + r) % G;
         const E* src = (const E*)a.q + (q_beg + t) * a.sq_t + head * a.sq_h;
+        if constexpr (Pairs) b.qrow[r] = (const uint16_t*)src;
         for (int64_t d = 0; d < D; d += W) {
-            Vec::store(b.q + r * D + d, Vec::mul(IO<T>::load(src + d), qscale));
+            if constexpr (!Pairs) Vec::store(b.q + r * D + d, Vec::mul(IO<T>::load(src + d), qscale));
             Vec::store(b.o + r * D + d, Vec::zero());
         }
         b.lim[r] = (float)(t + nk - nq);  // bottom-right causal: token t sees own keys 0 .. t + nk - nq
         b.m[r] = -1e30f;  // finite: a first tile with every key masked gives alpha = exp2(0) = 1, not NaN
         b.l[r] = 0.0f;
     }
+    const float dot_scale = a.scale * log2e;
     const int64_t own_end = std::min<int64_t>(nk, (int64_t)b.lim[n_rows - 1] + 1);  // keys the last row sees
 
     // The shared prefix, prepared once for the whole call.
     if (pl > 0) {
         const KeyRange& pr = plan.ranges[plan.seqs[s].prefix_range];
         for (int64_t i = 0; i * kKeyTile < pl; ++i)
-            attend_tile(b, n_rows, D, pr.kt + (i * H + h) * tf, pr.vt + (i * H + h) * tf,
-                        (int)std::min<int64_t>(kKeyTile, pl - i * kKeyTile), -1);
+            attend_tile<Pairs>(b, n_rows, D, pr.kt + (i * H + h) * tf, pr.vt + (i * H + h) * tf,
+                               (int)std::min<int64_t>(kKeyTile, pl - i * kKeyTile), -1, dot_scale);
     }
     // Own keys: shared tiles if this range is some group's prefix, else tiles this thread prepares
     // (kept for the next item of the same sequence and head, which usually follows on this thread).
@@ -412,14 +552,14 @@ static void attention_item_t(const AttnArgs& a, const AttnPlan& plan, int64_t in
         }
         KeyRange own{a.k, a.sk_t, a.sk_h, a.v, a.sv_t, a.sv_h, a.cu_k[s], nk, nullptr, nullptr};
         for (; th.tiles_ready < n_tiles; ++th.tiles_ready)
-            prep_tile_t<T>(own, D, th.tiles_ready, h, th.own_kt + th.tiles_ready * tf, th.own_vt + th.tiles_ready * tf);
+            prep_tile(own, T, D, th.tiles_ready, h, th.own_kt + th.tiles_ready * tf, th.own_vt + th.tiles_ready * tf);
         kt = th.own_kt;
         vt = th.own_vt;
         stride = tf;
     }
     for (int64_t i = 0; i < n_tiles; ++i)
-        attend_tile(b, n_rows, D, kt + i * stride, vt + i * stride,
-                    (int)std::min<int64_t>(kKeyTile, own_end - i * kKeyTile), i * kKeyTile);
+        attend_tile<Pairs>(b, n_rows, D, kt + i * stride, vt + i * stride,
+                           (int)std::min<int64_t>(kKeyTile, own_end - i * kKeyTile), i * kKeyTile, dot_scale);
 
     for (int r = 0; r < n_rows; ++r) {
         const int64_t t = (it.row0 + r) / G, head = h * G + (it.row0 + r) % G;
@@ -430,8 +570,8 @@ static void attention_item_t(const AttnArgs& a, const AttnPlan& plan, int64_t in
 }
 
 static void attention_item(const AttnArgs& a, DType t, const AttnPlan& plan, int64_t index, AttnThread& th) {
-    if (t == DType::F32) attention_item_t<DType::F32>(a, plan, index, th);
-    else attention_item_t<DType::BF16>(a, plan, index, th);
+    if (t == DType::F32) attention_item_t<DType::F32, false>(a, plan, index, th);
+    else attention_item_t<DType::BF16, kDotBf16>(a, plan, index, th);
 }
 
 // ------------------------------------------------------------------ dtype dispatch, table

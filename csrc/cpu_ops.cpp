@@ -33,9 +33,10 @@ bool cpu_supports(const std::string& name) {
     __builtin_cpu_init();
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (name == "avx2") return avx2;
-    if (name == "avx512")
-        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    if (name == "avx512") return avx512;
+    if (name == "avx512bf16") return avx512 && __builtin_cpu_supports("avx512bf16");
 #endif
     return false;
 }
@@ -44,10 +45,11 @@ const KernelTable* table_for(const std::string& name) {
     if (name == "scalar") return kernels_scalar();
     if (name == "avx2") return kernels_avx2();
     if (name == "avx512") return kernels_avx512();
+    if (name == "avx512bf16") return kernels_avx512bf16();
     return nullptr;
 }
 
-const char* const kIsaOrder[] = {"avx512", "avx2", "scalar"};  // fastest first
+const char* const kIsaOrder[] = {"avx512bf16", "avx512", "avx2", "scalar"};  // fastest first
 
 std::vector<std::string> built_isas() {
     std::vector<std::string> out;
@@ -65,7 +67,7 @@ std::string best_isa() {
 const KernelTable* pick(const std::string& isa) {
     const std::string name = isa == "auto" ? best_isa() : isa;
     const KernelTable* t = table_for(name);
-    if (t == nullptr) throw py::value_error("unknown or unbuilt isa '" + isa + "' (built: auto, avx512, avx2, scalar)");
+    if (t == nullptr) throw py::value_error("unknown or unbuilt isa '" + isa + "' (built: auto, avx512bf16, avx512, avx2, scalar)");
     if (!cpu_supports(name)) throw py::value_error("this CPU cannot run isa '" + name + "'");
     return t;
 }

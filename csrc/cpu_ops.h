@@ -138,6 +138,7 @@ struct KernelTable {
 const KernelTable* kernels_scalar();
 const KernelTable* kernels_avx2();       // nullptr when not built (non-x86)
 const KernelTable* kernels_avx512();
+const KernelTable* kernels_avx512bf16();
 
 }  // namespace cpu
 }  // namespace zk

@@ -49,6 +49,18 @@ struct Vec {
     static inline F select_gt(F a, F b, F x, F y) {  // a > b ? x : y, per lane
         return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x);
     }
+#ifdef ZK_BF16_DOT
+    // bf16 pair products (AVX512-BF16): each 32-bit lane holds two bf16; dot2 adds a.lo*b.lo + a.hi*b.hi
+    // to the float32 lane (vdpbf16ps).
+    using I = __m512i;
+    static inline I loadi(const uint32_t* p) { return _mm512_loadu_si512(p); }
+    static inline I bcast_pair(const uint16_t* p) {
+        uint32_t u;
+        std::memcpy(&u, p, 4);
+        return _mm512_set1_epi32((int)u);
+    }
+    static inline F dot2(F acc, I a, I b) { return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b); }
+#endif
     static inline F iota() {
         return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     }

@@ -144,6 +144,45 @@ def pack(groups, Hq, Hkv, D, dtype, last_layer=False, seed=0):
     return q, k, v, cu_q, cu_k, i32([s[2] for s in seqs]), i32([s[3] for s in seqs]), D ** -0.5
 
 
+def attention_float64(q, k, v, cu_q, cu_k, p_start, p_len, scale):
+    """attention_torch's definition evaluated in float64 (the truth both float32 versions approximate)."""
+    group = q.shape[1] // k.shape[1]
+    out = torch.zeros(q.shape, dtype=torch.float64)
+    for i in range(len(cu_q) - 1):
+        q0, q1, k0, k1 = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
+        p0, p1 = int(p_start[i]), int(p_start[i]) + int(p_len[i])
+        nq, nk, n_prefix = q1 - q0, k1 - k0, p1 - p0
+        if nq == 0:
+            continue
+        keys = torch.cat((k[p0:p1], k[k0:k1])).double().repeat_interleave(group, 1)
+        values = torch.cat((v[p0:p1], v[k0:k1])).double().repeat_interleave(group, 1)
+        s = torch.einsum("qhd,khd->hqk", q[q0:q1].double(), keys) * scale
+        row, col = torch.arange(nq)[:, None], torch.arange(n_prefix + nk)[None]
+        s = s.masked_fill(~((col < n_prefix) | (col - n_prefix <= row + nk - nq)), float("-inf"))
+        out[q0:q1] = torch.einsum("hqk,khd->qhd", s.softmax(-1), values)
+    return out
+
+
+def rounds_p_to_bf16(isa, dtype) -> bool:
+    """The AVX512-BF16 variant computes bf16 attention with bf16 pair products: the softmax weights are
+    rounded to bf16 before P V (as flash attention and torch's CPU flash attention do), so it is held to
+    the float64 result (no more than 1.5x the reference's error) rather than to the reference's bits."""
+    return isa == "avx512bf16" and dtype == torch.bfloat16
+
+
+def check_attention(args, isa, what="attention"):
+    got = cpu.attention_cpu(*args, isa=isa)
+    ref = attention_torch(*args)
+    if rounds_p_to_bf16(isa, got.dtype):
+        truth = attention_float64(*args)
+        ours, theirs = (got.double() - truth).abs(), (ref.double() - truth).abs()
+        assert not torch.isnan(got).any(), what
+        assert ours.mean() <= 1.5 * theirs.mean() and ours.max() <= 1.5 * theirs.max() + 1e-6, \
+            (what, ours.mean().item(), theirs.mean().item(), ours.max().item(), theirs.max().item())
+    else:
+        close(got, ref, what, F32_ATTENTION)
+
+
 # Lengths around the 32-row work items and 64-key tiles; one-token documents; a group with no prefix; a
 # prefix with a single one-token document; a sequence with more query rows than a tile.
 GROUPS = [(13, [1, 5, 63, 64, 65]), (70, [1]), (0, [9, 1, 130]), (64, [2, 33])]
@@ -153,19 +192,16 @@ GROUPS = [(13, [1, 5, 63, 64, 65]), (70, [1]), (0, [9, 1, 130]), (64, [2, 33])]
 @pytest.mark.parametrize("Hq,Hkv,D", [(4, 4, 64), (4, 2, 128), (8, 2, 64), (16, 2, 128), (8, 8, 32)])
 @pytest.mark.parametrize("last_layer", [False, True])
 def test_attention(isa, dtype, Hq, Hkv, D, last_layer):
-    args = pack(GROUPS, Hq, Hkv, D, dtype, last_layer)
-    close(cpu.attention_cpu(*args, isa=isa), attention_torch(*args), "attention", F32_ATTENTION)
+    check_attention(pack(GROUPS, Hq, Hkv, D, dtype, last_layer), isa)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_attention_odd_layouts(isa, dtype):
     # one token alone; one sequence; a prefix-only group (the prefix sequence with no document)
     for groups in ([(0, [1])], [(0, [200])], [(5, [])], [(40, [])]):
-        args = pack(groups, 4, 1, 64, dtype)
-        close(cpu.attention_cpu(*args, isa=isa), attention_torch(*args), f"attention {groups}", F32_ATTENTION)
+        check_attention(pack(groups, 4, 1, 64, dtype), isa, f"attention {groups}")
     # sequences with zero query rows among others (the last layer's prefix sequences), GQA 8
-    args = pack([(30, [3, 4]), (20, [1])], 16, 2, 64, dtype, last_layer=True)
-    close(cpu.attention_cpu(*args, isa=isa), attention_torch(*args), "zero-query sequences", F32_ATTENTION)
+    check_attention(pack([(30, [3, 4]), (20, [1])], 16, 2, 64, dtype, last_layer=True), isa, "zero-query sequences")
 
 
 def test_attention_separate_prefix_buffers():
@@ -312,33 +348,16 @@ def test_bad_attention_input_is_a_clear_error():
         cpu.attention_cpu(q, k, v, cu_q, cu_k, ps, pl, scale, prefix_k=k)
 
 
-def attention_float64(q, k, v, cu_q, cu_k, p_start, p_len, scale):
-    """attention_torch's definition evaluated in float64 (the truth both float32 versions approximate)."""
-    group = q.shape[1] // k.shape[1]
-    out = torch.zeros(q.shape, dtype=torch.float64)
-    for i in range(len(cu_q) - 1):
-        q0, q1, k0, k1 = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
-        p0, p1 = int(p_start[i]), int(p_start[i]) + int(p_len[i])
-        nq, nk, n_prefix = q1 - q0, k1 - k0, p1 - p0
-        if nq == 0:
-            continue
-        keys = torch.cat((k[p0:p1], k[k0:k1])).double().repeat_interleave(group, 1)
-        values = torch.cat((v[p0:p1], v[k0:k1])).double().repeat_interleave(group, 1)
-        s = torch.einsum("qhd,khd->hqk", q[q0:q1].double(), keys) * scale
-        row, col = torch.arange(nq)[:, None], torch.arange(n_prefix + nk)[None]
-        s = s.masked_fill(~((col < n_prefix) | (col - n_prefix <= row + nk - nq)), float("-inf"))
-        out[q0:q1] = torch.einsum("hqk,khd->qhd", s.softmax(-1), values)
-    return out
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_attention_accuracy_against_float64(isa, dtype):
-    """No further from the float64 result than the torch reference (mean and max, 10% slack)."""
+    """No further from the float64 result than the torch reference (mean and max, 10% slack; 50% where
+    P is rounded to bf16, see rounds_p_to_bf16)."""
     args = pack(GROUPS, 16, 2, 128, dtype)
     truth = attention_float64(*args)
     ours = (cpu.attention_cpu(*args, isa=isa).double() - truth).abs()
     ref = (attention_torch(*args).double() - truth).abs()
-    assert ours.mean() <= 1.1 * ref.mean() and ours.max() <= 1.1 * ref.max() + 1e-7, (ours.mean(), ref.mean())
+    slack = 1.5 if rounds_p_to_bf16(isa, dtype) else 1.1
+    assert ours.mean() <= slack * ref.mean() and ours.max() <= slack * ref.max() + 1e-7, (ours.mean(), ref.mean())
 
 
 def test_random_layouts_against_the_reference():

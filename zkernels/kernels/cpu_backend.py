@@ -59,5 +59,6 @@ def pack_linear(weight: torch.Tensor):
 
 
 def cpu_ops() -> SimpleNamespace:
+    cpu.keep_freed_memory()  # a model is about to run here: reuse its activation memory batch to batch
     return SimpleNamespace(name="cpu", rms_norm=rms_norm, add_rms_norm=add_rms_norm, qk_norm_rope=qk_norm_rope,
                            swiglu=swiglu, attention=attention, pack_linear=pack_linear)
