@@ -5,7 +5,7 @@
 // Vec supplies: F (a vector of W floats); zero/set1/load/store and their _n forms (the first n lanes);
 // load_bf16/store_bf16(_n) (bf16 <-> f32, round to nearest even); round_bf16 (round, back to f32);
 // add/sub/mul/div/fma/max/min/round; pow2i (2^n for integral n in [-127, 127]); select_gt; iota;
-// hsum/hmax (a fixed reduction order); kRowsS / kRowsPV / kColsPV (attention register blocking).
+// hsum/hmax (a fixed reduction order); kRowsS / kColsS / kRowsPV / kColsPV (attention register blocking).
 //
 // Determinism: a row's result depends only on that row's inputs, never on the rows beside it, the
 // number of rows or threads: the reductions run in a fixed order per row, and the vector tails use
@@ -232,15 +232,36 @@ static void swiglu_rows(const SwigluArgs& a, int64_t r0, int64_t r1) {
 
 constexpr int kTileVecs = kKeyTile / W;
 
-// Prepares tile `tile` of kv head `h` of a key range in the float32 format (zeros past the range).
+// A sequence's keys as one virtual range: keys [0, pl) from its shared prefix, [pl, pl + own.len) from
+// its own rows. Tiles sit at multiples of kKeyTile of this virtual index, so a prompt split into a
+// shared prefix and the rest meets its keys in exactly the tiles (and the order) it would meet them
+// packed whole: the prefix cache does not change a single bit of its result.
+struct KeySource {
+    const KeyRange* pre;  // nullptr when pl == 0
+    int64_t pl;
+    const KeyRange* own;
+    int64_t len() const { return pl + own->len; }
+    template <class E>
+    const E* k(int64_t c, int64_t h) const {
+        return c < pl ? (const E*)pre->k + (pre->start + c) * pre->sk_t + h * pre->sk_h
+                      : (const E*)own->k + (own->start + c - pl) * own->sk_t + h * own->sk_h;
+    }
+    template <class E>
+    const E* v(int64_t c, int64_t h) const {
+        return c < pl ? (const E*)pre->v + (pre->start + c) * pre->sv_t + h * pre->sv_h
+                      : (const E*)own->v + (own->start + c - pl) * own->sv_t + h * own->sv_h;
+    }
+};
+
+// Tile `tile` of kv head `h` in the float32 format (zeros past the keys' end).
 template <DType T>
-static void prep_tile_f32(const KeyRange& r, int64_t D, int64_t tile, int64_t h, float* kt, float* vt) {
+static void prep_tile_f32(const KeySource& src, int64_t D, int64_t tile, int64_t h, float* kt, float* vt) {
     using E = typename IO<T>::E;
     const int64_t j0 = tile * kKeyTile;
-    const int n = (int)std::min<int64_t>(kKeyTile, r.len - j0);
+    const int n = (int)std::min<int64_t>(kKeyTile, src.len() - j0);
     for (int i = 0; i < n; ++i) {
-        const E* k = (const E*)r.k + (r.start + j0 + i) * r.sk_t + h * r.sk_h;
-        const E* v = (const E*)r.v + (r.start + j0 + i) * r.sv_t + h * r.sv_h;
+        const E* k = src.k<E>(j0 + i, h);
+        const E* v = src.v<E>(j0 + i, h);
         alignas(64) float row[W];
         for (int64_t d = 0; d < D; d += W) {  // D is a multiple of W (checked by the caller)
             Vec::store(row, IO<T>::load(k + d));
@@ -254,21 +275,21 @@ static void prep_tile_f32(const KeyRange& r, int64_t D, int64_t tile, int64_t h,
 
 #ifdef ZK_BF16_DOT
 constexpr bool kDotBf16 = true;
-// The bf16-pair format (see above); zeros past the range, so an odd key count pairs with a zero.
-static void prep_tile_pairs(const KeyRange& r, int64_t D, int64_t tile, int64_t h, uint32_t* kt, uint32_t* vt) {
+// The bf16-pair format (see above); zeros past the keys' end, so an odd key count pairs with a zero.
+static void prep_tile_pairs(const KeySource& src, int64_t D, int64_t tile, int64_t h, uint32_t* kt, uint32_t* vt) {
     const int64_t j0 = tile * kKeyTile;
-    const int n = (int)std::min<int64_t>(kKeyTile, r.len - j0);
+    const int n = (int)std::min<int64_t>(kKeyTile, src.len() - j0);
     const int64_t half = D / 2;
     for (int i = 0; i < n; ++i) {
-        const uint32_t* k = (const uint32_t*)((const uint16_t*)r.k + (r.start + j0 + i) * r.sk_t + h * r.sk_h);
+        const uint32_t* k = (const uint32_t*)src.k<uint16_t>(j0 + i, h);
         for (int64_t p = 0; p < half; ++p) kt[p * kKeyTile + i] = k[p];
     }
     for (int64_t p = 0; p < half && n < kKeyTile; ++p)
         for (int i = n; i < kKeyTile; ++i) kt[p * kKeyTile + i] = 0;
     for (int j = 0; j < kKeyTile / 2; ++j) {
         const int a = 2 * j, b = 2 * j + 1;
-        const uint16_t* va = a < n ? (const uint16_t*)r.v + (r.start + j0 + a) * r.sv_t + h * r.sv_h : nullptr;
-        const uint16_t* vb = b < n ? (const uint16_t*)r.v + (r.start + j0 + b) * r.sv_t + h * r.sv_h : nullptr;
+        const uint16_t* va = a < n ? src.v<uint16_t>(j0 + a, h) : nullptr;
+        const uint16_t* vb = b < n ? src.v<uint16_t>(j0 + b, h) : nullptr;
         uint32_t* dst = vt + j * D;
         for (int64_t d = 0; d < D; ++d)
             dst[d] = (va ? (uint32_t)va[d] : 0u) | (vb ? (uint32_t)vb[d] << 16 : 0u);
@@ -278,13 +299,18 @@ static void prep_tile_pairs(const KeyRange& r, int64_t D, int64_t tile, int64_t 
 constexpr bool kDotBf16 = false;
 #endif
 
-static void prep_tile(const KeyRange& r, DType t, int64_t D, int64_t tile, int64_t h, float* kt, float* vt) {
-    if (t == DType::F32) return prep_tile_f32<DType::F32>(r, D, tile, h, kt, vt);
+static void prep_source_tile(const KeySource& src, DType t, int64_t D, int64_t tile, int64_t h, float* kt, float* vt) {
+    if (t == DType::F32) return prep_tile_f32<DType::F32>(src, D, tile, h, kt, vt);
 #ifdef ZK_BF16_DOT
-    prep_tile_pairs(r, D, tile, h, (uint32_t*)kt, (uint32_t*)vt);
+    prep_tile_pairs(src, D, tile, h, (uint32_t*)kt, (uint32_t*)vt);
 #else
-    prep_tile_f32<DType::BF16>(r, D, tile, h, kt, vt);
+    prep_tile_f32<DType::BF16>(src, D, tile, h, kt, vt);
 #endif
+}
+
+// A shared range on its own (phase 1 of a call: the prefixes).
+static void prep_tile(const KeyRange& r, DType t, int64_t D, int64_t tile, int64_t h, float* kt, float* vt) {
+    prep_source_tile(KeySource{nullptr, 0, &r}, t, D, tile, h, kt, vt);
 }
 
 // Work buffers of one item (see attention_work_floats).
@@ -389,58 +415,67 @@ template <int R, int C>
 static inline void pv_pairs(float*, int64_t, int64_t, const uint16_t*, const float*, const uint32_t*, int) {}
 #endif
 
-// Scores of rows [r, r + R) against the first NV key vectors of a tile.
+// Loop orders keep the operands a block streams in L1 (48 KB per core on the build machine): scores
+// run over key columns of kColsS vectors (kColsS * W keys of K, D x that many floats), each column for
+// every row block; P V runs over D columns of kColsPV vectors (a kKeyTile x kColsPV * W block of V),
+// each for every row block.
+
+// Scores of rows [r, r + R) against key vectors [c0, c0 + NV) of a tile.
 template <bool Pairs, int R, int NV>
-static inline void scores_block(ItemBuf& b, int r, int64_t D, const float* kt, float scale) {
-    if constexpr (Pairs) scores_pairs<R, NV>(b.qrow + r, D, (const uint32_t*)kt, scale, b.p + r * kKeyTile);
-    else scores_f32<R, NV>(b.q + r * D, D, kt, b.p + r * kKeyTile);
+static inline void scores_block(ItemBuf& b, int r, int c0, int64_t D, const float* kt, float scale) {
+    if constexpr (Pairs)
+        scores_pairs<R, NV>(b.qrow + r, D, (const uint32_t*)kt + c0 * W, scale, b.p + r * kKeyTile + c0 * W);
+    else scores_f32<R, NV>(b.q + r * D, D, kt + c0 * W, b.p + r * kKeyTile + c0 * W);
 }
 
-// All rows in blocks of kRowsS (then single rows), with NV = nv made a compile-time constant.
-template <bool Pairs, int NV = kTileVecs>
-static inline void scores_rows(int nv, ItemBuf& b, int n_rows, int64_t D, const float* kt, float scale) {
-    if constexpr (NV > 1) {
-        if (nv < NV) return scores_rows<Pairs, NV - 1>(nv, b, n_rows, D, kt, scale);
-    }
+template <bool Pairs, int NV>
+static inline void scores_column(ItemBuf& b, int n_rows, int c0, int64_t D, const float* kt, float scale) {
     int r = 0;
-    for (; r + Vec::kRowsS <= n_rows; r += Vec::kRowsS) scores_block<Pairs, Vec::kRowsS, NV>(b, r, D, kt, scale);
-    for (; r < n_rows; ++r) scores_block<Pairs, 1, NV>(b, r, D, kt, scale);
+    for (; r + Vec::kRowsS <= n_rows; r += Vec::kRowsS) scores_block<Pairs, Vec::kRowsS, NV>(b, r, c0, D, kt, scale);
+    for (; r < n_rows; ++r) scores_block<Pairs, 1, NV>(b, r, c0, D, kt, scale);
 }
 
-// P V for rows [r, r + R), all of D in blocks of kColsPV vectors (then single vectors).
-template <bool Pairs, int R>
-static inline void pv_block(ItemBuf& b, int r, int64_t D, const uint16_t* p16, const float* vt, int n_keys) {
-    const int64_t n_dvec = D / W;
-    int64_t c = 0;
-    for (; c + Vec::kColsPV <= n_dvec; c += Vec::kColsPV) {
-        if constexpr (Pairs)
-            pv_pairs<R, Vec::kColsPV>(b.o + r * D, D, c * W, p16 + r * kKeyTile, b.alpha + r, (const uint32_t*)vt,
-                                      (n_keys + 1) / 2);
-        else pv_f32<R, Vec::kColsPV>(b.o + r * D, D, c * W, b.p + r * kKeyTile, b.alpha + r, vt, n_keys);
-    }
-    for (; c < n_dvec; ++c) {
-        if constexpr (Pairs)
-            pv_pairs<R, 1>(b.o + r * D, D, c * W, p16 + r * kKeyTile, b.alpha + r, (const uint32_t*)vt, (n_keys + 1) / 2);
-        else pv_f32<R, 1>(b.o + r * D, D, c * W, b.p + r * kKeyTile, b.alpha + r, vt, n_keys);
-    }
+// Scores of all rows against the first nv key vectors of a tile.
+template <bool Pairs>
+static inline void scores_rows(int nv, ItemBuf& b, int n_rows, int64_t D, const float* kt, float scale) {
+    int c0 = 0;
+    for (; c0 + Vec::kColsS <= nv; c0 += Vec::kColsS) scores_column<Pairs, Vec::kColsS>(b, n_rows, c0, D, kt, scale);
+    for (; c0 < nv; ++c0) scores_column<Pairs, 1>(b, n_rows, c0, D, kt, scale);
+}
+
+// P V for rows [r, r + R) and output vectors [c, c + C).
+template <bool Pairs, int R, int C>
+static inline void pv_block(ItemBuf& b, int r, int64_t c, int64_t D, const uint16_t* p16, const float* vt, int n_keys) {
+    if constexpr (Pairs)
+        pv_pairs<R, C>(b.o + r * D, D, c * W, p16 + r * kKeyTile, b.alpha + r, (const uint32_t*)vt, (n_keys + 1) / 2);
+    else pv_f32<R, C>(b.o + r * D, D, c * W, b.p + r * kKeyTile, b.alpha + r, vt, n_keys);
+}
+
+template <bool Pairs, int C>
+static inline void pv_column(ItemBuf& b, int n_rows, int64_t c, int64_t D, const uint16_t* p16, const float* vt,
+                             int n_keys) {
+    int r = 0;
+    for (; r + Vec::kRowsPV <= n_rows; r += Vec::kRowsPV) pv_block<Pairs, Vec::kRowsPV, C>(b, r, c, D, p16, vt, n_keys);
+    for (; r < n_rows; ++r) pv_block<Pairs, 1, C>(b, r, c, D, p16, vt, n_keys);
 }
 
 template <bool Pairs>
 static inline void pv_rows(ItemBuf& b, int n_rows, int64_t D, const uint16_t* p16, const float* vt, int n_keys) {
-    int r = 0;
-    for (; r + Vec::kRowsPV <= n_rows; r += Vec::kRowsPV) pv_block<Pairs, Vec::kRowsPV>(b, r, D, p16, vt, n_keys);
-    for (; r < n_rows; ++r) pv_block<Pairs, 1>(b, r, D, p16, vt, n_keys);
+    const int64_t n_dvec = D / W;
+    int64_t c = 0;
+    for (; c + Vec::kColsPV <= n_dvec; c += Vec::kColsPV) pv_column<Pairs, Vec::kColsPV>(b, n_rows, c, D, p16, vt, n_keys);
+    for (; c < n_dvec; ++c) pv_column<Pairs, 1>(b, n_rows, c, D, p16, vt, n_keys);
 }
 
 // Online-softmax update of n_rows rows from the scores in b.p (log2 domain; the first nv vectors of
-// each row are live): masks keys a row cannot see (past n_keys; own keys past its limit when
-// own_j0 >= 0), then P = exp2(S - m_new) in place, alpha = exp2(m - m_new), l = l * alpha + sum(P).
-static void softmax_update(ItemBuf& b, int n_rows, int n_keys, int64_t own_j0, int nv) {
+// each row are live): masks keys a row cannot see (past n_keys; with causal, keys j0 + i past its
+// limit), then P = exp2(S - m_new) in place, alpha = exp2(m - m_new), l = l * alpha + sum(P).
+static void softmax_update(ItemBuf& b, int n_rows, int n_keys, int64_t j0, bool causal, int nv) {
     const F minus_inf = Vec::set1(-__builtin_inff());
     for (int r = 0; r < n_rows; ++r) {
         float* s = b.p + r * kKeyTile;
         int64_t last = n_keys - 1;  // last key of this tile the row sees (tile-relative)
-        if (own_j0 >= 0) last = std::min<int64_t>(last, (int64_t)b.lim[r] - own_j0);
+        if (causal) last = std::min<int64_t>(last, (int64_t)b.lim[r] - j0);
         if (last < 0) {  // nothing visible: an exact no-op on the row's state
             for (int c = 0; c < nv; ++c) Vec::store(s + c * W, Vec::zero());
             b.alpha[r] = 1.0f;
@@ -470,14 +505,14 @@ static void softmax_update(ItemBuf& b, int n_rows, int n_keys, int64_t own_j0, i
     }
 }
 
-// One key tile (n_keys live keys) into the item's rows. own_j0 >= 0: own keys own_j0 .., masked
-// causally per row; own_j0 < 0: prefix keys, all visible.
+// One key tile (n_keys live keys, virtual keys j0 ..) into the item's rows; causal: masked per row
+// (tiles wholly inside the prefix are visible to every row).
 template <bool Pairs>
 static void attend_tile(ItemBuf& b, int n_rows, int64_t D, const float* kt, const float* vt, int n_keys,
-                        int64_t own_j0, float scale) {
+                        int64_t j0, bool causal, float scale) {
     const int nv = (n_keys + W - 1) / W;  // live key vectors: the rest of the tile is never computed
     scores_rows<Pairs>(nv, b, n_rows, D, kt, scale);
-    softmax_update(b, n_rows, n_keys, own_j0, nv);
+    softmax_update(b, n_rows, n_keys, j0, causal, nv);
     if constexpr (Pairs) {
         // P to bf16 (round to nearest even) for the pair products. Keys past n_keys in the live vectors
         // are masked (P = 0), so an odd tile end pairs a real key with a zero weight.
@@ -520,26 +555,28 @@ static void attention_item_t(const AttnArgs& a, const AttnPlan& plan, int64_t in
             if constexpr (!Pairs) Vec::store(b.q + r * D + d, Vec::mul(IO<T>::load(src + d), qscale));
             Vec::store(b.o + r * D + d, Vec::zero());
         }
-        b.lim[r] = (float)(t + nk - nq);  // bottom-right causal: token t sees own keys 0 .. t + nk - nq
+        // bottom-right causal: token t sees every prefix key and own keys 0 .. t + nk - nq, i.e. the
+        // virtual keys 0 .. pl + t + nk - nq
+        b.lim[r] = (float)(pl + t + nk - nq);
         b.m[r] = -1e30f;  // finite: a first tile with every key masked gives alpha = exp2(0) = 1, not NaN
         b.l[r] = 0.0f;
     }
     const float dot_scale = a.scale * log2e;
-    const int64_t own_end = std::min<int64_t>(nk, (int64_t)b.lim[n_rows - 1] + 1);  // keys the last row sees
+    const int64_t end = std::min<int64_t>(pl + nk, (int64_t)b.lim[n_rows - 1] + 1);  // virtual keys the last row sees
+    const int64_t n_tiles = (end + kKeyTile - 1) / kKeyTile;
 
-    // The shared prefix, prepared once for the whole call.
-    if (pl > 0) {
-        const KeyRange& pr = plan.ranges[plan.seqs[s].prefix_range];
-        for (int64_t i = 0; i * kKeyTile < pl; ++i)
-            attend_tile<Pairs>(b, n_rows, D, pr.kt + (i * H + h) * tf, pr.vt + (i * H + h) * tf,
-                               (int)std::min<int64_t>(kKeyTile, pl - i * kKeyTile), -1, dot_scale);
-    }
-    // Own keys: shared tiles if this range is some group's prefix, else tiles this thread prepares
-    // (kept for the next item of the same sequence and head, which usually follows on this thread).
-    const int64_t n_tiles = (own_end + kKeyTile - 1) / kKeyTile;
-    const float *kt, *vt;
+    // Tiles wholly inside the prefix: its shared tiles, prepared once for the whole call.
+    const int64_t n_pre = pl / kKeyTile;
+    const KeyRange* pre = pl > 0 ? &plan.ranges[plan.seqs[s].prefix_range] : nullptr;
+    for (int64_t i = 0; i < n_pre && i < n_tiles; ++i)
+        attend_tile<Pairs>(b, n_rows, D, pre->kt + (i * H + h) * tf, pre->vt + (i * H + h) * tf, kKeyTile,
+                           i * kKeyTile, false, dot_scale);
+    // The rest: shared tiles where the sequence itself is a shared prefix (pl == 0), else tiles this
+    // thread prepares (the prefix's tail and the own keys; kept for the next item of the same sequence
+    // and head, which usually follows on this thread).
+    const float *kt, *vt;  // tile n_pre + i at kt + i * stride
     int64_t stride;
-    if (plan.seqs[s].own_range >= 0) {
+    if (pl == 0 && plan.seqs[s].own_range >= 0) {
         const KeyRange& orr = plan.ranges[plan.seqs[s].own_range];
         kt = orr.kt + h * tf;
         vt = orr.vt + h * tf;
@@ -550,16 +587,18 @@ static void attention_item_t(const AttnArgs& a, const AttnPlan& plan, int64_t in
             th.kv_head = (int32_t)h;
             th.tiles_ready = 0;
         }
-        KeyRange own{a.k, a.sk_t, a.sk_h, a.v, a.sv_t, a.sv_h, a.cu_k[s], nk, nullptr, nullptr};
-        for (; th.tiles_ready < n_tiles; ++th.tiles_ready)
-            prep_tile(own, T, D, th.tiles_ready, h, th.own_kt + th.tiles_ready * tf, th.own_vt + th.tiles_ready * tf);
+        const KeyRange own{a.k, a.sk_t, a.sk_h, a.v, a.sv_t, a.sv_h, a.cu_k[s], nk, nullptr, nullptr};
+        const KeySource src{pre, pl, &own};
+        for (; n_pre + th.tiles_ready < n_tiles; ++th.tiles_ready)
+            prep_source_tile(src, T, D, n_pre + th.tiles_ready, h, th.own_kt + th.tiles_ready * tf,
+                             th.own_vt + th.tiles_ready * tf);
         kt = th.own_kt;
         vt = th.own_vt;
         stride = tf;
     }
-    for (int64_t i = 0; i < n_tiles; ++i)
-        attend_tile<Pairs>(b, n_rows, D, kt + i * stride, vt + i * stride,
-                           (int)std::min<int64_t>(kKeyTile, own_end - i * kKeyTile), i * kKeyTile, dot_scale);
+    for (int64_t i = n_pre; i < n_tiles; ++i)
+        attend_tile<Pairs>(b, n_rows, D, kt + (i - n_pre) * stride, vt + (i - n_pre) * stride,
+                           (int)std::min<int64_t>(kKeyTile, end - i * kKeyTile), i * kKeyTile, true, dot_scale);
 
     for (int r = 0; r < n_rows; ++r) {
         const int64_t t = (it.row0 + r) / G, head = h * G + (it.row0 + r) % G;

@@ -204,8 +204,10 @@ Plan make_plan(const AttnArgs& a, int64_t tq, int64_t tk, int64_t tp) {
             auto found = shared.find(std::make_tuple((int64_t)a.cu_k[s], nk));
             if (found != shared.end()) plan.seqs[(size_t)s].own_range = found->second;
         }
-        if (plan.seqs[(size_t)s].own_range < 0)
-            plan.max_own_tiles = std::max(plan.max_own_tiles, (nk + kKeyTile - 1) / kKeyTile);
+        // tiles a thread prepares: the prefix's partial last tile (if any) and the own keys
+        const int64_t tail = a.p_len[s] % kKeyTile;
+        if (!(a.p_len[s] == 0 && plan.seqs[(size_t)s].own_range >= 0))
+            plan.max_own_tiles = std::max(plan.max_own_tiles, (tail + nk + kKeyTile - 1) / kKeyTile);
         for (int64_t h = 0; h < a.kv_heads; ++h)
             for (int64_t r = 0; r < nq * G; r += kQueryRows) plan.items.push_back({(int32_t)s, (int32_t)h, (int32_t)r});
     }

@@ -6,7 +6,7 @@ struct Vec {
     using F = __m256;
     static constexpr int W = 8;
     // attention micro-kernel shapes (16 registers: at most 8-12 accumulators)
-    static constexpr int kRowsS = 1, kRowsPV = 2, kColsPV = 4;
+    static constexpr int kRowsS = 4, kColsS = 2, kRowsPV = 2, kColsPV = 4;
 
     static inline F zero() { return _mm256_setzero_ps(); }
     static inline F set1(float a) { return _mm256_set1_ps(a); }

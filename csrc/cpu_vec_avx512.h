@@ -6,7 +6,7 @@ struct Vec {
     using F = __m512;
     static constexpr int W = 16;
     // attention micro-kernel shapes: rows x vectors of accumulators (16 of the 32 registers)
-    static constexpr int kRowsS = 4, kRowsPV = 4, kColsPV = 4;
+    static constexpr int kRowsS = 8, kColsS = 2, kRowsPV = 4, kColsPV = 4;
 
     static inline F zero() { return _mm512_setzero_ps(); }
     static inline F set1(float a) { return _mm512_set1_ps(a); }

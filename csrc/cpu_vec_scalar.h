@@ -9,7 +9,7 @@ struct Vec {
         float v[8];
     };
     static constexpr int W = 8;
-    static constexpr int kRowsS = 2, kRowsPV = 2, kColsPV = 2;
+    static constexpr int kRowsS = 2, kColsS = 2, kRowsPV = 2, kColsPV = 2;
 
     static inline F zero() { return set1(0.0f); }
     static inline F set1(float a) {

@@ -372,3 +372,26 @@ def test_random_layouts_against_the_reference():
         args = pack(groups, hkv * g, hkv, d, torch.float32, last_layer=rng.random() < 0.3, seed=seed)
         close(cpu.attention_cpu(*args), attention_torch(*args), f"seed {seed} groups {groups} hkv {hkv} g {g} d {d}",
               F32_ATTENTION)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("prefix_len", [1, 13, 64, 70, 130])
+def test_prefix_split_is_bit_identical_to_the_whole_prompt(isa, dtype, prefix_len):
+    """Keys sit in tiles at fixed offsets of prefix ++ own rows, so a prompt split into a shared prefix
+    and the rest gives bit for bit what it gives packed whole (the prefix cache changes nothing), on
+    every row and in the last layer's read-row form."""
+    n = 75
+    g = torch.Generator().manual_seed(prefix_len)
+    Hq, Hkv, D = 8, 2, 64
+    rows = torch.randn(prefix_len + n, (Hq + 2 * Hkv) * D, generator=g).to(dtype)
+    q, k, v = rows[:, :Hq * D].view(-1, Hq, D), rows[:, Hq * D:(Hq + Hkv) * D].view(-1, Hkv, D), \
+        rows[:, (Hq + Hkv) * D:].view(-1, Hkv, D)
+    i32 = lambda xs: torch.tensor(xs, dtype=torch.int32)  # noqa: E731
+    P, T = prefix_len, prefix_len + n
+    whole = cpu.attention_cpu(q, k, v, i32([0, T]), i32([0, T]), i32([0]), i32([0]), D ** -0.5, isa=isa)
+    split = cpu.attention_cpu(q, k, v, i32([0, P, T]), i32([0, P, T]), i32([0, 0]), i32([0, P]), D ** -0.5, isa=isa)
+    assert torch.equal(whole, split)
+    read_whole = cpu.attention_cpu(q[T - 1:], k, v, i32([0, 1]), i32([0, T]), i32([0]), i32([0]), D ** -0.5, isa=isa)
+    read_split = cpu.attention_cpu(q[T - 1:], k, v, i32([0, 0, 1]), i32([0, P, T]), i32([0, 0]), i32([0, P]),
+                                   D ** -0.5, isa=isa)
+    assert torch.equal(read_whole, read_split) and torch.equal(read_whole, whole[T - 1:])
