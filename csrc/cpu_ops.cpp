@@ -166,10 +166,11 @@ struct Plan {
     std::vector<KeyRange> ranges;
     std::vector<AttnSeq> seqs;
     std::vector<AttnItem> items;
+    std::vector<std::pair<int64_t, int64_t>> tasks;  // item ranges [i0, i1) handed to one thread each
     int64_t max_own_tiles = 0;
 };
 
-Plan make_plan(const AttnArgs& a, int64_t tq, int64_t tk, int64_t tp) {
+Plan make_plan(const AttnArgs& a, int64_t tq, int64_t tk, int64_t tp, int threads) {
     const int64_t S = a.n_seqs, G = a.heads / a.kv_heads;
     Plan plan;
     plan.seqs.resize((size_t)S);
@@ -222,6 +223,23 @@ Plan make_plan(const AttnArgs& a, int64_t tq, int64_t tk, int64_t tp) {
         if (cx != cy) return cx > cy;
         return x.seq != y.seq ? x.seq < y.seq : (x.kv_head != y.kv_head ? x.kv_head < y.kv_head : x.row0 < y.row0);
     });
+    // One task per (sequence, kv head) when there are enough of them to balance the threads: its items
+    // then run on one thread, which prepares the sequence's key tiles once and keeps them in its caches.
+    // Few long sequences: one task per item instead (tiles prepared by each thread that needs them).
+    std::vector<std::pair<int64_t, int64_t>> groups;
+    for (int64_t i = 0; i < (int64_t)plan.items.size(); ++i) {
+        const AttnItem& it = plan.items[(size_t)i];
+        if (groups.empty() || plan.items[(size_t)groups.back().first].seq != it.seq ||
+            plan.items[(size_t)groups.back().first].kv_head != it.kv_head)
+            groups.emplace_back(i, i + 1);
+        else
+            groups.back().second = i + 1;
+    }
+    if ((int64_t)groups.size() >= 4 * (int64_t)std::max(1, threads)) {
+        plan.tasks = std::move(groups);
+    } else {
+        for (int64_t i = 0; i < (int64_t)plan.items.size(); ++i) plan.tasks.emplace_back(i, i + 1);
+    }
     return plan;
 }
 
@@ -242,7 +260,7 @@ void py_attention(uintptr_t q, int64_t sq_t, int64_t sq_h, uintptr_t k, int64_t 
                reinterpret_cast<const int32_t*>(p_start), reinterpret_cast<const int32_t*>(p_len),
                n_seqs, heads, kv_heads, head_dim, (float)scale};
     if (n_seqs == 0 || tq == 0) return;
-    Plan plan = make_plan(a, tq, tk, tp);
+    Plan plan = make_plan(a, tq, tk, tp, threads);
     if (plan.items.empty()) return;
 
     py::gil_scoped_release nogil;
@@ -280,8 +298,10 @@ void py_attention(uintptr_t q, int64_t sq_t, int64_t sq_h, uintptr_t k, int64_t 
         s.own_kt = s.work + attention_work_floats(head_dim);
         s.own_vt = s.own_kt + plan.max_own_tiles * tf;
     }
-    pool.run(n_threads, (int64_t)plan.items.size(), 1,
-             [&](int64_t item, int tid) { t->attention_item(a, dt, ap, item, state[(size_t)tid]); });
+    pool.run(n_threads, (int64_t)plan.tasks.size(), 1, [&](int64_t task, int tid) {
+        for (int64_t i = plan.tasks[(size_t)task].first; i < plan.tasks[(size_t)task].second; ++i)
+            t->attention_item(a, dt, ap, i, state[(size_t)tid]);
+    });
 }
 
 }  // namespace
