@@ -112,7 +112,8 @@ static inline void scale_by_weight(const typename IO<T>::E* x, const typename IO
         IO<T>::store(out + j, Vec::mul(IO<T>::load(w + j), IO<T>::round(Vec::mul(IO<T>::load(x + j), r))));
     if (j < n) {
         const int m = (int)(n - j);
-        IO<T>::store_n(out + j, Vec::mul(IO<T>::load_n(w + j, m), IO<T>::round(Vec::mul(IO<T>::load_n(x + j, m), r))), m);
+        const F normed = IO<T>::round(Vec::mul(IO<T>::load_n(x + j, m), r));
+        IO<T>::store_n(out + j, Vec::mul(IO<T>::load_n(w + j, m), normed), m);
     }
 }
 
@@ -463,7 +464,8 @@ template <bool Pairs>
 static inline void pv_rows(ItemBuf& b, int n_rows, int64_t D, const uint16_t* p16, const float* vt, int n_keys) {
     const int64_t n_dvec = D / W;
     int64_t c = 0;
-    for (; c + Vec::kColsPV <= n_dvec; c += Vec::kColsPV) pv_column<Pairs, Vec::kColsPV>(b, n_rows, c, D, p16, vt, n_keys);
+    for (; c + Vec::kColsPV <= n_dvec; c += Vec::kColsPV)
+        pv_column<Pairs, Vec::kColsPV>(b, n_rows, c, D, p16, vt, n_keys);
     for (; c < n_dvec; ++c) pv_column<Pairs, 1>(b, n_rows, c, D, p16, vt, n_keys);
 }
 
@@ -518,7 +520,8 @@ static void attend_tile(ItemBuf& b, int n_rows, int64_t D, const float* kt, cons
         // are masked (P = 0), so an odd tile end pairs a real key with a zero weight.
         alignas(64) uint16_t p16[kQueryRows * kKeyTile];
         for (int r = 0; r < n_rows; ++r)
-            for (int c = 0; c < nv; ++c) Vec::store_bf16(p16 + r * kKeyTile + c * W, Vec::load(b.p + r * kKeyTile + c * W));
+            for (int c = 0; c < nv; ++c)
+                Vec::store_bf16(p16 + r * kKeyTile + c * W, Vec::load(b.p + r * kKeyTile + c * W));
         pv_rows<true>(b, n_rows, D, p16, vt, n_keys);
     } else {
         pv_rows<false>(b, n_rows, D, nullptr, vt, n_keys);

@@ -67,7 +67,8 @@ std::string best_isa() {
 const KernelTable* pick(const std::string& isa) {
     const std::string name = isa == "auto" ? best_isa() : isa;
     const KernelTable* t = table_for(name);
-    if (t == nullptr) throw py::value_error("unknown or unbuilt isa '" + isa + "' (built: auto, avx512bf16, avx512, avx2, scalar)");
+    if (t == nullptr)
+        throw py::value_error("unknown or unbuilt isa '" + isa + "' (built: auto, avx512bf16, avx512, avx2, scalar)");
     if (!cpu_supports(name)) throw py::value_error("this CPU cannot run isa '" + name + "'");
     return t;
 }

@@ -1,5 +1,6 @@
 """benchmarks/bench_cpu.py --smoke: every stage on a tiny shape (ONNX Runtime / OpenVINO only where
 installed), writing well-formed rows, so the CPU benchmark cannot rot between real runs."""
+
 import json
 import sys
 from pathlib import Path

@@ -1,6 +1,7 @@
 """The whole model on the cpu backend (the default on CPU devices): scores against the torch backend
 (today's reference forward) and transformers' own Qwen3, in float32 (1e-6) and bfloat16 (no further from
 the float32 result than transformers' bf16 on the same weights); batch invariance; the embedder."""
+
 import copy
 import random
 
@@ -19,12 +20,17 @@ CONFIGS = {  # GQA 1 / 2 / 4 / 8, head_dim 64 / 128 / 32
     "gqa1-hd64": dict(num_attention_heads=4, num_key_value_heads=4, head_dim=64, num_hidden_layers=2),
     "gqa2-hd128": dict(num_attention_heads=4, num_key_value_heads=2, head_dim=128, num_hidden_layers=2),
     "gqa4-hd32": dict(num_attention_heads=8, num_key_value_heads=2, head_dim=32, num_hidden_layers=3),
-    "gqa8-hd64": dict(num_attention_heads=16, num_key_value_heads=2, head_dim=64, num_hidden_layers=2,
-                      hidden_size=128),
+    "gqa8-hd64": dict(num_attention_heads=16, num_key_value_heads=2, head_dim=64, num_hidden_layers=2, hidden_size=128),
 }
 QUERY = "What is the capital of France?"
-DOCS = ["Paris is the capital and most populous city of France.", "", "x", "Ünïcödé — 東京 🐱",
-        "Lyon is a city in France. " * 20, "\n\nleading newlines\nand more"]
+DOCS = [
+    "Paris is the capital and most populous city of France.",
+    "",
+    "x",
+    "Ünïcödé — 東京 🐱",
+    "Lyon is a city in France. " * 20,
+    "\n\nleading newlines\nand more",
+]
 PAIRS = [(QUERY, d) for d in DOCS] + [("another query", "Berlin is the capital of Germany."), ("🐱", "cats")]
 
 
@@ -52,7 +58,11 @@ def test_bfloat16_error_no_worse_than_transformers_bf16(tiny_checkpoint, referen
     """Against the float32 forward of the same (bf16-representable) weights: mean and max score error,
     with 25% slack (both are bf16 rounding noise of the same size; see docs/cpu.md)."""
     folder = tiny_checkpoint("gqa2-hd128", **CONFIGS["gqa2-hd128"])
-    hf16 = type(reference_model(folder)).from_pretrained(str(folder), dtype=torch.bfloat16, attn_implementation="sdpa").eval()
+    hf16 = (
+        type(reference_model(folder))
+        .from_pretrained(str(folder), dtype=torch.bfloat16, attn_implementation="sdpa")
+        .eval()
+    )
     hf32 = copy.deepcopy(hf16).float()  # fp32 on exactly the bf16 weights
     ours = Reranker.from_pretrained(folder, dtype=torch.bfloat16)
     rng = random.Random(0)
@@ -72,7 +82,9 @@ def test_float32_batch_invariance_on_the_cpu_backend(tiny_checkpoint):
     alone = r.predict(mine)
     rng = random.Random(1)
     for budget in (8192, 48, 300):
-        others = [(rng.choice(["q1", "second query", "🐱"]), "word " * rng.randint(0, 40)) for _ in range(rng.randint(3, 30))]
+        others = [
+            (rng.choice(["q1", "second query", "🐱"]), "word " * rng.randint(0, 40)) for _ in range(rng.randint(3, 30))
+        ]
         mixed = others + mine
         rng.shuffle(mixed)
         r.engine.max_tokens_per_batch = budget
@@ -103,8 +115,15 @@ def test_float16_model_falls_back_to_torch_ops(tiny_checkpoint):
 
 def test_embedder_on_the_cpu_backend(tmp_path, qwen_tokenizer):
     from zkernels.random_checkpoints import make_tiny_embedding_checkpoint
-    folder = make_tiny_embedding_checkpoint(tmp_path / "emb", tokenizer=qwen_tokenizer, num_hidden_layers=2,
-                                            num_attention_heads=4, num_key_value_heads=2, head_dim=64)
+
+    folder = make_tiny_embedding_checkpoint(
+        tmp_path / "emb",
+        tokenizer=qwen_tokenizer,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+    )
     ours, today = Embedder.from_pretrained(folder), Embedder.from_pretrained(folder, backend="torch")
     assert ours.engine.backend == "cpu"
     texts = ["a short text", "Paris is the capital of France. " * 10, "🐱"]

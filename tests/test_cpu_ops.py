@@ -6,6 +6,7 @@ exp). bfloat16: the math is float32 and rounds where the reference rounds, so ou
 when float32 values straddle a bf16 rounding boundary: at most one bf16 step. Batch invariance (a row's
 result independent of the rows beside it) is checked bit for bit.
 """
+
 import random
 
 import pytest
@@ -26,7 +27,7 @@ F32 = dict(rtol=1e-6, atol=1e-6)
 # float64 result on these inputs, so the kernel is held to 1e-5 of it, and separately to be no further
 # from float64 than the reference is (test_attention_accuracy_against_float64).
 F32_ATTENTION = dict(rtol=1e-5, atol=1e-5)
-BF16_STEP = 2.0 ** -7  # one bf16 step, relative
+BF16_STEP = 2.0**-7  # one bf16 step, relative
 
 
 def close(got, ref, what="", f32=F32):
@@ -46,8 +47,8 @@ def close(got, ref, what="", f32=F32):
 def strided(t, extra=7):
     """t as a view with a row stride larger than its width (as slices of a fused projection)."""
     buf = torch.randn(t.shape[0], t.shape[1] + extra).to(t.dtype)
-    buf[:, :t.shape[1]] = t
-    return buf[:, :t.shape[1]]
+    buf[:, : t.shape[1]] = t
+    return buf[:, : t.shape[1]]
 
 
 @pytest.fixture(params=ISAS)
@@ -93,7 +94,7 @@ def test_qk_norm_rope(isa, dtype, Hq, Hkv, D):
     torch.manual_seed(Hq * D)
     T = 29
     qkv = (2 * torch.randn(T, (Hq + 2 * Hkv) * D)).to(dtype)  # q, k as strided views, as in the model
-    q, k = qkv[:, :Hq * D].view(T, Hq, D), qkv[:, Hq * D:(Hq + Hkv) * D].view(T, Hkv, D)
+    q, k = qkv[:, : Hq * D].view(T, Hq, D), qkv[:, Hq * D : (Hq + Hkv) * D].view(T, Hkv, D)
     qw, kw = (1 + 0.3 * torch.randn(D)).to(dtype), (1 + 0.3 * torch.randn(D)).to(dtype)
     cos, sin = rope_tables(D, 1e6, 4096)
     kpos = torch.randint(0, 4096, (T,))
@@ -138,10 +139,10 @@ def pack(groups, Hq, Hkv, D, dtype, last_layer=False, seed=0):
     n_q = int(cu_q[-1])
     g = torch.Generator().manual_seed(seed)
     qkv = torch.randn(max(rows, n_q), (Hq + 2 * Hkv) * D, generator=g).to(dtype)
-    q = qkv[:n_q, :Hq * D].view(n_q, Hq, D)
-    k = qkv[:rows, Hq * D:(Hq + Hkv) * D].view(rows, Hkv, D)
-    v = qkv[:rows, (Hq + Hkv) * D:].view(rows, Hkv, D)
-    return q, k, v, cu_q, cu_k, i32([s[2] for s in seqs]), i32([s[3] for s in seqs]), D ** -0.5
+    q = qkv[:n_q, : Hq * D].view(n_q, Hq, D)
+    k = qkv[:rows, Hq * D : (Hq + Hkv) * D].view(rows, Hkv, D)
+    v = qkv[:rows, (Hq + Hkv) * D :].view(rows, Hkv, D)
+    return q, k, v, cu_q, cu_k, i32([s[2] for s in seqs]), i32([s[3] for s in seqs]), D**-0.5
 
 
 def attention_float64(q, k, v, cu_q, cu_k, p_start, p_len, scale):
@@ -177,8 +178,13 @@ def check_attention(args, isa, what="attention"):
         truth = attention_float64(*args)
         ours, theirs = (got.double() - truth).abs(), (ref.double() - truth).abs()
         assert not torch.isnan(got).any(), what
-        assert ours.mean() <= 1.5 * theirs.mean() and ours.max() <= 1.5 * theirs.max() + 1e-6, \
-            (what, ours.mean().item(), theirs.mean().item(), ours.max().item(), theirs.max().item())
+        assert ours.mean() <= 1.5 * theirs.mean() and ours.max() <= 1.5 * theirs.max() + 1e-6, (
+            what,
+            ours.mean().item(),
+            theirs.mean().item(),
+            ours.max().item(),
+            theirs.max().item(),
+        )
     else:
         close(got, ref, what, F32_ATTENTION)
 
@@ -236,14 +242,39 @@ def test_row_ops_are_batch_invariant(dtype):
     qkv = torch.randn(300, 6 * D).to(dtype)
     cos, sin = rope_tables(D, 1e6, 1024)
     pos = torch.randint(0, 1024, (300,))
-    full = (cpu.rms_norm_cpu(x, w, 1e-6), cpu.add_rms_norm_cpu(x, r, w, 1e-6)[0], cpu.swiglu_cpu(gu),
-            cpu.qk_norm_rope_cpu(qkv[:, :4 * D].view(-1, 4, D), qkv[:, 4 * D:].view(-1, 2, D),
-                                 w[:D], w[D:2 * D], cos, sin, pos, pos, 1e-6)[0])
+    full = (
+        cpu.rms_norm_cpu(x, w, 1e-6),
+        cpu.add_rms_norm_cpu(x, r, w, 1e-6)[0],
+        cpu.swiglu_cpu(gu),
+        cpu.qk_norm_rope_cpu(
+            qkv[:, : 4 * D].view(-1, 4, D),
+            qkv[:, 4 * D :].view(-1, 2, D),
+            w[:D],
+            w[D : 2 * D],
+            cos,
+            sin,
+            pos,
+            pos,
+            1e-6,
+        )[0],
+    )
     for a, b in ((0, 1), (5, 9), (17, 300), (250, 251)):
-        part = (cpu.rms_norm_cpu(x[a:b], w, 1e-6), cpu.add_rms_norm_cpu(x[a:b], r[a:b], w, 1e-6)[0],
-                cpu.swiglu_cpu(gu[a:b]),
-                cpu.qk_norm_rope_cpu(qkv[a:b, :4 * D].view(-1, 4, D), qkv[a:b, 4 * D:].view(-1, 2, D),
-                                     w[:D], w[D:2 * D], cos, sin, pos[a:b], pos[a:b], 1e-6)[0])
+        part = (
+            cpu.rms_norm_cpu(x[a:b], w, 1e-6),
+            cpu.add_rms_norm_cpu(x[a:b], r[a:b], w, 1e-6)[0],
+            cpu.swiglu_cpu(gu[a:b]),
+            cpu.qk_norm_rope_cpu(
+                qkv[a:b, : 4 * D].view(-1, 4, D),
+                qkv[a:b, 4 * D :].view(-1, 2, D),
+                w[:D],
+                w[D : 2 * D],
+                cos,
+                sin,
+                pos[a:b],
+                pos[a:b],
+                1e-6,
+            )[0],
+        )
         for name, f, p in zip(("rms_norm", "add_rms_norm", "swiglu", "qk_norm_rope"), full, part):
             assert torch.equal(f[a:b], p), (name, a, b)
 
@@ -262,9 +293,9 @@ def test_attention_is_batch_invariant(dtype):
         start = sum(p + sum(d) for p, d in before)
         ref_q, ref_k, ref_v = pack([mine], 8, 2, 64, dtype, seed=3)[:3]
         q, k, v = q.clone(), k.clone(), v.clone()
-        q[start:start + n_mine], k[start:start + n_mine], v[start:start + n_mine] = ref_q, ref_k, ref_v
+        q[start : start + n_mine], k[start : start + n_mine], v[start : start + n_mine] = ref_q, ref_k, ref_v
         out = cpu.attention_cpu(q, k, v, cu_q, cu_k, ps, pl, scale)
-        assert torch.equal(out[start:start + n_mine], alone), [len(g[1]) for g in groups]
+        assert torch.equal(out[start : start + n_mine], alone), [len(g[1]) for g in groups]
 
 
 def test_threads_do_not_change_results():
@@ -365,13 +396,19 @@ def test_random_layouts_against_the_reference():
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     for _ in range(4):
-        groups = [(rng.choice([0, rng.randint(1, 140)]), [rng.randint(1, 150) for _ in range(rng.randint(0, 4))])
-                  for _ in range(rng.randint(1, 4))]
+        groups = [
+            (rng.choice([0, rng.randint(1, 140)]), [rng.randint(1, 150) for _ in range(rng.randint(0, 4))])
+            for _ in range(rng.randint(1, 4))
+        ]
         hkv, g = rng.choice([1, 2, 4]), rng.choice([1, 2, 4, 8])
         d = rng.choice([64, 128])
         args = pack(groups, hkv * g, hkv, d, torch.float32, last_layer=rng.random() < 0.3, seed=seed)
-        close(cpu.attention_cpu(*args), attention_torch(*args), f"seed {seed} groups {groups} hkv {hkv} g {g} d {d}",
-              F32_ATTENTION)
+        close(
+            cpu.attention_cpu(*args),
+            attention_torch(*args),
+            f"seed {seed} groups {groups} hkv {hkv} g {g} d {d}",
+            F32_ATTENTION,
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -384,14 +421,18 @@ def test_prefix_split_is_bit_identical_to_the_whole_prompt(isa, dtype, prefix_le
     g = torch.Generator().manual_seed(prefix_len)
     Hq, Hkv, D = 8, 2, 64
     rows = torch.randn(prefix_len + n, (Hq + 2 * Hkv) * D, generator=g).to(dtype)
-    q, k, v = rows[:, :Hq * D].view(-1, Hq, D), rows[:, Hq * D:(Hq + Hkv) * D].view(-1, Hkv, D), \
-        rows[:, (Hq + Hkv) * D:].view(-1, Hkv, D)
+    q, k, v = (
+        rows[:, : Hq * D].view(-1, Hq, D),
+        rows[:, Hq * D : (Hq + Hkv) * D].view(-1, Hkv, D),
+        rows[:, (Hq + Hkv) * D :].view(-1, Hkv, D),
+    )
     i32 = lambda xs: torch.tensor(xs, dtype=torch.int32)  # noqa: E731
     P, T = prefix_len, prefix_len + n
-    whole = cpu.attention_cpu(q, k, v, i32([0, T]), i32([0, T]), i32([0]), i32([0]), D ** -0.5, isa=isa)
-    split = cpu.attention_cpu(q, k, v, i32([0, P, T]), i32([0, P, T]), i32([0, 0]), i32([0, P]), D ** -0.5, isa=isa)
+    whole = cpu.attention_cpu(q, k, v, i32([0, T]), i32([0, T]), i32([0]), i32([0]), D**-0.5, isa=isa)
+    split = cpu.attention_cpu(q, k, v, i32([0, P, T]), i32([0, P, T]), i32([0, 0]), i32([0, P]), D**-0.5, isa=isa)
     assert torch.equal(whole, split)
-    read_whole = cpu.attention_cpu(q[T - 1:], k, v, i32([0, 1]), i32([0, T]), i32([0]), i32([0]), D ** -0.5, isa=isa)
-    read_split = cpu.attention_cpu(q[T - 1:], k, v, i32([0, 0, 1]), i32([0, P, T]), i32([0, 0]), i32([0, P]),
-                                   D ** -0.5, isa=isa)
-    assert torch.equal(read_whole, read_split) and torch.equal(read_whole, whole[T - 1:])
+    read_whole = cpu.attention_cpu(q[T - 1 :], k, v, i32([0, 1]), i32([0, T]), i32([0]), i32([0]), D**-0.5, isa=isa)
+    read_split = cpu.attention_cpu(
+        q[T - 1 :], k, v, i32([0, 0, 1]), i32([0, P, T]), i32([0, 0]), i32([0, P]), D**-0.5, isa=isa
+    )
+    assert torch.equal(read_whole, read_split) and torch.equal(read_whole, whole[T - 1 :])

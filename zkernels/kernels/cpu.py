@@ -15,6 +15,7 @@ intra-op count (torch.get_num_threads()).
 `get_ops("cpu")` wraps these so that what they do not cover (float16, a head_dim that is not a multiple
 of 16) runs the torch reference instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,10 @@ def available() -> bool:
 
 def _require():
     if _ext is None:
-        raise RuntimeError("the zkernels._cpu_ops extension is not built: run `pip install -e .` (or "
-                           "`python setup.py build_ext --inplace`) in the zkernels checkout, or use backend='torch'")
+        raise RuntimeError(
+            "the zkernels._cpu_ops extension is not built: run `pip install -e .` (or "
+            "`python setup.py build_ext --inplace`) in the zkernels checkout, or use backend='torch'"
+        )
     return _ext
 
 
@@ -56,8 +59,10 @@ def resolve_isa(isa: str | None = None) -> str:
     if choice == "auto":
         return ext.best_isa()
     if choice not in ext.built_isas():
-        raise ValueError(f"unknown isa {choice!r} (from {'isa=' if isa else ISA_ENV_VAR}); "
-                         f"choose one of {['auto', *ext.built_isas()]}")
+        raise ValueError(
+            f"unknown isa {choice!r} (from {'isa=' if isa else ISA_ENV_VAR}); "
+            f"choose one of {['auto', *ext.built_isas()]}"
+        )
     if not ext.cpu_supports(choice):
         raise ValueError(f"this CPU cannot run isa {choice!r}; it runs {isa_names()}")
     return choice
@@ -120,10 +125,23 @@ def _rms(x, residual, weight, eps, isa):
         r2 = _rows("residual", residual, H)
         summed = torch.empty(x.shape, dtype=x.dtype)
         s2 = summed.view(-1, H)
-    ext.rms_norm(x2.data_ptr(), x2.stride(0), r2.data_ptr() if r2 is not None else 0, r2.stride(0) if r2 is not None else 0,
-                 w.data_ptr(), o2.data_ptr(), o2.stride(0), s2.data_ptr() if s2 is not None else 0,
-                 s2.stride(0) if s2 is not None else 0, x2.shape[0], H, float(eps), _DTYPE_CODE[x.dtype],
-                 resolve_isa(isa), _threads())
+    ext.rms_norm(
+        x2.data_ptr(),
+        x2.stride(0),
+        r2.data_ptr() if r2 is not None else 0,
+        r2.stride(0) if r2 is not None else 0,
+        w.data_ptr(),
+        o2.data_ptr(),
+        o2.stride(0),
+        s2.data_ptr() if s2 is not None else 0,
+        s2.stride(0) if s2 is not None else 0,
+        x2.shape[0],
+        H,
+        float(eps),
+        _DTYPE_CODE[x.dtype],
+        resolve_isa(isa),
+        _threads(),
+    )
     return out, summed
 
 
@@ -132,8 +150,9 @@ def rms_norm_cpu(x: torch.Tensor, weight: torch.Tensor, eps: float, *, isa: str 
     return _rms(x, None, weight, eps, isa)[0]
 
 
-def add_rms_norm_cpu(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, *,
-                     isa: str | None = None):
+def add_rms_norm_cpu(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, *, isa: str | None = None
+):
     """C++ add_rms_norm_torch: (rms_norm(x + residual), x + residual) in one pass per row."""
     if residual is None:
         raise ValueError("residual must be a tensor")
@@ -150,8 +169,10 @@ def _head_side(name, x, w, pos, dtype):
     D = x.shape[2]
     w = _vector(f"{name}_weight", w, D, dtype)
     if not isinstance(pos, torch.Tensor) or pos.dim() != 1 or pos.shape[0] != x.shape[0]:
-        raise ValueError(f"{name}_positions must be a 1-D tensor of {x.shape[0]} positions, got "
-                         f"{tuple(pos.shape) if isinstance(pos, torch.Tensor) else type(pos).__name__}")
+        raise ValueError(
+            f"{name}_positions must be a 1-D tensor of {x.shape[0]} positions, got "
+            f"{tuple(pos.shape) if isinstance(pos, torch.Tensor) else type(pos).__name__}"
+        )
     if pos.dtype not in (torch.int32, torch.int64) or pos.device.type != "cpu":
         raise ValueError(f"{name}_positions must be an int32/int64 CPU tensor, got {pos.dtype} on {pos.device}")
     return x, w, pos.to(torch.int64).contiguous()
@@ -168,20 +189,49 @@ def qk_norm_rope_cpu(q, k, q_weight, k_weight, cos, sin, q_positions, k_position
     if k.shape[2] != D or D % 2:
         raise ValueError(f"q and k must share an even head_dim, got {tuple(q.shape)} and {tuple(k.shape)}")
     for name, t in (("cos", cos), ("sin", sin)):
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.device.type != "cpu" or t.dim() != 2 \
-                or t.shape[1] != D // 2:
-            raise ValueError(f"{name} must be a float32 CPU tensor [max_positions, {D // 2}], got "
-                             f"{tuple(t.shape)} {t.dtype} on {t.device}")
+        if (
+            not isinstance(t, torch.Tensor)
+            or t.dtype != torch.float32
+            or t.device.type != "cpu"
+            or t.dim() != 2
+            or t.shape[1] != D // 2
+        ):
+            raise ValueError(
+                f"{name} must be a float32 CPU tensor [max_positions, {D // 2}], got "
+                f"{tuple(t.shape)} {t.dtype} on {t.device}"
+            )
     if cos.shape != sin.shape:
         raise ValueError(f"cos and sin must have one shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
     cos, sin = cos.contiguous(), sin.contiguous()
     q_out = torch.empty(q.shape, dtype=q.dtype)
     k_out = torch.empty(k.shape, dtype=k.dtype)
-    ext.qk_norm_rope(q.data_ptr(), q.stride(0), q.stride(1), k.data_ptr(), k.stride(0), k.stride(1),
-                     q_weight.data_ptr(), k_weight.data_ptr(), q_positions.data_ptr(), k_positions.data_ptr(),
-                     q_out.data_ptr(), k_out.data_ptr(), q.shape[0], q.shape[1], k.shape[0], k.shape[1], D,
-                     cos.data_ptr(), sin.data_ptr(), cos.stride(0), cos.shape[0], float(eps),
-                     _DTYPE_CODE[q.dtype], resolve_isa(isa), _threads())
+    ext.qk_norm_rope(
+        q.data_ptr(),
+        q.stride(0),
+        q.stride(1),
+        k.data_ptr(),
+        k.stride(0),
+        k.stride(1),
+        q_weight.data_ptr(),
+        k_weight.data_ptr(),
+        q_positions.data_ptr(),
+        k_positions.data_ptr(),
+        q_out.data_ptr(),
+        k_out.data_ptr(),
+        q.shape[0],
+        q.shape[1],
+        k.shape[0],
+        k.shape[1],
+        D,
+        cos.data_ptr(),
+        sin.data_ptr(),
+        cos.stride(0),
+        cos.shape[0],
+        float(eps),
+        _DTYPE_CODE[q.dtype],
+        resolve_isa(isa),
+        _threads(),
+    )
     return q_out, k_out
 
 
@@ -211,8 +261,19 @@ def _swiglu(g2, u2, shape, isa):
     out = torch.empty(shape, dtype=g2.dtype)
     I = g2.shape[1]
     o2 = out.view(-1, I)
-    ext.swiglu(g2.data_ptr(), g2.stride(0), u2.data_ptr(), u2.stride(0), o2.data_ptr(), o2.stride(0), g2.shape[0],
-               I, _DTYPE_CODE[g2.dtype], resolve_isa(isa), _threads())
+    ext.swiglu(
+        g2.data_ptr(),
+        g2.stride(0),
+        u2.data_ptr(),
+        u2.stride(0),
+        o2.data_ptr(),
+        o2.stride(0),
+        g2.shape[0],
+        I,
+        _DTYPE_CODE[g2.dtype],
+        resolve_isa(isa),
+        _threads(),
+    )
     return out
 
 
@@ -225,23 +286,36 @@ def attention_supported(q: torch.Tensor) -> bool:
 def _heads(name, t, heads, D, dtype):
     _check_float(name, t, dtype)
     if t.dim() != 3 or (heads is not None and t.shape[1] != heads) or t.shape[2] != D:
-        raise ValueError(f"{name} must be [rows, {heads if heads is not None else 'heads'}, {D}], "
-                         f"got {tuple(t.shape)}")
+        raise ValueError(f"{name} must be [rows, {heads if heads is not None else 'heads'}, {D}], got {tuple(t.shape)}")
     return t if t.stride(2) == 1 else t.contiguous()  # rows and heads may be strided, a head vector not
 
 
 def _index(name, t, n):
     if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.shape[0] != n or t.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"{name} must be a 1-D int32/int64 tensor of length {n}, got "
-                         f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
-                         f"{' ' + str(t.dtype) if isinstance(t, torch.Tensor) else ''}")
+        raise ValueError(
+            f"{name} must be a 1-D int32/int64 tensor of length {n}, got "
+            f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
+            f"{' ' + str(t.dtype) if isinstance(t, torch.Tensor) else ''}"
+        )
     if t.device.type != "cpu":
         raise ValueError(f"{name} is on {t.device}; the cpu backend's ops take CPU tensors")
     return t.to(torch.int32).contiguous()
 
 
-def attention_cpu(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_lens, scale,
-                  prefix_k=None, prefix_v=None, *, isa: str | None = None):
+def attention_cpu(
+    q,
+    k,
+    v,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    prefix_starts,
+    prefix_lens,
+    scale,
+    prefix_k=None,
+    prefix_v=None,
+    *,
+    isa: str | None = None,
+):
     """C++ attention_torch (see attention.py): every sequence and head of the packed batch in one call,
     blocked online softmax in float32, the shared prefixes' keys prepared once per call."""
     ext = _require()
@@ -275,11 +349,41 @@ def attention_cpu(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_len
     p_start = _index("prefix_starts", prefix_starts, S)
     p_len = _index("prefix_lens", prefix_lens, S)
     out = torch.empty(q.shape, dtype=q.dtype)
-    ext.attention(q.data_ptr(), q.stride(0), q.stride(1), k.data_ptr(), k.stride(0), k.stride(1),
-                  v.data_ptr(), v.stride(0), v.stride(1), pk.data_ptr(), pk.stride(0), pk.stride(1),
-                  pv.data_ptr(), pv.stride(0), pv.stride(1), out.data_ptr(), out.stride(0), out.stride(1),
-                  cu_q.data_ptr(), cu_k.data_ptr(), p_start.data_ptr(), p_len.data_ptr(), S, Tq, k.shape[0],
-                  pk.shape[0], Hq, Hkv, D, float(scale), _DTYPE_CODE[q.dtype], resolve_isa(isa), _threads())
+    ext.attention(
+        q.data_ptr(),
+        q.stride(0),
+        q.stride(1),
+        k.data_ptr(),
+        k.stride(0),
+        k.stride(1),
+        v.data_ptr(),
+        v.stride(0),
+        v.stride(1),
+        pk.data_ptr(),
+        pk.stride(0),
+        pk.stride(1),
+        pv.data_ptr(),
+        pv.stride(0),
+        pv.stride(1),
+        out.data_ptr(),
+        out.stride(0),
+        out.stride(1),
+        cu_q.data_ptr(),
+        cu_k.data_ptr(),
+        p_start.data_ptr(),
+        p_len.data_ptr(),
+        S,
+        Tq,
+        k.shape[0],
+        pk.shape[0],
+        Hq,
+        Hkv,
+        D,
+        float(scale),
+        _DTYPE_CODE[q.dtype],
+        resolve_isa(isa),
+        _threads(),
+    )
     return out
 
 
@@ -325,8 +429,10 @@ class PackedLinear:
 
     def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         if x.dtype != self.dtype or x.shape[-1] != self.in_features:
-            raise ValueError(f"input {tuple(x.shape)} {x.dtype} does not fit a packed [{self.out_features}, "
-                             f"{self.in_features}] {self.dtype} weight")
+            raise ValueError(
+                f"input {tuple(x.shape)} {x.dtype} does not fit a packed [{self.out_features}, "
+                f"{self.in_features}] {self.dtype} weight"
+            )
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, bias, "none", [], "")
 
     def dense(self) -> torch.Tensor:
@@ -368,16 +474,19 @@ def keep_freed_memory() -> bool:
         return True
     if os.environ.get(KEEP_MEMORY_ENV_VAR, "1") == "0":
         return False
-    if any(v in os.environ for v in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
-                                     "GLIBC_TUNABLES")):
+    if any(
+        v in os.environ
+        for v in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+    ):
         return False
     import ctypes
     import platform
+
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
         libc = ctypes.CDLL(None)
-        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1
+        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
     except (OSError, AttributeError):
         return False
     _allocator_tuned = ok

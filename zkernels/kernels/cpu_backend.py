@@ -3,6 +3,7 @@ where they do not (float16 tensors, a head_dim the attention kernel does not tak
 cpu backend runs whatever its dtype; and `pack_linear`, which the model applies to its linear weights
 once at load.
 """
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -46,8 +47,9 @@ def swiglu(gate_up):
 
 def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_lens, scale, prefix_k=None, prefix_v=None):
     if _native(q) and cpu.attention_supported(q):
-        return cpu.attention_cpu(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_lens, scale,
-                                 prefix_k, prefix_v)
+        return cpu.attention_cpu(
+            q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_lens, scale, prefix_k, prefix_v
+        )
     return attention_torch(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_lens, scale, prefix_k, prefix_v)
 
 
@@ -60,5 +62,12 @@ def pack_linear(weight: torch.Tensor):
 
 def cpu_ops() -> SimpleNamespace:
     cpu.keep_freed_memory()  # a model is about to run here: reuse its activation memory batch to batch
-    return SimpleNamespace(name="cpu", rms_norm=rms_norm, add_rms_norm=add_rms_norm, qk_norm_rope=qk_norm_rope,
-                           swiglu=swiglu, attention=attention, pack_linear=pack_linear)
+    return SimpleNamespace(
+        name="cpu",
+        rms_norm=rms_norm,
+        add_rms_norm=add_rms_norm,
+        qk_norm_rope=qk_norm_rope,
+        swiglu=swiglu,
+        attention=attention,
+        pack_linear=pack_linear,
+    )
