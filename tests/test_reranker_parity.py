@@ -121,7 +121,8 @@ def test_from_state_dict_scores_like_the_checkpoint(tiny_checkpoint, reference_m
     folder = tiny_checkpoint("gqa4-tied-hd32-3l", **CONFIGS["gqa4-tied-hd32-3l"])
     from_disk = Reranker.from_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
-    in_memory = random_model_from_config(config, torch.float32, "cpu", "torch", hf_model=reference_model(folder))
+    in_memory = random_model_from_config(config, torch.float32, "cpu", from_disk.engine.backend,
+                                          hf_model=reference_model(folder))
     prompts = from_disk.format.encode(PAIRS, 4096).ids
     assert torch.equal(in_memory.score_token_ids(prompts), from_disk.score_token_ids(prompts))
     with pytest.raises(RuntimeError, match="has no tokenizer"):
