@@ -79,7 +79,8 @@ def test_over_long_documents_are_cut_before_the_suffix(tiny_checkpoint, referenc
         f = reranker.format
         body = tok(f.content(f.instruction, QUERY, long_doc), add_special_tokens=False)["input_ids"]
         expected_ids = f.prefix_ids + body[:max_length - len(f.prefix_ids) - len(f.suffix_ids)] + f.suffix_ids
-        short = f.prefix_ids + tok(f.content(f.instruction, QUERY, "short one"), add_special_tokens=False)["input_ids"] + f.suffix_ids
+        short_body = tok(f.content(f.instruction, QUERY, "short one"), add_special_tokens=False)["input_ids"]
+        short = f.prefix_ids + short_body + f.suffix_ids
     assert len(expected_ids) == max_length
     logits = reference_scores_from_ids(reference_model(folder), [expected_ids, short], reranker.format.score_token_ids)
     _assert_close(ours, reranker.format.scores(logits))

@@ -25,7 +25,8 @@ def test_triton_backend_equals_torch_backend_float32(tiny_checkpoint, fmt):
     assert tri.engine.backend == "triton"
     out = tri.predict(PAIRS)
     np.testing.assert_allclose(out, ref, rtol=2e-5, atol=1e-6)
-    np.testing.assert_allclose(tri.predict(PAIRS, use_prefix_cache=False), ref, rtol=2e-5, atol=1e-6)
+    if fmt == "zerank":  # packing without the shared prefix does not depend on the format (and costs 2x here)
+        np.testing.assert_allclose(tri.predict(PAIRS, use_prefix_cache=False), ref, rtol=2e-5, atol=1e-6)
 
 
 def test_triton_backend_equals_torch_backend_float16(tiny_checkpoint):
