@@ -265,14 +265,15 @@ def test_declared_suffix_comes_first(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def message_models(qwen3_ckpt, tmp_path_factory):
+def message_models(qwen3_ckpt, models, tmp_path_factory):
     """A checkpoint saved by sentence-transformers 6.2 whose Transformer declares the "message" modality,
     its tokenizer carrying a chat template; with and without add_generation_prompt."""
     from zkernels.random_checkpoints import make_tiny_message_embedding_checkpoint
     out = {}
     for name, kwargs in (("plain", None), ("generation", {"add_generation_prompt": True})):
         folder = make_tiny_message_embedding_checkpoint(tmp_path_factory.mktemp("msg") / name, qwen3_ckpt,
-                                                        max_seq_length=MAX_SEQ, template_kwargs=kwargs)
+                                                        max_seq_length=MAX_SEQ, template_kwargs=kwargs,
+                                                        base=models["qwen3"][1])
         assert "message" in json.loads((folder / "sentence_bert_config.json").read_text())["modality_config"]
         out[name] = (Embedder.from_pretrained(folder), st.SentenceTransformer(str(folder), device="cpu"))
     return out

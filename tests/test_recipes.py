@@ -114,7 +114,7 @@ def test_zerank2_cross_encoder_form_against_sentence_transformers(zerank2, refer
 def test_default_cross_encoder_of_a_causal_lm(causal, tmp_path):
     """CrossEncoder(causal LM) as sentence-transformers builds it: LogitScore yes - no, sigmoid."""
     ce_folder = tmp_path / "ce-default"
-    st.CrossEncoder(str(causal), device="cpu").save(str(ce_folder))
+    st.CrossEncoder(str(causal), device="cpu").save(str(ce_folder), create_model_card=False)
     ce = st.CrossEncoder(str(ce_folder), device="cpu")
     reranker = Reranker.from_pretrained(ce_folder)
     assert reranker.format.name == "sentence-transformers"

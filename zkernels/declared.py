@@ -70,10 +70,15 @@ def _json_object(path: Path) -> dict:
     return raw
 
 
+def _declared_object(folder: Path, name: str) -> dict:
+    """The folder's JSON object file `name`, or {} when the folder has none."""
+    path = folder / name
+    return _json_object(path) if path.is_file() else {}
+
+
 def read_st_config(folder: Path) -> dict:
     """config_sentence_transformers.json as an object ({} when the folder has none)."""
-    path = folder / ST_CONFIG
-    return _json_object(path) if path.is_file() else {}
+    return _declared_object(folder, ST_CONFIG)
 
 
 def read_modules(folder: Path) -> list[dict] | None:
@@ -148,9 +153,7 @@ class InputSpec:
 def read_input_spec(folder: Path) -> InputSpec:
     spec = InputSpec()
     path = folder / SBERT_CONFIG
-    if not path.is_file():
-        return spec
-    raw = _json_object(path)
+    raw = _declared_object(folder, SBERT_CONFIG)
     modality = raw.get("modality_config")
     if modality is not None:
         if not isinstance(modality, dict):
@@ -241,11 +244,9 @@ def read_embedding_recipe(folder: Path, name: str = "") -> EmbeddingRecipe:
     if recipe.suffix is None:
         is_zembed = (folder / "modeling_zembed.py").is_file() or "zembed" in f"{name} {folder}".lower()
         recipe.suffix = ZEMBED_SUFFIX if is_zembed else ""
-    sb_file = folder / SBERT_CONFIG
-    if sb_file.is_file():
-        sb = _json_object(sb_file)
-        if sb.get("do_lower_case"):
-            raise CheckpointError(f"{sb_file}: do_lower_case is not supported")
-        if sb.get("max_seq_length") is not None:
-            recipe.max_seq_length = int(sb["max_seq_length"])
+    sb = _declared_object(folder, SBERT_CONFIG)
+    if sb.get("do_lower_case"):
+        raise CheckpointError(f"{folder / SBERT_CONFIG}: do_lower_case is not supported")
+    if sb.get("max_seq_length") is not None:
+        recipe.max_seq_length = int(sb["max_seq_length"])
     return recipe

@@ -170,7 +170,7 @@ def make_tiny_cross_encoder_checkpoint(folder: str | Path, causal_folder: str | 
     model = CrossEncoder(modules=[transformer, LogitScore(true_token_id, false_token_id)], device="cpu",
                          activation_fn=activation_fn)
     shutil.rmtree(folder, ignore_errors=True)
-    model.save(str(folder))
+    model.save(str(folder), create_model_card=False)  # the README.md card: not read, slow to render
     return folder
 
 
@@ -208,14 +208,15 @@ def make_tiny_seq_cls_checkpoint(folder: str | Path, causal_folder: str | Path, 
 
 
 def make_tiny_message_embedding_checkpoint(folder: str | Path, base_folder: str | Path, max_seq_length: int = 512,
-                                           template_kwargs: dict | None = None) -> Path:
+                                           template_kwargs: dict | None = None, base=None) -> Path:
     """Re-saves the embedding checkpoint in `base_folder` with sentence-transformers 6.x itself, its
     Transformer declaring the "message" modality (sentence_bert_config.json), so SentenceTransformer
-    renders every text, prompt included, through the tokenizer's chat template."""
+    renders every text, prompt included, through the tokenizer's chat template. base: the
+    SentenceTransformer of `base_folder`, already loaded (default: loaded here)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Transformer
 
-    base = SentenceTransformer(str(base_folder), device="cpu")
+    base = base if base is not None else SentenceTransformer(str(base_folder), device="cpu")
     out = {"method": "forward", "method_output_name": "last_hidden_state"}
     transformer = Transformer(str(base_folder), transformer_task="feature-extraction",
                               modality_config={"text": dict(out), "message": {**out, "format": "flat"}},
@@ -225,5 +226,5 @@ def make_tiny_message_embedding_checkpoint(folder: str | Path, base_folder: str 
     model.max_seq_length = max_seq_length
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
-    model.save(str(folder))
+    model.save(str(folder), create_model_card=False)  # the README.md card: not read, slow to render
     return folder
