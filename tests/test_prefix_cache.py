@@ -25,7 +25,7 @@ def reranker(tiny_checkpoint):
 
 @pytest.mark.parametrize("fmt", ["zerank", "qwen3-reranker"])
 def test_cached_equals_uncached(tiny_checkpoint, fmt):
-    r = Reranker.from_pretrained(tiny_checkpoint("cache", format=fmt, **CFG), format=fmt)
+    r = Reranker.from_pretrained(tiny_checkpoint("cache", **CFG), format=fmt)  # format= picks the recipe
     pairs = _pairs(1)
     cached = r.predict(pairs)
     uncached = r.predict(pairs, use_prefix_cache=False)

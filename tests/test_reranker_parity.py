@@ -46,7 +46,7 @@ def _assert_close(ours, ref, rel=1e-5):
 @pytest.mark.parametrize("name", list(CONFIGS))
 @pytest.mark.parametrize("fmt", ["zerank", "qwen3-reranker"])
 def test_scores_match_transformers(tiny_checkpoint, reference_model, name, fmt):
-    folder = tiny_checkpoint(name, format=fmt, **CONFIGS[name])
+    folder = tiny_checkpoint(name, **CONFIGS[name])  # one checkpoint per shape: format= picks the recipe
     reranker = Reranker.from_pretrained(folder, format=fmt)
     ours = reranker.predict(PAIRS)
     model = reference_model(folder)
@@ -62,7 +62,7 @@ def test_scores_match_transformers(tiny_checkpoint, reference_model, name, fmt):
 
 @pytest.mark.parametrize("fmt", ["zerank", "qwen3-reranker"])
 def test_over_long_documents_are_cut_before_the_suffix(tiny_checkpoint, reference_model, fmt):
-    folder = tiny_checkpoint("gqa2-untied-hd64-3l", format=fmt, **CONFIGS["gqa2-untied-hd64-3l"])
+    folder = tiny_checkpoint("gqa2-untied-hd64-3l", **CONFIGS["gqa2-untied-hd64-3l"])
     max_length = 80
     reranker = Reranker.from_pretrained(folder, format=fmt, max_length=max_length)
     long_doc = "A very long document about Paris and France. " * 40

@@ -19,7 +19,7 @@ PAIRS = [("first query", "a document"), ("first query", "  leading spaces"), ("f
 
 @pytest.mark.parametrize("fmt", ["zerank", "qwen3-reranker"])
 def test_triton_backend_equals_torch_backend_float32(tiny_checkpoint, fmt):
-    folder = tiny_checkpoint("triton-model", format=fmt, **CFG)
+    folder = tiny_checkpoint("triton-model", **CFG)  # format= picks the recipe
     ref = Reranker.from_pretrained(folder, format=fmt, device=DEVICE, backend="torch").predict(PAIRS)
     tri = Reranker.from_pretrained(folder, format=fmt, device=DEVICE, backend="triton")
     assert tri.engine.backend == "triton"
