@@ -10,7 +10,14 @@ import numpy as np
 import torch
 
 from .config import CheckpointError, Qwen3Config
-from .declared import read_declared_activation, read_input_spec, read_json, read_logit_score, resolve_activation
+from .declared import (
+    ST_CONFIG,
+    read_declared_activation,
+    read_input_spec,
+    read_logit_score,
+    read_st_config,
+    resolve_activation,
+)
 from .formats import FORMATS, ZERANK_QWEN_YES, EncodedPrompts, PromptFormat, make_format
 from .loading import load_tokenizer, resolve_checkpoint
 from .options import EngineOptions, merge_options
@@ -251,12 +258,10 @@ def _sentence_transformers_recipe(folder: Path, config: Qwen3Config, tokenizer, 
     if spec.message_format == "structured":
         raise CheckpointError(f"{folder}/sentence_bert_config.json: the 'structured' message format is not "
                               f"supported for a text-only tokenizer")
-    st_cfg = folder / "config_sentence_transformers.json"
-    if st_cfg.is_file():
-        raw = read_json(st_cfg)
-        if isinstance(raw, dict) and raw.get("default_prompt_name"):
-            raise CheckpointError(f"{st_cfg}: default_prompt_name {raw['default_prompt_name']!r} is set; "
-                                  f"zkernels' Reranker applies no CrossEncoder prompt")
+    default_prompt = read_st_config(folder).get("default_prompt_name")
+    if default_prompt:
+        raise CheckpointError(f"{folder / ST_CONFIG}: default_prompt_name {default_prompt!r} is set; "
+                              f"zkernels' Reranker applies no CrossEncoder prompt")
     if max_length is None:
         max_length = min(int(tokenizer.model_max_length), config.max_position_embeddings)
     args = {"true_token_id": logit_score.true_token_id, "false_token_id": logit_score.false_token_id,
