@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import copy
 import datetime
+import functools
 import gc
 import io
 import json
@@ -48,7 +49,6 @@ sys.path.insert(0, str(HERE.parent))  # the repo root: run from a checkout witho
 sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
-
 from bench_common import TINY_SHAPE, YES_ID, causal_pairs, linear_params_per_token, median, p99  # noqa: E402
 
 SHAPE_FILES = (
@@ -148,11 +148,11 @@ def matmul_rates(n: int, shapes: dict) -> list[dict]:
             g = torch.Generator().manual_seed(0)
             a, w = torch.randn(m, k, generator=g).to(dtype), torch.randn(nn, k, generator=g).to(dtype)
             flops = 2 * m * k * nn
-            rate_mm, cpu_mm = _rate(lambda: torch.nn.functional.linear(a, w), flops)
+            rate_mm, cpu_mm = _rate(functools.partial(torch.nn.functional.linear, a, w), flops)
             rate_packed = cpu_packed = None
             if packing_available(dtype):
                 p = PackedLinear(w)
-                rate_packed, cpu_packed = _rate(lambda: p(a), flops)
+                rate_packed, cpu_packed = _rate(functools.partial(p, a), flops)
             rows.append(
                 dict(
                     workload="matmul",
@@ -591,7 +591,7 @@ def main(argv=None) -> int:
             run, note = make(export, torch.get_num_threads())
             impls[impl] = (
                 run,
-                note + ", right-padded batches of %d sorted by length" % args.batch,
+                f"{note}, right-padded batches of {args.batch} sorted by length",
                 impl.split("_")[1],
                 "cls",
             )
@@ -616,7 +616,7 @@ def main(argv=None) -> int:
             gc.collect()
             out = run(wl, args.batch)
             times, cpus = timed(
-                lambda: run(wl, args.batch),
+                functools.partial(run, wl, args.batch),
                 warmup=0 if args.smoke else 1,
                 budget_s=args.budget_s,
                 min_reps=args.min_reps,

@@ -217,7 +217,8 @@ def test_attention_odd_layouts(isa, dtype):
         check_attention(pack(groups, 4, 1, 64, dtype), isa, f"attention {groups}", key=(str(groups), dtype))
     # sequences with zero query rows among others (the last layer's prefix sequences), GQA 8
     check_attention(
-        pack([(30, [3, 4]), (20, [1])], 16, 2, 64, dtype, last_layer=True), isa, "zero-query sequences", key=("zq", dtype)
+        pack([(30, [3, 4]), (20, [1])], 16, 2, 64, dtype, last_layer=True), isa, "zero-query sequences",
+        key=("zq", dtype),
     )
 
 

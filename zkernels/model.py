@@ -16,7 +16,6 @@ from .kernels.qk_norm_rope import rope_tables
 from .loading import Qwen3Weights
 from .packing import PackedBatch
 
-
 # CPU GEMM kernels take other code paths for small row counts (measured with torch 2.13's CPU wheel: 1-3,
 # 5-7 and 9-11 rows round differently from 12 and more), so a row's value would depend on how many rows
 # share its matmul; padding small inputs keeps a prompt's result independent of its batch (see
@@ -89,7 +88,8 @@ class Qwen3Forward:
             v = qkv[:, c.q_width + c.kv_width:].view(n_rows, c.num_kv_heads, c.head_dim)          # [T, Hkv, D]
             if last:  # keys and values are needed everywhere, queries and everything after only where read
                 # q [R, Hq, D], residual [R, H], q_pos [R], cu_q [S+1] (read rows per sequence)
-                q, residual, q_pos, cu_q = q[b.read_rows], residual[b.read_rows], b.positions[b.read_rows], b.cu_seqlens_read
+                q, residual = q[b.read_rows], residual[b.read_rows]
+                q_pos, cu_q = b.positions[b.read_rows], b.cu_seqlens_read
             else:
                 q_pos, cu_q = b.positions, b.cu_seqlens                                # [T], [S+1]
             q, k = ops.qk_norm_rope(q, k, layer.q_norm, layer.k_norm, self.cos, self.sin, q_pos, b.positions,
