@@ -102,8 +102,9 @@ class Reranker:
         tokens (default: the recipe's, 8,192 for qwen3-reranker, else the model's max_position_embeddings,
         or the tokenizer's limit for sentence-transformers); activation_fn: see `predict`; clip_chars:
         zerank only, clip texts to 2,000 / 10,000 characters (default True, as modeling_zeranker.py;
-        False: strip only, as ZeroEntropy's serving code); backend: "torch" or "triton" (default: triton
-        on CUDA, torch on CPU; env ZKERNELS_BACKEND overrides the default); max_tokens_per_batch: prompt
+        False: strip only, as ZeroEntropy's serving code); backend: "cpu", "triton" or "torch" (default:
+        triton on CUDA, the C++ cpu ops on CPU when built, else torch; env ZKERNELS_BACKEND overrides the
+        default); max_tokens_per_batch: prompt
         tokens per forward; options: an EngineOptions holding device, dtype, backend, max_tokens_per_batch
         and show_progress at once (the same arguments given separately must agree with it).
         """
