@@ -19,6 +19,7 @@ import statistics
 import sys
 import threading
 import time
+from functools import partial
 
 import numpy as np
 
@@ -99,12 +100,13 @@ def run_cpu(args, stamp, command):
         faiss_ms = {}
         for t in sorted({1, threads}):
             faiss.omp_set_num_threads(t)
-            faiss_ms[t] = median_ms(lambda: ref.search(q, args.k), reps)
+            faiss_ms[t] = median_ms(partial(ref.search, q, args.k), reps)
         faiss.omp_set_num_threads(threads)
         base = min(faiss_ms.values())
-        mine = median_ms(lambda: ours.search(q, args.k), reps)
+        mine = median_ms(partial(ours.search, q, args.k), reps)
         gbps = scanned_gb / (mine / 1e3)  # code bytes scanned per second (each byte once per call)
-        print(f"{nq:>5} {base:>10.2f} {mine:>9.2f} {base / mine:>7.2f}x {nq / mine * 1e3:>10.0f} {gbps:>10.1f}", flush=True)
+        print(f"{nq:>5} {base:>10.2f} {mine:>9.2f} {base / mine:>7.2f}x {nq / mine * 1e3:>10.0f} {gbps:>10.1f}",
+              flush=True)
         rows.append(dict(device=device, date=stamp, command=command, n=args.n, num_bits=args.bits, nq=nq,
                          k=args.k, impl="zkernels.BinaryIndex", threads=threads, repeats=reps,
                          median_ms=round(mine, 3), queries_per_s=round(nq / mine * 1e3, 1),
@@ -136,7 +138,7 @@ def run_gpu(args, stamp, command):
     def cuda_ms(fn, reps):
         return statistics.median(time_cuda_events(fn, warmup=1, reps=reps))
 
-    copy_ms = cuda_ms(lambda: buf.clone(), 10)
+    copy_ms = cuda_ms(buf.clone, 10)
     copy_gbps = 2 * buf.numel() / (copy_ms / 1e3) / 1e9  # read + write
     del buf
     # Codes made on the device, not copied from the host: wrap them in a device store directly
@@ -148,9 +150,9 @@ def run_gpu(args, stamp, command):
     rows = []
     for nq in (1, 1000):
         q = torch.randint(0, 256, (nq, width), dtype=torch.uint8, device=dev)
-        kern = cuda_ms(lambda: cuda.distances(q[: min(nq, 8)], codes), 10)
-        full = cuda_ms(lambda: index.search(q, k), 5 if nq == 1 else 2)
-        plain = cuda_ms(lambda: torch_search.search(store.codes, store.ids, q, k, args.bits), 2 if nq == 1 else 1)
+        kern = cuda_ms(partial(cuda.distances, q[: min(nq, 8)], codes), 10)
+        full = cuda_ms(partial(index.search, q, k), 5 if nq == 1 else 2)
+        plain = cuda_ms(partial(torch_search.search, store.codes, store.ids, q, k, args.bits), 2 if nq == 1 else 1)
         gbps = codes.numel() / (full / 1e3) / 1e9
         kern_gbps = codes.numel() / (kern / 1e3) / 1e9
         print(f"nq={nq}: search {full:.2f} ms ({gbps:.0f} GB/s, {gbps / copy_gbps:.0%} of copy bw); distance kernel "
@@ -192,7 +194,8 @@ def main():
     for kind, data in (("cpu", rows), ("gpu", gpu_rows)):
         if not data:
             continue
-        out = pathlib.Path(args.out) if (args.out and kind == "cpu") else ROOT / "benchmarks" / "results" / f"hamming-{kind}-{day}.json"
+        default = ROOT / "benchmarks" / "results" / f"hamming-{kind}-{day}.json"
+        out = pathlib.Path(args.out) if (args.out and kind == "cpu") else default
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(data, indent=1) + "\n")
         print(f"wrote {out}")

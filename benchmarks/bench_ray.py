@@ -3,7 +3,7 @@
 
     python benchmarks/bench_ray.py [--rows 1000] [--docs-per-query 50] [--cpus 2] [--out FILE]
 
-Uses a tiny random-weight checkpoint (zkernels.testing) and a local Ray with --cpus CPUs (one CPU per
+Uses a tiny random-weight checkpoint (zkernels.random_checkpoints) and a local Ray with --cpus CPUs (one CPU per
 actor). Ray's times are end to end (actor start and model load included), as a batch job sees them.
 On a GPU machine pass --device cuda and --num-gpus 1 to give each actor a GPU.
 """
@@ -25,7 +25,8 @@ import numpy as np
 def make_rows(n: int, docs_per_query: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     return [{"query": f"query {i // docs_per_query}: what does topic {i // docs_per_query} mean?",
-             "document": f"document {i}: " + " ".join(f"w{int(x)}" for x in rng.integers(0, 5000, rng.integers(20, 60)))}
+             "document": f"document {i}: " + " ".join(f"w{int(x)}"
+                                                        for x in rng.integers(0, 5000, rng.integers(20, 60)))}
             for i in range(n)]
 
 
@@ -33,7 +34,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=3000)
     ap.add_argument("--docs-per-query", type=int, default=50)
-    ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
+    ap.add_argument("--cpus", type=int, default=2, help="CPUs for the actors of the local Ray (it gets one more)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--num-gpus", type=float, default=None)
     ap.add_argument("--out", default=None, help="also write the report to this file")
@@ -43,8 +44,8 @@ def main() -> int:
     import torch
 
     from zkernels import Reranker
+    from zkernels.random_checkpoints import make_tiny_checkpoint
     from zkernels.ray import rerank_dataset
-    from zkernels.testing import make_tiny_checkpoint
 
     lines = [f"command: python {' '.join(shlex.quote(a) for a in sys.argv)}",
              f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
@@ -66,7 +67,9 @@ def main() -> int:
         results = [f"baseline: Reranker.predict in this process ({torch.get_num_threads()} torch threads): "
                    f"{args.rows / elapsed:8.1f} rows/s ({elapsed:.1f} s)"]
         print(results[-1], flush=True)
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        # One more logical CPU than the actors take: Ray Data's own tasks need one, and zkernels.ray refuses a
+        # pool that would leave them none (the job would wait forever).
+        ray.init(num_cpus=args.cpus + 1, include_dashboard=False, log_to_driver=False)
         for actors in (1, 2):
             # The same pipeline on one row per actor: what starting the pool (imports, model load) costs.
             start = time.perf_counter()

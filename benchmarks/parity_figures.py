@@ -26,5 +26,6 @@ for name, cfg in CONFIGS.items():
         ref = (zerank_reference if fmt == "zerank" else qwen3_reranker_reference)(m, r.tokenizer, PAIRS).double()
         rel = ((ours - ref).abs() / ref.abs()).max().item()
         worst = max(worst, rel)
-        print(f"{name:22s} {fmt:15s} n={len(PAIRS)}  max rel err {rel:.2e}  score range {ref.min():.4f}..{ref.max():.4f}")
+        print(f"{name:22s} {fmt:15s} n={len(PAIRS)}  max rel err {rel:.2e}  "
+              f"score range {ref.min():.4f}..{ref.max():.4f}")
 print(f"worst {worst:.2e}")

@@ -27,8 +27,8 @@
 # --dry-run: the same parts on the CPU with CUDA hidden and TRITON_INTERPRET=1. The environment, the C++
 # build and the Hamming command run for real; the gpu tests are collected and skip; the CUDA kernel is
 # checked, not compiled; the two scorer command lines are checked by benchmarks/check_cli.py (flags and
-# shape files) rather than run, since the interpreter needs minutes for even the --smoke run (that one is
-# tests/test_bench_smoke.py).
+# shape files) rather than run: the scorer's CPU check is its --smoke run, which is
+# tests/test_bench_smoke.py's job.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -32,7 +32,8 @@ def test_rank(reranker):
     assert [r["corpus_id"] for r in ranked] == sorted(range(len(docs)), key=lambda i: (-scores[i], i))
     assert [r["score"] for r in ranked] == sorted(scores.tolist(), reverse=True)
     top = reranker.rank("query", docs, top_k=2, return_documents=True)
-    assert len(top) == 2 and top[0]["text"] == docs[top[0]["corpus_id"]] and set(top[0]) == {"corpus_id", "score", "text"}
+    assert len(top) == 2 and top[0]["text"] == docs[top[0]["corpus_id"]]
+    assert set(top[0]) == {"corpus_id", "score", "text"}
     assert reranker.rank("query", []) == []
 
 

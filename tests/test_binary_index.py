@@ -11,7 +11,7 @@ import torch
 
 from zkernels import BinaryIndex
 from zkernels.binary import _cpu, storage, torch_search
-from zkernels.binary.index import FILL_DISTANCE
+from zkernels.binary.topk_contract import FILL_DISTANCE
 
 faiss = pytest.importorskip("faiss")
 ISAS = [isa for isa in ("scalar", "avx2", "avx512") if _cpu.cpu_has(isa)]

@@ -1,8 +1,7 @@
 """BinaryIndex contracts written once and kept on both stores: result types, FAISS names, id exhaustion,
-header validation, file permissions (issues 12 and 13)."""
+header validation, file permissions."""
 import os
 import pathlib
-import re
 import stat
 import struct
 import zlib
@@ -32,22 +31,42 @@ def as_numpy(x):
     return x.numpy() if isinstance(x, torch.Tensor) else x
 
 
-# ---------------------------------------------------------------------------- one definition
+# ---------------------------------------------------------------------------- one fill rule
 
-def test_fill_distance_is_defined_once():
-    py_defs = [p for p in (ROOT / "zkernels").rglob("*.py") if re.search(r"^FILL_DISTANCE\s*=", p.read_text(), re.M)]
-    assert py_defs == [ROOT / "zkernels" / "binary" / "topk_contract.py"]
-    cpp_defs = [p.name for p in (ROOT / "csrc").iterdir() if "kFillDistance =" in p.read_text()]
-    assert cpp_defs == ["hamming_topk.h"]
-    from zkernels.binary import _numpy_search, index, torch_search
-    for module in (_cpu, _numpy_search, torch_search, index):
-        assert module.FILL_DISTANCE is topk_contract.FILL_DISTANCE  # imported, not redefined
+def _searches():
+    """Every search implementation, called the way its store calls it: name -> search(db, ids, q, k)."""
+    from zkernels.binary import _numpy_search, torch_search
+    impls = {"numpy": _numpy_search.search,
+             "torch": lambda db, ids, q, k: tuple(x.numpy() for x in torch_search.search(
+                 torch.from_numpy(db), torch.from_numpy(ids), torch.from_numpy(q), k, db.shape[1] * 8))}
     if _cpu._ext is not None:
-        assert _cpu._ext.FILL_DISTANCE == topk_contract.FILL_DISTANCE == 2**31 - 1
+        for isa in ("scalar", "avx2", "avx512"):
+            if _cpu.cpu_has(isa):
+                impls[f"c++ {isa}"] = lambda db, ids, q, k, isa=isa: _cpu._ext.search(db, ids, q, k, 1, isa)
+    return impls
 
 
-def test_dead_have_extension_is_gone():
-    assert not hasattr(_cpu, "have_extension")
+@pytest.mark.parametrize("impl", list(_searches()))
+def test_every_search_fills_short_rows_alike(impl):
+    """Fewer codes than k: every implementation completes the row with (FILL_DISTANCE, FILL_ID)."""
+    db = np.array([[0b1], [0b11], [0b111]], np.uint8)
+    ids = np.array([10, 11, 12], np.int64)
+    distances, got_ids = _searches()[impl](db, ids, np.zeros((2, 1), np.uint8), 5)
+    np.testing.assert_array_equal(distances, [[1, 2, 3] + [topk_contract.FILL_DISTANCE] * 2] * 2)
+    np.testing.assert_array_equal(got_ids, [[10, 11, 12] + [topk_contract.FILL_ID] * 2] * 2)
+    assert topk_contract.FILL_DISTANCE == 2**31 - 1 and topk_contract.FILL_ID == -1
+
+
+def test_extension_exports_the_same_fill_distance():
+    if _cpu._ext is None:
+        pytest.skip("the C++ extension is not built")
+    assert _cpu._ext.FILL_DISTANCE == topk_contract.FILL_DISTANCE
+
+
+def test_without_the_extension_the_numpy_fallback_is_reported(monkeypatch):
+    monkeypatch.setattr(_cpu, "_ext", None)
+    assert _cpu.best_isa() == "numpy"
+    assert not any(_cpu.cpu_has(isa) for isa in ("scalar", "avx2", "avx512"))
 
 
 # ---------------------------------------------------------------------------- FAISS names, result types
@@ -114,7 +133,7 @@ def test_torch_store_matches_numpy_store():
     assert b.device == "cpu" and len(b) == len(a) == 304
 
 
-# ---------------------------------------------------------------------------- ids past int64 (issue 13 item 18)
+# ---------------------------------------------------------------------------- ids past int64
 
 @pytest.mark.parametrize("store", ["numpy", "torch"])
 def test_automatic_ids_never_pass_int64(store, tmp_path):
@@ -147,7 +166,7 @@ def test_automatic_ids_never_pass_int64(store, tmp_path):
             back.add(code)
 
 
-# ---------------------------------------------------------------------------- header validation (items 18, 19)
+# ---------------------------------------------------------------------------- header validation
 
 def _rewrite_next_id(path, next_id):
     """Sets the header's next_id and recomputes the header checksum: a self-consistent file, as a
@@ -183,12 +202,7 @@ def test_header_next_id_is_checked_on_load(tmp_path, next_id, match, mmap, verif
     assert sorted(back.search(np.zeros((1, 1), np.uint8), 6)[1][0].tolist()) == [0, 1, 2, 3, 4, 5]
 
 
-def test_load_docstring_says_what_verify_false_skips():
-    doc = BinaryIndex.load.__doc__
-    assert "verify=False skips only the payload crc32" in doc and "next_id" in doc
-
-
-# ---------------------------------------------------------------------------- permissions (item 12)
+# ---------------------------------------------------------------------------- permissions
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])

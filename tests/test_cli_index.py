@@ -8,10 +8,8 @@ from zkernels.cli import main
 
 
 @pytest.fixture(scope="module")
-def embedding_checkpoint(tmp_path_factory, qwen_tokenizer):
-    from zkernels.random_checkpoints import make_tiny_embedding_checkpoint
-    return make_tiny_embedding_checkpoint(tmp_path_factory.mktemp("cli-index") / "emb", tokenizer=qwen_tokenizer,
-                                          prompts={})
+def embedding_checkpoint(tiny_embedding_checkpoint):
+    return tiny_embedding_checkpoint("cli-index-emb", prompts={})
 
 
 def _error(capsys) -> str:

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from zkernels import CheckpointError
-from zkernels.embedder import Embedder, read_recipe
+from zkernels.declared import read_embedding_recipe
+from zkernels.embedder import Embedder
 from zkernels.projections import Projections
 
 st = pytest.importorskip("sentence_transformers")
@@ -34,18 +35,14 @@ def _projections(seed=1):
 
 
 @pytest.fixture(scope="module")
-def zembed_ckpt(tmp_path_factory, qwen_tokenizer):
-    from zkernels.random_checkpoints import make_tiny_embedding_checkpoint
-    return make_tiny_embedding_checkpoint(tmp_path_factory.mktemp("emb") / "zembed-tiny", tokenizer=qwen_tokenizer,
-                                          max_seq_length=MAX_SEQ, projections=_projections())
+def zembed_ckpt(tiny_embedding_checkpoint):
+    return tiny_embedding_checkpoint("zembed-tiny", max_seq_length=MAX_SEQ, projections=_projections())
 
 
 @pytest.fixture(scope="module")
-def qwen3_ckpt(tmp_path_factory, qwen_tokenizer):
-    from zkernels.random_checkpoints import make_tiny_embedding_checkpoint
-    return make_tiny_embedding_checkpoint(
-        tmp_path_factory.mktemp("emb") / "qwen3-embedding-tiny", seed=3, tokenizer=qwen_tokenizer, suffix=None,
-        append_eos=True, max_seq_length=MAX_SEQ,
+def qwen3_ckpt(tiny_embedding_checkpoint):
+    return tiny_embedding_checkpoint(
+        "qwen3-embedding-tiny", seed=3, suffix=None, append_eos=True, max_seq_length=MAX_SEQ,
         prompts={"query": "Instruct: Given a web search query, retrieve relevant passages\nQuery:"})
 
 
@@ -234,38 +231,49 @@ MODULES = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.mo
 
 
 def test_recipe_reading(tmp_path):
-    r = read_recipe(_write(tmp_path / "a", MODULES, {"pooling_mode_lasttoken": True},
-                           {"prompts": {"query": "q: "}, "default_prompt_name": "query"}))
+    r = read_embedding_recipe(_write(tmp_path / "a", MODULES, {"pooling_mode_lasttoken": True},
+                                     {"prompts": {"query": "q: "}, "default_prompt_name": "query"}))
     assert (r.prompts, r.default_prompt_name, r.normalize, r.suffix) == ({"query": "q: "}, "query", False, "")
-    assert read_recipe(_write(tmp_path / "zembed-1", MODULES, {"pooling_mode": "lasttoken"})).suffix == SUFFIX
+    assert read_embedding_recipe(_write(tmp_path / "zembed-1", MODULES, {"pooling_mode": "lasttoken"})).suffix == SUFFIX
     with pytest.raises(CheckpointError, match="pooling_mode_mean_tokens"):
-        read_recipe(_write(tmp_path / "b", MODULES, {"pooling_mode_mean_tokens": True}))
+        read_embedding_recipe(_write(tmp_path / "b", MODULES, {"pooling_mode_mean_tokens": True}))
     dense = MODULES + [{"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]
     with pytest.raises(CheckpointError, match=r"\['Dense'\] are not supported"):
-        read_recipe(_write(tmp_path / "c", dense, {"pooling_mode_lasttoken": True}))
+        read_embedding_recipe(_write(tmp_path / "c", dense, {"pooling_mode_lasttoken": True}))
     with pytest.raises(CheckpointError, match="default_prompt_name"):
-        read_recipe(_write(tmp_path / "d", MODULES, {"pooling_mode_lasttoken": True},
-                           {"prompts": {}, "default_prompt_name": "query"}))
+        read_embedding_recipe(_write(tmp_path / "d", MODULES, {"pooling_mode_lasttoken": True},
+                                     {"prompts": {}, "default_prompt_name": "query"}))
+
+
+@pytest.mark.parametrize("modules,match", [({"0": "Transformer"}, "must hold a list of modules"),
+                                           (MODULES + ["Normalize"], "module 2 must be an object, got str")])
+def test_malformed_modules_json_is_a_checkpoint_error(tmp_path, modules, match):
+    with pytest.raises(CheckpointError, match=match):
+        read_embedding_recipe(_write(tmp_path / "m", modules, {"pooling_mode_lasttoken": True}))
 
 
 def test_declared_suffix_comes_first(tmp_path):
     """config_sentence_transformers.json's "suffix" wins over the zembed name fallback, even when empty."""
     pool = {"pooling_mode_lasttoken": True}
-    assert read_recipe(_write(tmp_path / "zembed-a", MODULES, pool, {"suffix": ""})).suffix == ""
-    assert read_recipe(_write(tmp_path / "zembed-b", MODULES, pool, {"suffix": "<|endoftext|>"})).suffix == "<|endoftext|>"
-    assert read_recipe(_write(tmp_path / "zembed-c", MODULES, pool, {"prompts": {}})).suffix == SUFFIX
-    assert read_recipe(_write(tmp_path / "plain", MODULES, pool, {"prompts": {}})).suffix == ""
+
+    def suffix(name, st_config):
+        return read_embedding_recipe(_write(tmp_path / name, MODULES, pool, st_config)).suffix
+    assert suffix("zembed-a", {"suffix": ""}) == ""
+    assert suffix("zembed-b", {"suffix": "<|endoftext|>"}) == "<|endoftext|>"
+    assert suffix("zembed-c", {"prompts": {}}) == SUFFIX
+    assert suffix("plain", {"prompts": {}}) == ""
 
 
 @pytest.fixture(scope="module")
-def message_models(qwen3_ckpt, tmp_path_factory):
+def message_models(qwen3_ckpt, models, tmp_path_factory):
     """A checkpoint saved by sentence-transformers 6.2 whose Transformer declares the "message" modality,
     its tokenizer carrying a chat template; with and without add_generation_prompt."""
     from zkernels.random_checkpoints import make_tiny_message_embedding_checkpoint
     out = {}
     for name, kwargs in (("plain", None), ("generation", {"add_generation_prompt": True})):
         folder = make_tiny_message_embedding_checkpoint(tmp_path_factory.mktemp("msg") / name, qwen3_ckpt,
-                                                        max_seq_length=MAX_SEQ, template_kwargs=kwargs)
+                                                        max_seq_length=MAX_SEQ, template_kwargs=kwargs,
+                                                        base=models["qwen3"][1])
         assert "message" in json.loads((folder / "sentence_bert_config.json").read_text())["modality_config"]
         out[name] = (Embedder.from_pretrained(folder), st.SentenceTransformer(str(folder), device="cpu"))
     return out

@@ -25,7 +25,7 @@ def _pairs(seed, n=30, queries=("first query?", "second, different query", "  th
 
 @pytest.fixture(scope="module", params=["zerank", "qwen3-reranker"])
 def reranker(tiny_checkpoint, request):
-    return Reranker.from_pretrained(tiny_checkpoint("engine", format=request.param, **CFG), format=request.param)
+    return Reranker.from_pretrained(tiny_checkpoint("engine", **CFG), format=request.param)  # format= picks the recipe
 
 
 def test_every_index_once_and_duplicates_computed_once(reranker):

@@ -1,4 +1,6 @@
 """EngineOptions: one type for how a model runs, its defaults in one place, given once."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -18,8 +20,8 @@ def test_defaults_and_validation():
             EngineOptions(max_tokens_per_batch=bad)
     with pytest.raises(ValueError, match="is not a torch device"):
         EngineOptions(device="gpu")
-    with pytest.raises(Exception):
-        o.device = "cuda"  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.device = "cuda"
 
 
 def test_merge_refuses_contradictions():

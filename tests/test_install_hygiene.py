@@ -1,4 +1,4 @@
-"""Install hygiene (issue 13 item 16): triton is an optional extra with a clear error when it is missing,
+"""Install hygiene: triton is an optional extra with a clear error when it is missing,
 pytest reports why tests were skipped, and .ci/run runs the README's two commands verbatim and leaves no
 cache behind."""
 import os
@@ -29,6 +29,7 @@ def test_triton_is_an_extra_not_a_dependency():
     extras = project["optional-dependencies"]
     for extra in ("gpu", "triton", "test"):  # test: the kernel tests run under triton's interpreter
         assert "triton" in _names(extras[extra]), extra
+    assert "ruff" in _names(extras["test"])  # .ci/run lints with it after installing the test extra
 
 
 def test_triton_backend_without_triton_says_how_to_install(monkeypatch):
@@ -98,8 +99,8 @@ def _readme_setup_commands():
 
 
 def test_ci_runs_the_readme_commands_verbatim_and_cleans_its_caches(tmp_path):
-    """.ci/run on a copy of the checkout, with python3 and zkernels replaced by shims that log their argv
-    and the caches they see, and leave cache files behind as the real tools do."""
+    """.ci/run on a copy of the checkout, with python3, zkernels and ruff replaced by shims that log their
+    argv and the caches they see, and leave cache files behind as the real tools do."""
     repo = tmp_path / "repo"
     (repo / ".ci").mkdir(parents=True)
     (repo / ".ci" / "run").write_text((ROOT / ".ci" / "run").read_text())
@@ -123,7 +124,7 @@ def test_ci_runs_the_readme_commands_verbatim_and_cleans_its_caches(tmp_path):
         fi
         exit 0
     """)
-    for name in ("python3", "zkernels"):
+    for name in ("python3", "zkernels", "ruff"):
         (bin_dir / name).write_text(shim)
         (bin_dir / name).chmod(stat.S_IRWXU)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -135,7 +136,8 @@ def test_ci_runs_the_readme_commands_verbatim_and_cleans_its_caches(tmp_path):
     ran = [argv for argv in ran if argv[1:2] != ["-c"]]  # the torch-is-CPU check between the two
     cmd1, cmd2 = _readme_setup_commands()
     install, demo = cmd1.split(" && ")
-    assert ran == [shlex.split(install), shlex.split(demo), shlex.split(cmd2)]
+    # the lint runs after the install (which brings ruff) and before the tests
+    assert ran == [shlex.split(install), shlex.split(demo), ["ruff", "check", "."], shlex.split(cmd2)]
     env_log = (tmp_path / "log.env").read_text()
     assert "STALE" not in env_log  # cleaned before the tests ran
     caches = {p for line in env_log.splitlines() if line.startswith("caches ") for p in line.split()[1:]}

@@ -30,12 +30,10 @@ def _corpus(n=40, seed=0):
 
 
 @pytest.fixture(scope="module")
-def embedder(tmp_path_factory, qwen_tokenizer):
-    from zkernels.random_checkpoints import make_tiny_embedding_checkpoint
+def embedder(tiny_embedding_checkpoint):
     g = torch.Generator().manual_seed(5)
-    folder = make_tiny_embedding_checkpoint(tmp_path_factory.mktemp("pipe") / "emb", tokenizer=qwen_tokenizer,
-                                            prompts={}, projections={32: torch.randn(64, 32, generator=g)})
-    return Embedder.from_pretrained(folder)
+    return Embedder.from_pretrained(tiny_embedding_checkpoint("pipe-emb", prompts={},
+                                                              projections={32: torch.randn(64, 32, generator=g)}))
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +144,7 @@ def test_cli_build_and_search(embedder, tiny_checkpoint, tmp_path, capsys):
     import json
 
     from zkernels.cli import main
-    from zkernels.documents import read_documents
+    from zkernels.cli.documents import read_documents
     docs, planted = _corpus(seed=4)
     (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps({"text": d}) for d in docs) + "\n\n")
     assert read_documents(str(tmp_path / "docs.jsonl")) == docs

@@ -3,6 +3,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 
 from zkernels import Reranker
 from zkernels.packing import group_prefix_len, plan_batches
@@ -25,7 +26,7 @@ def reranker(tiny_checkpoint):
 
 @pytest.mark.parametrize("fmt", ["zerank", "qwen3-reranker"])
 def test_cached_equals_uncached(tiny_checkpoint, fmt):
-    r = Reranker.from_pretrained(tiny_checkpoint("cache", format=fmt, **CFG), format=fmt)
+    r = Reranker.from_pretrained(tiny_checkpoint("cache", **CFG), format=fmt)  # format= picks the recipe
     pairs = _pairs(1)
     cached = r.predict(pairs)
     uncached = r.predict(pairs, use_prefix_cache=False)
@@ -87,7 +88,17 @@ def test_group_prefix_leaves_each_prompt_a_token():
     assert group_prefix_len([[5], [5]]) == 0
 
 
-def test_ten_thousand_documents_in_one_call(reranker):
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: this call runs ~100k tiny ops, and with two threads on a busy 2-core machine each
+    op waits at OpenMP's barrier for the other thread to be scheduled (2 s alone, up to minutes shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_ten_thousand_documents_in_one_call(reranker, one_torch_thread):
     docs = [f"document number {i} " + "word " * (i % 7) for i in range(10_000)]
     reranker.engine.max_tokens_per_batch = 4096
     try:

@@ -1,5 +1,5 @@
-"""Every README Python example marked `<!-- cpu-example -->` runs as written on a CPU, offline (issue 13
-item 15); each runs in a fresh namespace in a scratch folder, against the demo checkpoints."""
+"""Every Python example of the README and docs/ marked `<!-- cpu-example -->` runs as written on a CPU,
+offline; each runs in a fresh namespace in a scratch folder, against the demo checkpoints."""
 import os
 import re
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [ROOT / "README.md"]
+SOURCES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARK = "<!-- cpu-example -->"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -31,21 +31,22 @@ def marked_examples():
 
 def test_examples_are_found():
     assert len(marked_examples()) >= 3
+    assert sum(marked for _, marked in python_blocks(ROOT / "README.md")) >= 2
 
 
 @pytest.mark.parametrize("code", marked_examples())
-def test_cpu_example_runs_as_written(code, tmp_path, tmp_path_factory, monkeypatch):
+def test_cpu_example_runs_as_written(code, tmp_path, request, monkeypatch):
     assert "cuda" not in code.lower(), "a CPU example must not need a GPU"
     if not os.environ.get("ZKERNELS_CACHE"):  # CI sets it (the demo's checkpoint is already there)
-        monkeypatch.setenv("ZKERNELS_CACHE", str(tmp_path_factory.getbasetemp() / "zkernels-cache"))
+        monkeypatch.setenv("ZKERNELS_CACHE", str(request.getfixturevalue("demo_cache")))
     monkeypatch.chdir(tmp_path)  # examples write files (an index, a demo checkpoint) where they run
     exec(compile(code, "<readme example>", "exec"), {"__name__": "__readme_example__"})
 
 
 def test_every_gpu_example_has_a_cpu_variant():
-    """In the README's API sections, an unmarked block is a GPU example with a CPU variant beside it."""
+    """In the README's quick starts, an unmarked block is a GPU example with a CPU variant beside it."""
     text = (ROOT / "README.md").read_text()
-    api = text[text.index("## Reranking"):text.index("## Serving")]
+    api = text[text.index("## Rerank"):text.index("## Serving")]
     blocks = [(code, marked) for code, marked in python_blocks_of(api)]
     gpu = [code for code, marked in blocks if not marked]
     assert gpu and all("cuda" in code for code in gpu)

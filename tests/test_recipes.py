@@ -114,7 +114,7 @@ def test_zerank2_cross_encoder_form_against_sentence_transformers(zerank2, refer
 def test_default_cross_encoder_of_a_causal_lm(causal, tmp_path):
     """CrossEncoder(causal LM) as sentence-transformers builds it: LogitScore yes - no, sigmoid."""
     ce_folder = tmp_path / "ce-default"
-    st.CrossEncoder(str(causal), device="cpu").save(str(ce_folder))
+    st.CrossEncoder(str(causal), device="cpu").save(str(ce_folder), create_model_card=False)
     ce = st.CrossEncoder(str(ce_folder), device="cpu")
     reranker = Reranker.from_pretrained(ce_folder)
     assert reranker.format.name == "sentence-transformers"
@@ -158,7 +158,8 @@ def test_declared_files_are_read_defensively(tmp_path):
 
     from zkernels.declared import read_declared_activation, read_input_spec, read_logit_score
     (tmp_path / "1_LogitScore").mkdir()
-    for bad, match in ((["x"], "must hold a JSON object"), ({"true_token_id": "9454"}, "true_token_id must be a token id"),
+    for bad, match in ((["x"], "must hold a JSON object"),
+                       ({"true_token_id": "9454"}, "true_token_id must be a token id"),
                        ({"false_token_id": 2152}, "declares no true_token_id")):
         (tmp_path / "1_LogitScore" / "config.json").write_text(json.dumps(bad))
         with pytest.raises(CheckpointError, match=match):
@@ -173,7 +174,8 @@ def test_declared_files_are_read_defensively(tmp_path):
     sb.write_text(json.dumps({"modality_config": {"text": {}, "message": {"format": "flat"}},
                               "processing_kwargs": {"chat_template": {"add_generation_prompt": True}}}))
     spec = read_input_spec(tmp_path)
-    assert spec.uses_messages and spec.message_format == "flat" and spec.template_kwargs == {"add_generation_prompt": True}
+    assert spec.uses_messages and spec.message_format == "flat"
+    assert spec.template_kwargs == {"add_generation_prompt": True}
     (tmp_path / "config_sentence_transformers.json").write_text(json.dumps({"activation_fn": 3}))
     with pytest.raises(CheckpointError, match="activation_fn must be a string"):
         read_declared_activation(tmp_path)

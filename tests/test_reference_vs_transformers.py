@@ -1,4 +1,4 @@
-"""The torch references of the ops against transformers' own Qwen3 modules (issue 12 point 8).
+"""The torch references of the ops against transformers' own Qwen3 modules.
 
 The Triton kernels are tested against these references; here the references themselves are tested
 against code they share nothing with (transformers.models.qwen3.modeling_qwen3), on fresh random inputs

@@ -46,7 +46,7 @@ def _assert_close(ours, ref, rel=1e-5):
 @pytest.mark.parametrize("name", list(CONFIGS))
 @pytest.mark.parametrize("fmt", ["zerank", "qwen3-reranker"])
 def test_scores_match_transformers(tiny_checkpoint, reference_model, name, fmt):
-    folder = tiny_checkpoint(name, format=fmt, **CONFIGS[name])
+    folder = tiny_checkpoint(name, **CONFIGS[name])  # one checkpoint per shape: format= picks the recipe
     reranker = Reranker.from_pretrained(folder, format=fmt)
     ours = reranker.predict(PAIRS)
     model = reference_model(folder)
@@ -62,7 +62,7 @@ def test_scores_match_transformers(tiny_checkpoint, reference_model, name, fmt):
 
 @pytest.mark.parametrize("fmt", ["zerank", "qwen3-reranker"])
 def test_over_long_documents_are_cut_before_the_suffix(tiny_checkpoint, reference_model, fmt):
-    folder = tiny_checkpoint("gqa2-untied-hd64-3l", format=fmt, **CONFIGS["gqa2-untied-hd64-3l"])
+    folder = tiny_checkpoint("gqa2-untied-hd64-3l", **CONFIGS["gqa2-untied-hd64-3l"])
     max_length = 80
     reranker = Reranker.from_pretrained(folder, format=fmt, max_length=max_length)
     long_doc = "A very long document about Paris and France. " * 40
@@ -79,7 +79,8 @@ def test_over_long_documents_are_cut_before_the_suffix(tiny_checkpoint, referenc
         f = reranker.format
         body = tok(f.content(f.instruction, QUERY, long_doc), add_special_tokens=False)["input_ids"]
         expected_ids = f.prefix_ids + body[:max_length - len(f.prefix_ids) - len(f.suffix_ids)] + f.suffix_ids
-        short = f.prefix_ids + tok(f.content(f.instruction, QUERY, "short one"), add_special_tokens=False)["input_ids"] + f.suffix_ids
+        short_body = tok(f.content(f.instruction, QUERY, "short one"), add_special_tokens=False)["input_ids"]
+        short = f.prefix_ids + short_body + f.suffix_ids
     assert len(expected_ids) == max_length
     logits = reference_scores_from_ids(reference_model(folder), [expected_ids, short], reranker.format.score_token_ids)
     _assert_close(ours, reranker.format.scores(logits))
@@ -121,7 +122,8 @@ def test_from_state_dict_scores_like_the_checkpoint(tiny_checkpoint, reference_m
     folder = tiny_checkpoint("gqa4-tied-hd32-3l", **CONFIGS["gqa4-tied-hd32-3l"])
     from_disk = Reranker.from_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
-    in_memory = random_model_from_config(config, torch.float32, "cpu", "torch", hf_model=reference_model(folder))
+    in_memory = random_model_from_config(config, torch.float32, "cpu", from_disk.engine.backend,
+                                          hf_model=reference_model(folder))
     prompts = from_disk.format.encode(PAIRS, 4096).ids
     assert torch.equal(in_memory.score_token_ids(prompts), from_disk.score_token_ids(prompts))
     with pytest.raises(RuntimeError, match="has no tokenizer"):

@@ -43,7 +43,7 @@ def test_dry_run_runs_every_part(tmp_path):
     log = (out / "run.log").read_text()
     for part in PARTS:
         assert f"== [{part}] ok" in log
-    # Both scorer command lines were accepted by bench_scorer.py's own parser, with the workloads.
+    # Both scorer command lines were accepted by bench_scorer.py's own parser, with the GPU run's workloads.
     accepted = [line for line in log.splitlines() if "bench_scorer.py accepts its command line" in line]
     assert len(accepted) == 2 and all("'w1_docs': 100" in a and "'1,2,5,10,20,50,100,200'" in a for a in accepted)
     assert "GPU section skipped: no CUDA device" in log  # bench_hamming.py ran its real command

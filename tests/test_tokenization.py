@@ -23,7 +23,8 @@ def test_zerank_prompt_is_byte_identical_to_apply_chat_template(qwen_tokenizer):
                 [{"role": "system", "content": q.strip()}, {"role": "user", "content": d.strip()}],
                 tokenize=False, add_generation_prompt=True)
             assert fmt.render(q, d) == expected
-    assert fmt.render("Q", "D") == "<|im_start|>system\nQ<|im_end|>\n<|im_start|>user\nD<|im_end|>\n<|im_start|>assistant\n"
+    assert fmt.render("Q", "D") == ("<|im_start|>system\nQ<|im_end|>\n<|im_start|>user\nD<|im_end|>\n"
+                                    "<|im_start|>assistant\n")
 
 
 def test_zerank_clips_then_strips():
@@ -47,7 +48,8 @@ def test_template_that_transforms_content_falls_back_to_rendering_each_pair(qwen
     tok.chat_template = tok.chat_template.replace("message['content']", "message['content'] | upper")
     fmt = ZerankFormat(tok)
     assert fmt._pieces is None
-    assert fmt.render("abc", "def") == "<|im_start|>system\nABC<|im_end|>\n<|im_start|>user\nDEF<|im_end|>\n<|im_start|>assistant\n"
+    assert fmt.render("abc", "def") == ("<|im_start|>system\nABC<|im_end|>\n<|im_start|>user\nDEF<|im_end|>\n"
+                                        "<|im_start|>assistant\n")
 
 
 def test_qwen3_reranker_prompt_matches_the_model_card(qwen_tokenizer):
@@ -58,7 +60,8 @@ def test_qwen3_reranker_prompt_matches_the_model_card(qwen_tokenizer):
     assert text.startswith("<|im_start|>system\nJudge whether the Document meets the requirements")
     assert text.endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
     enc = fmt.encode([("my query", "  my doc")], max_length=1000, instruction="Custom task")
-    body = qwen_tokenizer("<Instruct>: Custom task\n<Query>: my query\n<Document>:   my doc", add_special_tokens=False)["input_ids"]
+    body = qwen_tokenizer("<Instruct>: Custom task\n<Query>: my query\n<Document>:   my doc",
+                          add_special_tokens=False)["input_ids"]
     assert enc.ids[0] == fmt.prefix_ids + body + fmt.suffix_ids
     assert fmt.score_token_ids == [2152, 9693]
 

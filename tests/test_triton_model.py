@@ -19,13 +19,14 @@ PAIRS = [("first query", "a document"), ("first query", "  leading spaces"), ("f
 
 @pytest.mark.parametrize("fmt", ["zerank", "qwen3-reranker"])
 def test_triton_backend_equals_torch_backend_float32(tiny_checkpoint, fmt):
-    folder = tiny_checkpoint("triton-model", format=fmt, **CFG)
+    folder = tiny_checkpoint("triton-model", **CFG)  # format= picks the recipe
     ref = Reranker.from_pretrained(folder, format=fmt, device=DEVICE, backend="torch").predict(PAIRS)
     tri = Reranker.from_pretrained(folder, format=fmt, device=DEVICE, backend="triton")
     assert tri.engine.backend == "triton"
     out = tri.predict(PAIRS)
     np.testing.assert_allclose(out, ref, rtol=2e-5, atol=1e-6)
-    np.testing.assert_allclose(tri.predict(PAIRS, use_prefix_cache=False), ref, rtol=2e-5, atol=1e-6)
+    if fmt == "zerank":  # packing without the shared prefix does not depend on the format (and costs 2x here)
+        np.testing.assert_allclose(tri.predict(PAIRS, use_prefix_cache=False), ref, rtol=2e-5, atol=1e-6)
 
 
 def test_triton_backend_equals_torch_backend_float16(tiny_checkpoint):
@@ -36,8 +37,8 @@ def test_triton_backend_equals_torch_backend_float16(tiny_checkpoint):
 
 
 def test_backend_choice(tiny_checkpoint, monkeypatch):
-    from zkernels.kernels import resolve_backend
-    assert resolve_backend(None, "cpu") == "torch"
+    from zkernels.kernels import cpu, resolve_backend
+    assert resolve_backend(None, "cpu") == ("cpu" if cpu.available() else "torch")  # the C++ kernels when built
     monkeypatch.setenv("ZKERNELS_BACKEND", "triton")
     assert resolve_backend(None, "cpu") == "triton"
     assert resolve_backend("torch", "cpu") == "torch"  # the argument wins over the variable

@@ -7,5 +7,5 @@ from .options import EngineOptions
 from .pipeline import Pipeline
 from .reranker import Reranker
 
-__all__ = ["BinaryIndex", "CheckpointError", "Embedder", "EngineOptions", "Pipeline", "Qwen3Config", "Reranker", "get_ops",
-           "quantize", "resolve_backend"]
+__all__ = ["BinaryIndex", "CheckpointError", "Embedder", "EngineOptions", "Pipeline", "Qwen3Config", "Reranker",
+           "get_ops", "quantize", "resolve_backend"]

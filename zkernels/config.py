@@ -13,6 +13,14 @@ class CheckpointError(ValueError):
     """A checkpoint folder that zkernels cannot serve; the message names the file or tensor."""
 
 
+def read_json(path: Path):
+    """A checkpoint's JSON file; malformed JSON is a CheckpointError naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+
+
 @dataclass(frozen=True)
 class Qwen3Config:
     vocab_size: int
@@ -43,11 +51,7 @@ class Qwen3Config:
         if not path.is_file():
             raise CheckpointError(f"no config.json in {path.parent}: a checkpoint folder needs the model's "
                                   f"config.json (is this the right folder?)")
-        try:
-            raw = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path} is not valid JSON: {e}") from None
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(read_json(path), source=str(path))
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> Qwen3Config:

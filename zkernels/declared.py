@@ -1,10 +1,14 @@
-"""What a checkpoint folder declares for sentence-transformers, read defensively.
+"""What a checkpoint folder declares for sentence-transformers, read defensively: the one place that reads
+these files (the reranker, the embedder and the command line's checkpoint checks all ask here).
 
+- modules.json: the module pipeline (Transformer, Pooling, Normalize, LogitScore, ...), and the pooling
+  module's config.json.
 - 1_LogitScore/config.json (a CrossEncoder over a causal LM): the score token ids.
-- config_sentence_transformers.json "activation_fn" (a CrossEncoder's activation, a dotted torch path),
-  or the older config.json {"sentence_transformers": {"activation_fn": ...}}.
-- sentence_bert_config.json (sentence-transformers 6.x): the input modalities ("message" means every
-  text goes through the tokenizer's chat template) and the chat-template kwargs.
+- config_sentence_transformers.json: a CrossEncoder's "activation_fn" (a dotted torch path; older
+  folders: config.json {"sentence_transformers": {"activation_fn": ...}}), an embedder's prompts,
+  default prompt name and zembed-1's "suffix".
+- sentence_bert_config.json (sentence-transformers 6.x): max_seq_length, the input modalities
+  ("message" means every text goes through the tokenizer's chat template) and the chat-template kwargs.
 
 Activations: None (the recipe's default), a callable on a float32 tensor of raw scores, or a name:
 "sigmoid", "identity", "zerank" (sigmoid(x / 5)), or a dotted torch path such as
@@ -14,18 +18,19 @@ trust_remote_code).
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .config import CheckpointError
+from .config import CheckpointError, read_json
 
+MODULES = "modules.json"
 LOGIT_SCORE_CONFIG = Path("1_LogitScore") / "config.json"
 ST_CONFIG = "config_sentence_transformers.json"
 SBERT_CONFIG = "sentence_bert_config.json"
+ZEMBED_SUFFIX = "<|im_end|>\n"  # what zembed-1 appends after truncation (older revisions: in modeling_zembed.py)
 
 
 def _zerank_activation(x: torch.Tensor) -> torch.Tensor:
@@ -58,18 +63,41 @@ def resolve_activation(fn, source: str = "activation_fn"):
                      f"torch path such as 'torch.nn.modules.linear.Identity'")
 
 
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
-
-
 def _json_object(path: Path) -> dict:
     raw = read_json(path)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path} must hold a JSON object, got {type(raw).__name__}")
     return raw
+
+
+def _declared_object(folder: Path, name: str) -> dict:
+    """The folder's JSON object file `name`, or {} when the folder has none."""
+    path = folder / name
+    return _json_object(path) if path.is_file() else {}
+
+
+def read_st_config(folder: Path) -> dict:
+    """config_sentence_transformers.json as an object ({} when the folder has none)."""
+    return _declared_object(folder, ST_CONFIG)
+
+
+def read_modules(folder: Path) -> list[dict] | None:
+    """modules.json's list of modules, or None when the folder has no modules.json."""
+    path = folder / MODULES
+    if not path.is_file():
+        return None
+    modules = read_json(path)
+    if not isinstance(modules, list):
+        raise CheckpointError(f"{path} must hold a list of modules")
+    for i, module in enumerate(modules):
+        if not isinstance(module, dict):
+            raise CheckpointError(f"{path}: module {i} must be an object, got {type(module).__name__}")
+    return modules
+
+
+def module_kind(module: dict) -> str:
+    """A module's class name: "sentence_transformers.models.Pooling" -> "Pooling"."""
+    return str(module.get("type", "")).rsplit(".", 1)[-1]
 
 
 @dataclass
@@ -96,13 +124,11 @@ def read_logit_score(folder: Path) -> LogitScore | None:
 
 def read_declared_activation(folder: Path) -> str | None:
     """The activation path a CrossEncoder would load, or None when the folder declares none."""
-    st = folder / ST_CONFIG
-    if st.is_file():
-        value = _json_object(st).get("activation_fn")
-        if value is not None:
-            if not isinstance(value, str):
-                raise CheckpointError(f"{st}: activation_fn must be a string, got {value!r}")
-            return value
+    value = read_st_config(folder).get("activation_fn")
+    if value is not None:
+        if not isinstance(value, str):
+            raise CheckpointError(f"{folder / ST_CONFIG}: activation_fn must be a string, got {value!r}")
+        return value
     cfg = folder / "config.json"
     if cfg.is_file():
         legacy = _json_object(cfg).get("sentence_transformers")
@@ -127,9 +153,7 @@ class InputSpec:
 def read_input_spec(folder: Path) -> InputSpec:
     spec = InputSpec()
     path = folder / SBERT_CONFIG
-    if not path.is_file():
-        return spec
-    raw = _json_object(path)
+    raw = _declared_object(folder, SBERT_CONFIG)
     modality = raw.get("modality_config")
     if modality is not None:
         if not isinstance(modality, dict):
@@ -152,3 +176,77 @@ def read_input_spec(folder: Path) -> InputSpec:
                               f"template's suffix when it cuts a text)")
     spec.template_kwargs = {k: v for k, v in template.items() if k != "restore_suffix"}
     return spec
+
+
+@dataclass
+class EmbeddingRecipe:
+    """What an embedding checkpoint's sentence-transformers files declare."""
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    suffix: str | None = None  # None until read: not declared
+    max_seq_length: int | None = None
+    normalize: bool = True
+    inputs: InputSpec = field(default_factory=InputSpec)  # sentence_bert_config.json's modalities
+
+
+def _check_embedding_modules(folder: Path, modules: list[dict]) -> None:
+    """Transformer, one last-token Pooling and optionally Normalize: what zkernels runs."""
+    path = folder / MODULES
+    kinds = [module_kind(m) for m in modules]
+    pooling = [m for m, k in zip(modules, kinds) if k == "Pooling"]
+    unsupported = [k for m, k in zip(modules, kinds) if k not in ("Pooling", "Normalize") and m.get("path", "") != ""]
+    if unsupported:  # e.g. Dense: a layer zkernels does not run
+        raise CheckpointError(f"{path}: modules {unsupported} are not supported (zkernels runs a "
+                              f"Qwen3 transformer, last-token Pooling and Normalize only)")
+    if len(pooling) != 1:
+        raise CheckpointError(f"{path}: expected one Pooling module, found {len(pooling)}")
+    pool_cfg_file = folder / pooling[0].get("path", "") / "config.json"
+    if pool_cfg_file.is_file():
+        pool_cfg = _json_object(pool_cfg_file)
+        modes = sorted(k for k, v in pool_cfg.items() if k.startswith("pooling_mode") and v is True)
+        mode = pool_cfg.get("pooling_mode")
+        if modes != ["pooling_mode_lasttoken"] and mode not in ("lasttoken",):
+            raise CheckpointError(f"{pool_cfg_file}: pooling {modes or mode} is not supported; zkernels "
+                                  f"embeds with last-token pooling (pooling_mode_lasttoken) only")
+
+
+def read_embedding_recipe(folder: Path, name: str = "") -> EmbeddingRecipe:
+    """Reads modules.json, the pooling config, config_sentence_transformers.json and
+    sentence_bert_config.json. Without modules.json, Qwen3-Embedding's recipe is assumed (last token,
+    normalised)."""
+    recipe = EmbeddingRecipe()
+    modules = read_modules(folder)
+    if modules is not None:
+        _check_embedding_modules(folder, modules)
+        recipe.normalize = "Normalize" in {module_kind(m) for m in modules}
+    st_file = folder / ST_CONFIG
+    st = read_st_config(folder)
+    if st:
+        prompts = st.get("prompts") or {}
+        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+            raise CheckpointError(f"{st_file}: 'prompts' must map names to strings")
+        recipe.prompts = dict(prompts)
+        recipe.default_prompt_name = st.get("default_prompt_name")
+        if recipe.default_prompt_name is not None and recipe.default_prompt_name not in recipe.prompts:
+            raise CheckpointError(f"{st_file}: default_prompt_name {recipe.default_prompt_name!r} is not among "
+                                  f"the prompts {list(recipe.prompts)}")
+        suffix = st.get("suffix")  # zembed-1 declares "<|im_end|>\\n" here; sentence-transformers ignores the key
+        if suffix is not None and not isinstance(suffix, str):
+            raise CheckpointError(f"{st_file}: 'suffix' must be a string")
+        recipe.suffix = suffix
+    recipe.inputs = read_input_spec(folder)
+    if recipe.inputs.uses_messages:
+        if recipe.suffix:
+            raise CheckpointError(f"{st_file}: a 'suffix' is declared, but {SBERT_CONFIG}'s 'message' "
+                                  f"modality renders texts through the chat template, which has its own tail")
+        recipe.suffix = ""
+    # Older zembed-1 revisions declare the suffix only in their own code (modeling_zembed.py).
+    if recipe.suffix is None:
+        is_zembed = (folder / "modeling_zembed.py").is_file() or "zembed" in f"{name} {folder}".lower()
+        recipe.suffix = ZEMBED_SUFFIX if is_zembed else ""
+    sb = _declared_object(folder, SBERT_CONFIG)
+    if sb.get("do_lower_case"):
+        raise CheckpointError(f"{folder / SBERT_CONFIG}: do_lower_case is not supported")
+    if sb.get("max_seq_length") is not None:
+        recipe.max_seq_length = int(sb["max_seq_length"])
+    return recipe

@@ -19,107 +19,22 @@ template's tail written back over the last tokens.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .binary import quantize
-from .binary.quantize import BINARY_PRECISIONS, PRECISIONS, quantize_embeddings  # noqa: F401  (old import path)
+from .binary.quantize import BINARY_PRECISIONS, PRECISIONS, quantize_embeddings
 from .config import CheckpointError, Qwen3Config
-from .declared import InputSpec, read_input_spec
+from .declared import EmbeddingRecipe, InputSpec, read_embedding_recipe
 from .formats import ChatTemplateSlots, PromptTooLong, fit_to_length
 from .loading import load_tokenizer, resolve_checkpoint
 from .options import EngineOptions, merge_options
 from .projections import Projections, load_projections
 from .scoring import ScoringEngine, gather_rows, pad_rows
-
-ZEMBED_SUFFIX = "<|im_end|>\n"
-
-
-@dataclass
-class EmbeddingRecipe:
-    """What the checkpoint's sentence-transformers files declare."""
-    prompts: dict[str, str] = field(default_factory=dict)
-    default_prompt_name: str | None = None
-    suffix: str | None = None  # None until read: not declared
-    max_seq_length: int | None = None
-    normalize: bool = True
-    inputs: InputSpec = field(default_factory=InputSpec)  # sentence_bert_config.json's modalities
-
-
-def _read_json(path: Path) -> dict | list:
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
-
-
-def read_recipe(folder: Path, name: str = "") -> EmbeddingRecipe:
-    """Reads modules.json, the pooling config, config_sentence_transformers.json and
-    sentence_bert_config.json. Without modules.json, Qwen3-Embedding's recipe is assumed (last token,
-    normalised)."""
-    recipe = EmbeddingRecipe()
-    modules_file = folder / "modules.json"
-    if modules_file.is_file():
-        modules = _read_json(modules_file)
-        if not isinstance(modules, list):
-            raise CheckpointError(f"{modules_file} must hold a list of modules")
-        kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
-        pooling = [m for m, k in zip(modules, kinds) if k == "Pooling"]
-        unsupported = [k for m, k in zip(modules, kinds)
-                       if k not in ("Pooling", "Normalize") and m.get("path", "") != ""]
-        if unsupported:  # e.g. Dense: a layer zkernels does not run
-            raise CheckpointError(f"{modules_file}: modules {unsupported} are not supported (zkernels runs a "
-                                  f"Qwen3 transformer, last-token Pooling and Normalize only)")
-        if len(pooling) != 1:
-            raise CheckpointError(f"{modules_file}: expected one Pooling module, found {len(pooling)}")
-        pool_cfg_file = folder / pooling[0].get("path", "") / "config.json"
-        if pool_cfg_file.is_file():
-            pool_cfg = _read_json(pool_cfg_file)
-            modes = sorted(k for k, v in pool_cfg.items() if k.startswith("pooling_mode") and v is True)
-            mode = pool_cfg.get("pooling_mode")
-            if modes != ["pooling_mode_lasttoken"] and mode not in ("lasttoken",):
-                raise CheckpointError(f"{pool_cfg_file}: pooling {modes or mode} is not supported; zkernels "
-                                      f"embeds with last-token pooling (pooling_mode_lasttoken) only")
-        recipe.normalize = "Normalize" in kinds
-    st_file = folder / "config_sentence_transformers.json"
-    if st_file.is_file():
-        st = _read_json(st_file)
-        prompts = st.get("prompts") or {}
-        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
-            raise CheckpointError(f"{st_file}: 'prompts' must map names to strings")
-        recipe.prompts = dict(prompts)
-        recipe.default_prompt_name = st.get("default_prompt_name")
-        if recipe.default_prompt_name is not None and recipe.default_prompt_name not in recipe.prompts:
-            raise CheckpointError(f"{st_file}: default_prompt_name {recipe.default_prompt_name!r} is not among "
-                                  f"the prompts {list(recipe.prompts)}")
-        suffix = st.get("suffix")  # zembed-1 declares "<|im_end|>\\n" here; sentence-transformers ignores the key
-        if suffix is not None and not isinstance(suffix, str):
-            raise CheckpointError(f"{st_file}: 'suffix' must be a string")
-        recipe.suffix = suffix
-    recipe.inputs = read_input_spec(folder)
-    if recipe.inputs.uses_messages:
-        if recipe.suffix:
-            raise CheckpointError(f"{st_file}: a 'suffix' is declared, but sentence_bert_config.json's 'message' "
-                                  f"modality renders texts through the chat template, which has its own tail")
-        recipe.suffix = ""
-    # Older zembed-1 revisions declare the suffix only in their own code (modeling_zembed.py).
-    if recipe.suffix is None:
-        is_zembed = (folder / "modeling_zembed.py").is_file() or "zembed" in f"{name} {folder}".lower()
-        recipe.suffix = ZEMBED_SUFFIX if is_zembed else ""
-    sb_file = folder / "sentence_bert_config.json"
-    if sb_file.is_file():
-        sb = _read_json(sb_file)
-        if sb.get("do_lower_case"):
-            raise CheckpointError(f"{sb_file}: do_lower_case is not supported")
-        if sb.get("max_seq_length") is not None:
-            recipe.max_seq_length = int(sb["max_seq_length"])
-    return recipe
 
 
 def _message_format(inputs: InputSpec, tokenizer) -> str:
@@ -198,7 +113,7 @@ class Embedder:
                                 max_tokens_per_batch=max_tokens_per_batch, show_progress=show_progress_bar)
         folder = resolve_checkpoint(path)
         config = Qwen3Config.from_file(folder / "config.json")
-        recipe = read_recipe(folder, str(path))
+        recipe = read_embedding_recipe(folder, str(path))
         if suffix is not None:
             if recipe.inputs.uses_messages and suffix:
                 raise ValueError(f"{folder}/sentence_bert_config.json declares the 'message' modality: texts are "

@@ -246,8 +246,8 @@ class ZerankFormat(_ChatPairFormat):
 
     @staticmethod
     def _render_with_template(tokenizer, query: str, document: str) -> str:
-        return tokenizer.apply_chat_template([{"role": "system", "content": query}, {"role": "user", "content": document}],
-                                             tokenize=False, add_generation_prompt=True)
+        messages = [{"role": "system", "content": query}, {"role": "user", "content": document}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     @staticmethod
     def clip(query: str, document: str) -> tuple[str, str]:
@@ -304,7 +304,8 @@ class Qwen3RerankerFormat(PromptFormat):
         return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
 
     def render(self, query: str, document: str, instruction: str | None = None) -> str:
-        return QWEN3_RERANKER_PREFIX + self.content(instruction or self.instruction, query, document) + QWEN3_RERANKER_SUFFIX
+        content = self.content(instruction or self.instruction, query, document)
+        return QWEN3_RERANKER_PREFIX + content + QWEN3_RERANKER_SUFFIX
 
     def encode(self, pairs, max_length, truncate=True, instruction=None) -> EncodedPrompts:
         instruction = instruction or self.instruction

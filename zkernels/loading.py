@@ -7,7 +7,6 @@ at load so each runs as one matmul.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .config import CheckpointError, Qwen3Config
+from .config import CheckpointError, Qwen3Config, read_json
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -86,10 +85,7 @@ def _read_weight_map(index: Path) -> dict[str, str]:
     """The index's weight_map, checked: a mapping of tensor name to the plain name of a file inside the
     checkpoint folder. The index is data from wherever the checkpoint came from, so a shard path that
     leaves the folder (absolute, `..`, a subfolder) is refused rather than opened."""
-    try:
-        raw = json.loads(index.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{index} is not valid JSON: {e}") from None
+    raw = read_json(index)
     weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
     if not isinstance(weight_map, dict):
         raise CheckpointError(f"{index}: 'weight_map' must be a mapping of tensor name to shard file name, got "
@@ -153,7 +149,8 @@ class _TensorReader:
             try:
                 self._open[file] = safe_open(str(file), framework="pt", device=self.device)
             except Exception as e:
-                raise CheckpointError(f"{file} is not a readable safetensors file (truncated or corrupt?): {e}") from None
+                raise CheckpointError(f"{file} is not a readable safetensors file (truncated or corrupt?): "
+                                      f"{e}") from None
             if self._progress is not None:
                 self._progress.update(1)
         return self._open[file]

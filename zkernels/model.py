@@ -2,7 +2,8 @@
 
 No generation, no KV cache between calls, no full LM head. The last layer computes attention queries,
 the attention output, the MLP and the final norm only at the rows that are read; every other layer runs
-over all packed rows. Ops come from the dispatch (torch or Triton) by name.
+over all packed rows. Ops come from the dispatch (torch, Triton or the C++ CPU kernels) by name; a
+backend that prepacks linear weights (cpu) does so here, once.
 """
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import torch
 
 from .config import Qwen3Config
 from .kernels import get_ops
+from .kernels.cpu import PackedLinear
 from .kernels.qk_norm_rope import rope_tables
 from .loading import Qwen3Weights
 from .packing import PackedBatch
-
 
 # CPU GEMM kernels take other code paths for small row counts (measured with torch 2.13's CPU wheel: 1-3,
 # 5-7 and 9-11 rows round differently from 12 and more), so a row's value would depend on how many rows
@@ -22,13 +23,16 @@ from .packing import PackedBatch
 MIN_CPU_MATMUL_ROWS = 16
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, batch-invariant per row on CPU."""
+def linear(x: torch.Tensor, weight: torch.Tensor | PackedLinear, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear (or a prepacked weight's oneDNN matmul), batch-invariant per row on CPU. oneDNN's packed
+    path also rounds a lone row differently (measured: 1 row differs from 2+ in float32), so it gets the
+    same padding."""
     n = x.shape[0]
+    matmul = weight if isinstance(weight, PackedLinear) else (lambda a, b: torch.nn.functional.linear(a, weight, b))
     if n >= MIN_CPU_MATMUL_ROWS or x.device.type != "cpu":
-        return torch.nn.functional.linear(x, weight, bias)
+        return matmul(x, bias)
     padded = torch.cat((x, x.new_zeros((MIN_CPU_MATMUL_ROWS - n, *x.shape[1:]))))
-    return torch.nn.functional.linear(padded, weight, bias)[:n]
+    return matmul(padded, bias)[:n]
 
 
 class Qwen3Forward:
@@ -36,6 +40,11 @@ class Qwen3Forward:
         self.config, self.weights = config, weights
         self.ops = get_ops(backend)
         self.backend = backend
+        pack = getattr(self.ops, "pack_linear", None)
+        if pack is not None:  # in place: the dense copies are dropped, not kept beside the packed ones
+            for layer in weights.layers:
+                layer.qkv, layer.o, layer.gate_up, layer.down = (pack(layer.qkv), pack(layer.o),
+                                                                 pack(layer.gate_up), pack(layer.down))
         device = weights.embed.device
         self.cos, self.sin = rope_tables(config.head_dim, config.rope_theta, config.max_position_embeddings, device)
         self.scale = config.head_dim ** -0.5
@@ -79,7 +88,8 @@ class Qwen3Forward:
             v = qkv[:, c.q_width + c.kv_width:].view(n_rows, c.num_kv_heads, c.head_dim)          # [T, Hkv, D]
             if last:  # keys and values are needed everywhere, queries and everything after only where read
                 # q [R, Hq, D], residual [R, H], q_pos [R], cu_q [S+1] (read rows per sequence)
-                q, residual, q_pos, cu_q = q[b.read_rows], residual[b.read_rows], b.positions[b.read_rows], b.cu_seqlens_read
+                q, residual = q[b.read_rows], residual[b.read_rows]
+                q_pos, cu_q = b.positions[b.read_rows], b.cu_seqlens_read
             else:
                 q_pos, cu_q = b.positions, b.cu_seqlens                                # [T], [S+1]
             q, k = ops.qk_norm_rope(q, k, layer.q_norm, layer.k_norm, self.cos, self.sin, q_pos, b.positions,

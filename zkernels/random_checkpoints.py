@@ -2,6 +2,7 @@
 benchmarks. The weights are random: scores mean nothing, only that they match the reference."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -44,6 +45,17 @@ def random_model_from_config(config: dict, dtype=torch.bfloat16, device="cuda", 
     return Reranker.from_state_dict(hf_model.state_dict(), config, format, None, device, dtype, backend=backend)
 
 
+@contextlib.contextmanager
+def _written_whole(folder: Path):
+    """Yields a scratch folder beside `folder` to write into; on success it replaces `folder` in one
+    rename, so a crash mid-write never leaves a half-written checkpoint where a reader looks."""
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    yield tmp
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
 def make_tiny_checkpoint(folder: str | Path, format: str | None = "zerank", seed: int = 0,
                          init_std: float = 0.08, tokenizer=None, **config) -> Path:
     """Writes a random Qwen3ForCausalLM checkpoint with Qwen's real tokenizer to `folder`.
@@ -56,15 +68,12 @@ def make_tiny_checkpoint(folder: str | Path, format: str | None = "zerank", seed
 
     folder = Path(folder)
     model = _random_qwen3(Qwen3ForCausalLM, Qwen3Config, seed, init_std, config)
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    (tokenizer or build_qwen_tokenizer()).save_pretrained(str(tmp))
-    if format == "zerank":
-        (tmp / "1_LogitScore").mkdir()
-        (tmp / "1_LogitScore" / "config.json").write_text(json.dumps({"true_token_id": 9454}))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with _written_whole(folder) as tmp:
+        model.save_pretrained(str(tmp))
+        (tokenizer or build_qwen_tokenizer()).save_pretrained(str(tmp))
+        if format == "zerank":
+            (tmp / "1_LogitScore").mkdir()
+            (tmp / "1_LogitScore" / "config.json").write_text(json.dumps({"true_token_id": 9454}))
     return folder
 
 
@@ -93,42 +102,40 @@ def make_tiny_embedding_checkpoint(folder: str | Path, seed: int = 0, init_std: 
     folder = Path(folder)
     values = {**TINY_DEFAULTS, "vocab_size": QWEN_VOCAB_SIZE, **config}
     model = _random_qwen3(Qwen3Model, Qwen3Config, seed, init_std, config)
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tok = tokenizer or build_qwen_tokenizer()
-    if append_eos:
-        import copy
+    with _written_whole(folder) as tmp:
+        model.save_pretrained(str(tmp))
+        tok = tokenizer or build_qwen_tokenizer()
+        if append_eos:
+            import copy
 
-        from tokenizers.processors import TemplateProcessing
-        tok = copy.deepcopy(tok)
-        eos_id = tok.convert_tokens_to_ids("<|endoftext|>")
-        tok.backend_tokenizer.post_processor = TemplateProcessing(
-            single="$A <|endoftext|>", pair="$A $B <|endoftext|>", special_tokens=[("<|endoftext|>", eos_id)])
-    tok.save_pretrained(str(tmp))
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-    if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
-        (tmp / "2_Normalize").mkdir()
-    (tmp / "modules.json").write_text(json.dumps(modules, indent=2))
-    (tmp / "1_Pooling").mkdir()
-    pooling = {"word_embedding_dimension": values["hidden_size"], "pooling_mode_cls_token": False,
-               "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
-               "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
-               "pooling_mode_lasttoken": True, "include_prompt": True}
-    (tmp / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
-    st_config = {"prompts": dict(prompts or {}), "default_prompt_name": None, "similarity_fn_name": "cosine"}
-    if suffix:
-        st_config["suffix"] = suffix
-    (tmp / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2))
-    (tmp / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
-                                                               "do_lower_case": False}))
-    if projections:
-        save_file({str(int(d)): m.detach().to(torch.float32).contiguous() for d, m in projections.items()},
-                  str(tmp / "projections.safetensors"))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+            from tokenizers.processors import TemplateProcessing
+            tok = copy.deepcopy(tok)
+            eos_id = tok.convert_tokens_to_ids("<|endoftext|>")
+            tok.backend_tokenizer.post_processor = TemplateProcessing(
+                single="$A <|endoftext|>", pair="$A $B <|endoftext|>", special_tokens=[("<|endoftext|>", eos_id)])
+        tok.save_pretrained(str(tmp))
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        if normalize:
+            modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                            "type": "sentence_transformers.models.Normalize"})
+            (tmp / "2_Normalize").mkdir()
+        (tmp / "modules.json").write_text(json.dumps(modules, indent=2))
+        (tmp / "1_Pooling").mkdir()
+        pooling = {"word_embedding_dimension": values["hidden_size"], "pooling_mode_cls_token": False,
+                   "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
+                   "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
+                   "pooling_mode_lasttoken": True, "include_prompt": True}
+        (tmp / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
+        st_config = {"prompts": dict(prompts or {}), "default_prompt_name": None, "similarity_fn_name": "cosine"}
+        if suffix:
+            st_config["suffix"] = suffix
+        (tmp / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2))
+        (tmp / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
+                                                                   "do_lower_case": False}))
+        if projections:
+            save_file({str(int(d)): m.detach().to(torch.float32).contiguous() for d, m in projections.items()},
+                      str(tmp / "projections.safetensors"))
     return folder
 
 
@@ -163,19 +170,20 @@ def make_tiny_cross_encoder_checkpoint(folder: str | Path, causal_folder: str | 
     model = CrossEncoder(modules=[transformer, LogitScore(true_token_id, false_token_id)], device="cpu",
                          activation_fn=activation_fn)
     shutil.rmtree(folder, ignore_errors=True)
-    model.save(str(folder))
+    model.save(str(folder), create_model_card=False)  # the README.md card: not read, slow to render
     return folder
 
 
-def make_tiny_seq_cls_checkpoint(folder: str | Path, causal_folder: str | Path, recipe: str) -> Path:
+def make_tiny_seq_cls_checkpoint(folder: str | Path, causal_folder: str | Path, recipe: str, tokenizer=None) -> Path:
     """Converts the causal checkpoint in `causal_folder` to Qwen3ForSequenceClassification the way the
     published conversions do: score.weight [1, hidden] = lm_head["yes"] - lm_head["no"] for
-    Qwen3-Reranker (so sigmoid(logit) is the yes/no softmax), lm_head["Yes"] for zerank; no LM head."""
+    Qwen3-Reranker (so sigmoid(logit) is the yes/no softmax), lm_head["Yes"] for zerank; no LM head.
+    tokenizer: the causal checkpoint's own, already loaded (default: read from `causal_folder`)."""
     from transformers import AutoTokenizer, Qwen3ForCausalLM, Qwen3ForSequenceClassification
 
     folder = Path(folder)
     causal = Qwen3ForCausalLM.from_pretrained(str(causal_folder), dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(causal_folder))
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(causal_folder))
     head = causal.lm_head.weight.detach()
     row = lambda word: head[tokenizer.convert_tokens_to_ids(word)]  # noqa: E731
     if recipe == "qwen3-reranker":
@@ -193,24 +201,22 @@ def make_tiny_seq_cls_checkpoint(folder: str | Path, causal_folder: str | Path, 
     model.model.load_state_dict(causal.model.state_dict(), strict=True)
     with torch.no_grad():
         model.score.weight.copy_(score[None])
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with _written_whole(folder) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
     return folder
 
 
 def make_tiny_message_embedding_checkpoint(folder: str | Path, base_folder: str | Path, max_seq_length: int = 512,
-                                           template_kwargs: dict | None = None) -> Path:
+                                           template_kwargs: dict | None = None, base=None) -> Path:
     """Re-saves the embedding checkpoint in `base_folder` with sentence-transformers 6.x itself, its
     Transformer declaring the "message" modality (sentence_bert_config.json), so SentenceTransformer
-    renders every text, prompt included, through the tokenizer's chat template."""
+    renders every text, prompt included, through the tokenizer's chat template. base: the
+    SentenceTransformer of `base_folder`, already loaded (default: loaded here)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Transformer
 
-    base = SentenceTransformer(str(base_folder), device="cpu")
+    base = base if base is not None else SentenceTransformer(str(base_folder), device="cpu")
     out = {"method": "forward", "method_output_name": "last_hidden_state"}
     transformer = Transformer(str(base_folder), transformer_task="feature-extraction",
                               modality_config={"text": dict(out), "message": {**out, "format": "flat"}},
@@ -220,5 +226,5 @@ def make_tiny_message_embedding_checkpoint(folder: str | Path, base_folder: str 
     model.max_seq_length = max_seq_length
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
-    model.save(str(folder))
+    model.save(str(folder), create_model_card=False)  # the README.md card: not read, slow to render
     return folder

@@ -16,7 +16,8 @@ from .formats import Qwen3RerankerFormat, ZerankFormat
 
 def load_reference_model(folder, dtype=torch.float32, device="cpu", attn_implementation="sdpa"):
     from transformers import Qwen3ForCausalLM
-    return Qwen3ForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation=attn_implementation).to(device).eval()
+    model = Qwen3ForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation=attn_implementation)
+    return model.to(device).eval()
 
 
 @torch.inference_mode()

@@ -10,7 +10,14 @@ import numpy as np
 import torch
 
 from .config import CheckpointError, Qwen3Config
-from .declared import read_declared_activation, read_input_spec, read_json, read_logit_score, resolve_activation
+from .declared import (
+    ST_CONFIG,
+    read_declared_activation,
+    read_input_spec,
+    read_logit_score,
+    read_st_config,
+    resolve_activation,
+)
 from .formats import FORMATS, ZERANK_QWEN_YES, EncodedPrompts, PromptFormat, make_format
 from .loading import load_tokenizer, resolve_checkpoint
 from .options import EngineOptions, merge_options
@@ -95,8 +102,9 @@ class Reranker:
         tokens (default: the recipe's, 8,192 for qwen3-reranker, else the model's max_position_embeddings,
         or the tokenizer's limit for sentence-transformers); activation_fn: see `predict`; clip_chars:
         zerank only, clip texts to 2,000 / 10,000 characters (default True, as modeling_zeranker.py;
-        False: strip only, as ZeroEntropy's serving code); backend: "torch" or "triton" (default: triton
-        on CUDA, torch on CPU; env ZKERNELS_BACKEND overrides the default); max_tokens_per_batch: prompt
+        False: strip only, as ZeroEntropy's serving code); backend: "cpu", "triton" or "torch" (default:
+        triton on CUDA, the C++ cpu ops on CPU when built, else torch; env ZKERNELS_BACKEND overrides the
+        default); max_tokens_per_batch: prompt
         tokens per forward; options: an EngineOptions holding device, dtype, backend, max_tokens_per_batch
         and show_progress at once (the same arguments given separately must agree with it).
         """
@@ -251,12 +259,10 @@ def _sentence_transformers_recipe(folder: Path, config: Qwen3Config, tokenizer, 
     if spec.message_format == "structured":
         raise CheckpointError(f"{folder}/sentence_bert_config.json: the 'structured' message format is not "
                               f"supported for a text-only tokenizer")
-    st_cfg = folder / "config_sentence_transformers.json"
-    if st_cfg.is_file():
-        raw = read_json(st_cfg)
-        if isinstance(raw, dict) and raw.get("default_prompt_name"):
-            raise CheckpointError(f"{st_cfg}: default_prompt_name {raw['default_prompt_name']!r} is set; "
-                                  f"zkernels' Reranker applies no CrossEncoder prompt")
+    default_prompt = read_st_config(folder).get("default_prompt_name")
+    if default_prompt:
+        raise CheckpointError(f"{folder / ST_CONFIG}: default_prompt_name {default_prompt!r} is set; "
+                              f"zkernels' Reranker applies no CrossEncoder prompt")
     if max_length is None:
         max_length = min(int(tokenizer.model_max_length), config.max_position_embeddings)
     args = {"true_token_id": logit_score.true_token_id, "false_token_id": logit_score.false_token_id,

@@ -4,6 +4,8 @@
 `BinaryIndex` searches them by Hamming distance (C++ AVX-512/AVX2 kernel on CPU, CUDA kernel on GPU)
 and can rescore the Hamming candidates with float dot products.
 """
-from .index import DEFAULT_RESCORE_MULTIPLIER, BinaryIndex, HammingResult, RescoredResult  # noqa: F401
-from .quantize import quantize  # noqa: F401
-from .topk_contract import FILL_DISTANCE  # noqa: F401
+from .index import DEFAULT_RESCORE_MULTIPLIER, BinaryIndex, HammingResult, RescoredResult
+from .quantize import quantize
+from .topk_contract import FILL_DISTANCE
+
+__all__ = ["BinaryIndex", "DEFAULT_RESCORE_MULTIPLIER", "FILL_DISTANCE", "HammingResult", "RescoredResult", "quantize"]

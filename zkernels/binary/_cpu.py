@@ -6,7 +6,6 @@ import os
 import warnings
 
 from . import _numpy_search
-from .topk_contract import FILL_DISTANCE  # noqa: F401  (old import path)
 
 try:
     from .. import _hamming as _ext

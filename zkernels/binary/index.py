@@ -30,7 +30,6 @@ import numpy as np
 from . import storage
 from .inputs import INT64_MAX, check_positive_int, ids_numpy
 from .numpy_store import NumpyStore
-from .topk_contract import FILL_DISTANCE  # noqa: F401  (re-exported: zkernels.binary.index.FILL_DISTANCE)
 
 # sentence-transformers' semantic_search_usearch uses 4 (semantic_search_faiss, in 6.2, uses 2).
 DEFAULT_RESCORE_MULTIPLIER = 4

@@ -3,32 +3,31 @@ the kind the option needs (an embedding checkpoint for `index --model`, a rerank
 `rerank --model`). Loading a model takes seconds to minutes; a wrong path should not."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..config import CheckpointError, read_json
+from ..declared import module_kind, read_modules
 from ..loading import resolve_checkpoint
 
 EMBEDDER, RERANKER = "embedding", "reranker"
 CONFIG_PATTERNS = ("*.json", "*.py")  # enough of a hub checkpoint to tell what it is
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # unreadable: the loader reports it with its own message
-
-
 def checkpoint_kind(folder: Path, name: str = "") -> str | None:
-    """EMBEDDER, RERANKER, or None where the folder does not say."""
+    """EMBEDDER, RERANKER, or None where the folder does not say. A declaration that cannot be read says
+    nothing here: loading the model reports it with the loader's own message."""
     from ..reranker import detect_format
 
-    modules = _read_json(folder / "modules.json")
-    kinds = ({str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)}
-             if isinstance(modules, list) else set())
+    try:
+        kinds = {module_kind(m) for m in read_modules(folder) or []}
+    except (CheckpointError, OSError):
+        kinds = set()
     if "Pooling" in kinds:  # a sentence-transformers embedding model pools token states into one vector
         return EMBEDDER
-    config = _read_json(folder / "config.json")
+    try:
+        config = read_json(folder / "config.json")
+    except (CheckpointError, OSError):
+        config = None
     archs = config.get("architectures") or [] if isinstance(config, dict) else []
     if "LogitScore" in kinds or any(str(a).endswith("ForSequenceClassification") for a in archs):
         return RERANKER

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from ..demo_models import DEMO_CONFIG, demo_checkpoint, quiet_transformers  # noqa: F401  (re-exported)
+from ..demo_models import demo_checkpoint, quiet_transformers
 from .options import add_backend, add_progress, add_top_k
 
 QUERY = "How do shared-prefix caches speed up cross-encoder reranking?"
@@ -44,7 +44,8 @@ def run_demo(device: str = "cpu", backend: str | None = None, top_k: int | None 
     for i, row in enumerate(ranked, 1):
         text = row["text"].replace("\n", "\\n")
         print(f"{i:2d}. {row['score']:.6f}  [{row['corpus_id']}] {text[:90]}")
-    print(f"\nscored {len(DOCUMENTS)} documents in {elapsed * 1000:.1f} ms (tiny model on {device}: not a speed figure)")
+    print(f"\nscored {len(DOCUMENTS)} documents in {elapsed * 1000:.1f} ms "
+          f"(tiny model on {device}: not a speed figure)")
 
     ours = torch.tensor(reranker.predict([(QUERY, d) for d in DOCUMENTS]), dtype=torch.float64)
     with quiet_transformers():

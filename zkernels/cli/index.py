@@ -191,5 +191,3 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     s.set_defaults(func=_search)
     return index
 
-
-add_index_subcommands = add_parser  # the name zkernels.index_cli exported

@@ -46,7 +46,7 @@ def add_progress(p: argparse.ArgumentParser) -> None:
 
 def add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=None, choices=kernels.BACKENDS,
-                   help="kernel backend (default: triton on cuda, torch on cpu; env ZKERNELS_BACKEND)")
+                   help="kernel backend (default: triton on cuda; cpu, the C++ kernels, on cpu; env ZKERNELS_BACKEND)")
 
 
 def add_device(p: argparse.ArgumentParser, default: str | None = "cpu", default_help: str = "cpu") -> None:

@@ -1,23 +1,28 @@
 """Op dispatch: model code calls ops by name (ops.attention, ops.rms_norm, ...) and never knows
 which backend runs them.
 
-Backends: "torch" (plain torch, the reference; runs anywhere) and "triton" (fused kernels; CUDA, or the
-CPU under TRITON_INTERPRET=1 for tests). Choice, first match wins: the `backend=` argument, the
-ZKERNELS_BACKEND environment variable, then "triton" on CUDA and "torch" elsewhere.
+Backends: "torch" (plain torch, the reference; runs anywhere), "triton" (fused kernels; CUDA, or the
+CPU under TRITON_INTERPRET=1 for tests) and "cpu" (fused C++ kernels, zkernels._cpu_ops, and linear
+layers on oneDNN-prepacked weights; CPU devices). Choice, first match wins: the `backend=` argument, the
+ZKERNELS_BACKEND environment variable, then "triton" on CUDA, "cpu" on a CPU device when the C++
+extension is built, and "torch" otherwise.
 """
 from __future__ import annotations
 
 import os
 from types import SimpleNamespace
 
-BACKENDS = ("torch", "triton")
+BACKENDS = ("torch", "triton", "cpu")
 ENV_VAR = "ZKERNELS_BACKEND"
 
 
 def resolve_backend(backend: str | None = None, device="cpu") -> str:
     choice = backend or os.environ.get(ENV_VAR) or None
+    on_cuda = str(device).startswith("cuda")
     if choice is None:
-        return "triton" if str(device).startswith("cuda") and _triton_available() else "torch"
+        if on_cuda:
+            return "triton" if _triton_available() else "torch"
+        return "cpu" if _cpu_available() else "torch"
     if choice not in BACKENDS:
         raise ValueError(f"unknown backend {choice!r} (from {'backend=' if backend else ENV_VAR}); "
                          f"choose one of {BACKENDS}")
@@ -25,6 +30,10 @@ def resolve_backend(backend: str | None = None, device="cpu") -> str:
         raise RuntimeError(TRITON_MISSING.format(source="backend='triton'" if backend else f"{ENV_VAR}=triton"))
     if choice == "triton" and not str(device).startswith("cuda") and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError("backend 'triton' on a CPU device needs TRITON_INTERPRET=1 (interpreter, for tests)")
+    if choice == "cpu" and on_cuda:
+        raise RuntimeError(f"backend 'cpu' runs on CPU devices only, not {device}; choose 'triton' or 'torch'")
+    if choice == "cpu" and not _cpu_available():
+        raise RuntimeError(CPU_MISSING.format(source="backend='cpu'" if backend else f"{ENV_VAR}=cpu"))
     return choice
 
 
@@ -33,6 +42,16 @@ def resolve_backend(backend: str | None = None, device="cpu") -> str:
 TRITON_MISSING = ("{source} asks for the Triton kernels, but the triton package is not installed. Install it "
                   "with `pip install \"zkernels[gpu]\"` (or `pip install triton`; a CUDA build of torch "
                   "usually brings it), or choose backend='torch'.")
+
+
+CPU_MISSING = ("{source} asks for the C++ CPU kernels, but the zkernels._cpu_ops extension is not built. Build "
+               "it with `pip install -e .` (or `python setup.py build_ext --inplace`) in the checkout, or choose "
+               "backend='torch'.")
+
+
+def _cpu_available() -> bool:
+    from . import cpu
+    return cpu.available()
 
 
 def _triton_available() -> bool:
@@ -63,4 +82,9 @@ def get_ops(backend: str) -> SimpleNamespace:
         return SimpleNamespace(name="triton", rms_norm=rms_norm_triton, add_rms_norm=add_rms_norm_triton,
                                qk_norm_rope=qk_norm_rope_triton, swiglu=swiglu_triton,
                                attention=attention_triton)
+    if backend == "cpu":
+        if not _cpu_available():
+            raise RuntimeError(CPU_MISSING.format(source="get_ops('cpu')"))
+        from .cpu_backend import cpu_ops
+        return cpu_ops()
     raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")

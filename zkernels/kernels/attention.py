@@ -51,7 +51,6 @@ def attention_torch(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_l
 # Per program: one pass over the virtual key sequence [prefix ++ own keys], unmasked while every row
 # sees the whole key tile, masked on the diagonal tiles.
 # ---------------------------------------------------------------------------------------------------
-import math  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 from ._triton_util import check_out, check_same_device, interpreting, is_pow2, require_triton, tl, triton  # noqa: E402,E501

@@ -22,8 +22,7 @@ def add_rms_norm_torch(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
 # ---------------------------------------------------------------------------------------------------
 # Triton kernel
 # ---------------------------------------------------------------------------------------------------
-from ._triton_util import (check_float, check_out, check_same_device, require_triton,  # noqa: E402
-                           tl, triton, warps_for_row)
+from ._triton_util import check_float, check_out, check_same_device, require_triton, tl, triton, warps_for_row  # noqa: E402
 
 
 @triton.jit

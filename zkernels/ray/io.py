@@ -1,18 +1,30 @@
 """Parquet / JSON Lines in and out of Ray Datasets.
 
-Reading is Ray's own (read tasks on the cluster). Writing streams the result through the driver into
-ONE file, in row order, so `--output out.parquet` is a file and its rows line up with the input's; a
-job whose output outgrows the driver should call Ray's own `ds.write_parquet(folder)` instead.
+Reading is Ray's own (read tasks on the cluster). Writing goes one of two ways, by what `path` names:
+- a file (`scored.parquet`, `scored.jsonl`): the rows stream through the driver into ONE file, in row
+  order, so its rows line up with the input's. It is written as `<path>.partial` and renamed at the
+  end (an existing file is replaced then); on an error nothing is left behind.
+- a folder (a path ending in "/", an existing directory, or a URI such as s3://bucket/scored/): Ray's
+  write tasks write many files from the workers (see sinks.py), no row passes through the driver. The
+  folder must be absent or empty; on an error the files this write made are removed.
+
+Every batch is cast to one schema (the first batch's; zkernels' jobs already cast each batch to the
+input's schema plus the new column), so a writer never meets two batches that disagree. JSON Lines
+output is strict JSON: a NaN or infinite float is written as null.
 """
 from __future__ import annotations
 
+import base64
+import datetime
+import decimal
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 FORMATS = ("parquet", "jsonl")
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+FOLDER_DEFAULT_FORMAT = "parquet"
 
 
 def detect_format(path: str, format: str | None = None) -> str:
@@ -27,6 +39,20 @@ def detect_format(path: str, format: str | None = None) -> str:
     return _SUFFIXES[suffix]
 
 
+def is_folder(path: str) -> bool:
+    """Whether an output path names a folder: it ends in "/", is an existing directory, or is a URI
+    (s3://..., gs://..., file://...)."""
+    path = str(path)
+    return path.endswith("/") or "://" in path or Path(path).is_dir()
+
+
+def folder_format(path: str, format: str | None = None) -> str:
+    """A folder's file format: `format`, else its name's suffix (`scored.jsonl/`), else Parquet."""
+    if format is not None:
+        return detect_format(path, format)
+    return _SUFFIXES.get(Path(str(path).rstrip("/")).suffix.lower(), FOLDER_DEFAULT_FORMAT)
+
+
 def read_dataset(path: str, format: str | None = None):
     """A Ray Dataset over a Parquet or JSON Lines file (or a folder of them, with format given)."""
     import ray.data
@@ -38,44 +64,98 @@ def read_dataset(path: str, format: str | None = None):
     return ray.data.read_json(str(path), lines=True)
 
 
-def _arrow_columns(batch: dict):
-    """pyarrow arrays for a numpy batch; 2-D arrays (embeddings, packed codes) become fixed-size lists."""
-    import pyarrow as pa
-    cols = {}
-    for name, values in batch.items():
-        values = np.asarray(values)
-        if values.ndim == 2:
-            flat = pa.array(np.ascontiguousarray(values).reshape(-1))
-            cols[name] = pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
-        elif values.ndim == 1:
-            cols[name] = pa.array(values.tolist() if values.dtype == object else values)
-        else:
-            raise TypeError(f"column {name!r} has {values.ndim} dimensions; Parquet/JSONL output takes 1 or 2")
-    return pa.table(cols)
+def _json_value(value):
+    """json.dumps' `default`: the Arrow types JSON has no literal for (timestamps, decimals, bytes)."""
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)  # exact; a float could round it
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"cannot write a {type(value).__name__} value as JSON")
+
+
+def _finite(value):
+    """`value` with every NaN or infinite float, however deep, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_lines(table) -> bytes:
+    """The rows of a pyarrow Table as JSON Lines: strict JSON (NaN and infinities become null)."""
+    out = []
+    for row in table.to_pylist():
+        try:
+            line = json.dumps(row, ensure_ascii=False, allow_nan=False, default=_json_value)
+        except ValueError:  # a non-finite float somewhere in the row: rare, so only then walk the row
+            line = json.dumps(_finite(row), ensure_ascii=False, allow_nan=False, default=_json_value)
+        out.append(line.encode() + b"\n")
+    return b"".join(out)
+
+
+def null_count(table, column: str | None) -> int:
+    return 0 if column is None or column not in table.column_names else table.column(column).null_count
+
+
+@dataclass
+class WriteSummary:
+    """What a write did: rows written, rows whose `null_column` is null, files written, the output."""
+    rows: int
+    null_rows: int
+    files: int
+    path: str
 
 
 def write_dataset(ds, path: str, format: str | None = None) -> int:
-    """Writes every row of `ds`, in order, to one Parquet or JSON Lines file; returns the row count."""
+    """Writes every row of `ds` to `path` (a file: in order; a folder: many files, see the module's
+    docstring); returns the row count."""
+    return write_output(ds, path, format).rows
+
+
+def write_output(ds, path: str, format: str | None = None, *, null_column: str | None = None) -> WriteSummary:
+    """write_dataset, with what it did: rows, how many rows hold a null in `null_column` (the score or
+    embedding of invalid rows), files."""
+    if is_folder(path):
+        from .sinks import write_folder
+        return write_folder(ds, str(path), folder_format(path, format), null_column=null_column)
+    return write_file(ds, str(path), detect_format(path, format), null_column=null_column)
+
+
+def write_file(ds, path: str, fmt: str, *, null_column: str | None = None) -> WriteSummary:
+    """One file, in row order, through the driver."""
     import pyarrow.parquet as pq
-    fmt = detect_format(path, format)
+
+    from .schema import conform
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(f"{path}.partial")
     ds.context.execution_options.preserve_order = True
-    rows, writer = 0, None
+    rows, nulls, writer, schema = 0, 0, None, None
     try:
         with open(tmp, "wb") as f:
-            for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
-                table = _arrow_columns(batch)
-                if fmt == "parquet":
-                    writer = writer or pq.ParquetWriter(f, table.schema)
-                    writer.write_table(table)
-                else:
-                    for row in table.to_pylist():
-                        f.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
-                rows += table.num_rows
-            if writer is not None:
-                writer.close()
+            try:
+                for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                    if table.num_rows == 0:
+                        continue
+                    schema = schema or table.schema.remove_metadata()
+                    table = conform(table, schema)
+                    if fmt == "parquet":
+                        writer = writer or pq.ParquetWriter(f, schema)
+                        writer.write_table(table)
+                    else:
+                        f.write(json_lines(table))
+                    rows += table.num_rows
+                    nulls += null_count(table, null_column)
+            finally:
+                if writer is not None:
+                    writer.close()
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    return rows
+    return WriteSummary(rows, nulls, 1, path)

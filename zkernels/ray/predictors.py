@@ -1,88 +1,197 @@
 """Callable classes for Ray Data's `map_batches`: each actor loads its model once, in `__init__`, and
-scores every batch it is handed with the public `Reranker.predict` / `Embedder.encode_*` API.
+scores every batch it is handed with the public `Reranker.predict` / `Embedder.encode` API.
 
-Nothing here imports ray: the classes take and return plain `dict[str, numpy.ndarray]` batches (Ray
-Data's "numpy" batch format), so they also work, and are tested, without a cluster.
+A batch is a pyarrow Table (what zkernels' own jobs hand over: the input's columns pass through with
+their types untouched) or Ray's numpy dict (`dict[str, numpy.ndarray]`); the result has the same kind.
+Rows whose query, document or text is not a string are handled as `on_invalid` says (see columns.py):
+"error" raises, "null" scores the other rows and gives these a null (numpy dicts have no null: there the
+column becomes an object array holding None for them).
+
+Nothing here imports ray: the classes also work, and are tested, without a cluster.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..options import EngineOptions
+from .columns import check_on_invalid, valid_rows
+from .retries import DEFAULT_MAX_RETRIES, CrashGuard
+from .schema import conform, with_column
+
 # int8/uint8 calibrate their ranges on the embeddings of one call, so their codes would depend on how
 # Ray cut the dataset into batches; only per-row precisions give the same result as one direct call.
 ROW_PRECISIONS = ("float32", "binary", "ubinary")
 INPUT_TYPES = ("query", "document")
+CODE_DTYPES = {"float32": np.float32, "binary": np.int8, "ubinary": np.uint8}
+# from_pretrained keywords that are engine options (EngineOptions fields of the same name).
+ENGINE_KEYWORDS = ("dtype", "backend", "max_tokens_per_batch")
+AUTO_DEVICE = "auto"
 
 
-def string_column(batch: dict, name: str) -> list[str]:
-    """The column as a list of str, or a clear error naming the column and the offending cell."""
-    if name not in batch:
-        raise KeyError(f"column {name!r} is missing; the data has columns {sorted(batch)}")
-    values = batch[name]
-    out = values.tolist() if isinstance(values, np.ndarray) else list(values)
-    for i, v in enumerate(out):
-        if v is None or isinstance(v, float) and v != v:  # Arrow nulls arrive as None, or NaN via pandas
-            raise TypeError(f"column {name!r} must hold strings, but a row holds a null (missing) value "
-                            f"(row {i} of this batch)")
-        if not isinstance(v, str):
-            raise TypeError(f"column {name!r} must hold strings, but a row holds {type(v).__name__}: {v!r:.80} "
-                            f"(row {i} of this batch)")
-    return out
-
-
-def _device(device: str | None) -> str:
-    if device is not None:
-        return device
+def actor_device() -> str:
     import torch
     # Ray sets CUDA_VISIBLE_DEVICES to the GPU(s) it gave this actor, so "cuda" is the actor's own GPU.
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class RerankPredictor:
-    """map_batches callable: adds `score_column` = Reranker.predict(zip(query, document)) to each batch."""
+def actor_options(options: EngineOptions | None, device: str | None, load_kwargs: dict) -> EngineOptions:
+    """The EngineOptions an actor loads its model with. `options` (or the defaults) takes the engine
+    settings also given as keywords in `load_kwargs` (dtype=, backend=, max_tokens_per_batch=; they are
+    removed from it), which must agree with it. The device: `device` when given; "auto" or None: the
+    options' device when it is not the default ("cpu"), else cuda when Ray gave this actor a GPU, else
+    cpu. Progress bars stay off: many actors' bars would interleave in one log."""
+    if options is not None and not isinstance(options, EngineOptions):
+        raise TypeError(f"options must be a zkernels.EngineOptions, got {type(options).__name__}")
+    options = options or EngineOptions()
+    load_kwargs.pop("show_progress_bar", None)  # off in actors, whatever was asked (see above)
+    given = {k: load_kwargs.pop(k) for k in ENGINE_KEYWORDS if load_kwargs.get(k) is not None}
+    clash = {k: v for k, v in given.items() if getattr(options, k) is not None and getattr(options, k) != v}
+    if clash:
+        raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in clash.items())} contradicts options={options!r}; "
+                         f"give each setting once")
+    if device in (None, AUTO_DEVICE):
+        device = options.device if options.device != EngineOptions().device else actor_device()
+    return options.replace(device=device, show_progress=False, **given)
+
+
+class BatchPredictor:
+    """The base of zkernels' map_batches callables (map_with_actors hands them pyarrow batches and the
+    job's settings). What both predictors share: the text columns to check, the column to add and its
+    type, the output schema every Arrow batch is cast to, and the guard against a batch that keeps
+    killing the actor."""
+    what = "value"  # the output, in messages
+
+    def _setup(self, input_columns: list[str], output_column: str, on_invalid: str, input_schema,
+               max_retries: int | None) -> None:
+        self.input_columns, self.output_column = list(input_columns), output_column
+        self.on_invalid = check_on_invalid(on_invalid)
+        self.input_schema = input_schema
+        self.crash_guard = CrashGuard(max_retries)
+
+    @property
+    def output_type(self):
+        raise NotImplementedError
+
+    def compute(self, texts: dict[str, list[str]]) -> np.ndarray:
+        """The output rows for valid rows only (`texts`: column -> strings); [0, ...] when there are none."""
+        raise NotImplementedError
+
+    def __call__(self, batch):
+        cells, valid = valid_rows(batch, self.input_columns, self.on_invalid, self.what)
+        texts = {name: [v for v, ok in zip(values, valid) if ok] for name, values in cells.items()}
+        with self.crash_guard.watch(cells):
+            values = self.compute(texts)
+        if isinstance(batch, dict):
+            return {**batch, self.output_column: _numpy_column(values, valid)}
+        column = _arrow_column(values, valid, self.output_type)
+        if self.output_column in batch.column_names:  # a column of that name is replaced, in its place
+            out = batch.set_column(batch.column_names.index(self.output_column), self.output_column, column)
+        else:
+            out = batch.append_column(self.output_column, column)
+        if self.input_schema is None:
+            return out
+        return conform(out, with_column(self.input_schema, self.output_column, self.output_type))
+
+
+def _spread(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """`values` (one per valid row) placed at the valid rows of a zero-filled array over all rows."""
+    if valid.all():
+        return values
+    full = np.zeros((len(valid), *values.shape[1:]), dtype=values.dtype)
+    full[valid] = values
+    return full
+
+
+def _arrow_column(values: np.ndarray, valid: np.ndarray, kind):
+    """A pyarrow array over all rows: scores, or fixed-size lists for [rows, dim] arrays; null at the
+    invalid rows."""
+    import pyarrow as pa
+    full = _spread(values, valid)
+    if full.ndim == 1:
+        return pa.array(full, type=kind, mask=None if valid.all() else ~valid)
+    flat = pa.array(np.ascontiguousarray(full).reshape(-1), type=kind.value_type)
+    return pa.FixedSizeListArray.from_arrays(flat, type=kind, mask=None if valid.all() else pa.array(~valid))
+
+
+def _numpy_column(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    if valid.all():
+        return values
+    out = np.empty(len(valid), dtype=object)  # numpy has no null: None at the invalid rows
+    rows = iter(values)
+    for i, ok in enumerate(valid):
+        out[i] = next(rows) if ok else None
+    return out
+
+
+class RerankPredictor(BatchPredictor):
+    """map_batches callable: adds `score_column` = Reranker.predict(zip(query, document)) to each batch
+    (float32; null for an invalid row with on_invalid="null")."""
+    what = "score"
 
     def __init__(self, model: str, *, query_column: str = "query", document_column: str = "document",
-                 score_column: str = "score", device: str | None = None, **load_kwargs):
-        """load_kwargs go to `Reranker.from_pretrained` (dtype, format, max_length, instruction, backend,
+                 score_column: str = "score", device: str | None = None, options: EngineOptions | None = None,
+                 on_invalid: str = "error", input_schema=None, max_retries: int | None = DEFAULT_MAX_RETRIES,
+                 **load_kwargs):
+        """device: see `actor_options` ("auto" or None: the actor's GPU if it has one). options: an
+        EngineOptions (dtype, backend, max_tokens_per_batch). input_schema: a pyarrow Schema every Arrow
+        output batch is cast to (plus the score column). max_retries: see zkernels.ray.retries. load_kwargs
+        go to `Reranker.from_pretrained` (format, max_length, instruction, dtype, backend,
         max_tokens_per_batch)."""
         from ..reranker import Reranker
-        self.query_column, self.document_column, self.score_column = query_column, document_column, score_column
-        self.reranker = Reranker.from_pretrained(model, device=_device(device), show_progress_bar=False, **load_kwargs)
+        self._setup([query_column, document_column], score_column, on_invalid, input_schema, max_retries)
+        options = actor_options(options, device, load_kwargs)
+        self.reranker = Reranker.from_pretrained(model, options=options, **load_kwargs)
 
-    def __call__(self, batch: dict) -> dict:
-        queries = string_column(batch, self.query_column)
-        documents = string_column(batch, self.document_column)
+    @property
+    def output_type(self):
+        import pyarrow as pa
+        return pa.float32()
+
+    def compute(self, texts):
+        queries, documents = texts.values()
+        if not queries:
+            return np.zeros(0, dtype=np.float32)
         scores = self.reranker.predict(list(zip(queries, documents)), show_progress_bar=False)
-        return {**batch, self.score_column: np.asarray(scores, dtype=np.float32)}
+        return np.asarray(scores, dtype=np.float32)
 
 
-class EmbedPredictor:
-    """map_batches callable: adds `embedding_column` = Embedder.encode_query / encode_document(text) to
-    each batch ([rows, dimensions] float32, or [rows, dimensions / 8] packed bits for (u)binary)."""
+class EmbedPredictor(BatchPredictor):
+    """map_batches callable: adds `embedding_column` = Embedder.encode(text) with the checkpoint's prompt
+    for `input_type` (or `prompt_name` / `prompt`) to each batch: [rows, dimensions] float32, or [rows,
+    dimensions / 8] packed bits for (u)binary; fixed-size lists in Arrow batches, null for an invalid
+    row with on_invalid="null"."""
+    what = "embedding"
 
     def __init__(self, model: str, *, input_type: str = "document", text_column: str = "text",
                  embedding_column: str = "embedding", dimensions: int | None = None, precision: str = "float32",
-                 device: str | None = None, **load_kwargs):
-        """load_kwargs go to `Embedder.from_pretrained` (dtype, suffix, max_seq_length, backend,
-        max_tokens_per_batch)."""
+                 prompt_name: str | None = None, prompt: str | None = None, device: str | None = None,
+                 options: EngineOptions | None = None, on_invalid: str = "error", input_schema=None,
+                 max_retries: int | None = DEFAULT_MAX_RETRIES, **load_kwargs):
+        """load_kwargs go to `Embedder.from_pretrained` (suffix, max_seq_length, dtype, backend,
+        max_tokens_per_batch); the rest as for RerankPredictor."""
         check_embed_options(input_type, precision)
         from ..embedder import Embedder
-        self.text_column, self.embedding_column = text_column, embedding_column
-        self.dimensions, self.precision = dimensions, precision
-        self.embedder = Embedder.from_pretrained(model, device=_device(device), show_progress_bar=False, **load_kwargs)
-        self.encode = self.embedder.encode_query if input_type == "query" else self.embedder.encode_document
-        # Fail at load, not on the first batch, when the checkpoint does not offer the dimensions.
+        self._setup([text_column], embedding_column, on_invalid, input_schema, max_retries)
+        options = actor_options(options, device, load_kwargs)
+        self.embedder = Embedder.from_pretrained(model, options=options, **load_kwargs)
+        self.precision = precision
+        # The embedder's own rules, applied once at load: a dimension or prompt it does not offer fails
+        # here, not on the first batch.
         self.dimensions = self.embedder.resolve_dimensions(dimensions)
+        self.prompt = self.embedder.resolve_prompt(prompt, prompt_name, input_type)
+        self.width = self.dimensions // 8 if precision != "float32" else self.dimensions
 
-    def __call__(self, batch: dict) -> dict:
-        texts = string_column(batch, self.text_column)
-        if texts:
-            emb = self.encode(texts, dimensions=self.dimensions, precision=self.precision, show_progress_bar=False)
-        else:  # an empty block: encode() refuses empty input, but the output still needs its column
-            dim = self.dimensions
-            emb = np.zeros((0, dim // 8 if self.precision != "float32" else dim),
-                           dtype={"float32": np.float32, "binary": np.int8, "ubinary": np.uint8}[self.precision])
-        return {**batch, self.embedding_column: emb}
+    @property
+    def output_type(self):
+        import pyarrow as pa
+        return pa.list_(pa.from_numpy_dtype(CODE_DTYPES[self.precision]), self.width)
+
+    def compute(self, texts):
+        (values,) = texts.values()
+        if not values:  # encode() refuses empty input, but the output still needs its column
+            return np.zeros((0, self.width), dtype=CODE_DTYPES[self.precision])
+        return self.embedder.encode(values, prompt=self.prompt, dimensions=self.dimensions,
+                                    precision=self.precision, show_progress_bar=False)
 
 
 def check_embed_options(input_type: str, precision: str) -> None:
