@@ -33,7 +33,8 @@ def test_bench_serve_mixed_smoke(tmp_path, tiny_checkpoint):
                                    "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["command"].startswith("python benchmarks/bench_serve_mixed.py --smoke")
-    assert set(result["unloaded"]) == set(result["saturated"]) == {"rounds", "shortest-first"}
+    assert set(result["unloaded"]) == {"rounds", "shortest-first"}
+    assert set(result["saturated"]) == {"rounds", "shortest-first", "shortest-first/64"}  # the slice sweep too
     rows = {(r["scheduler"], r["request_tokens_per_forward"]): r for r in result["open_loop"] + result["slices"]}
     assert set(rows) == {("rounds", None), ("shortest-first", None), ("shortest-first", 64)}
     for r in rows.values():
