@@ -3,7 +3,6 @@ score / embedding column out, scored on Ray (a local Ray by default, the cluster
 otherwise)."""
 from __future__ import annotations
 
-import argparse
 import re
 import time
 
@@ -12,7 +11,7 @@ from ..binary.quantize import BINARY_PRECISIONS
 from ..ray.columns import ON_INVALID
 from ..ray.predictors import AUTO_DEVICE
 from ..ray.retries import DEFAULT_MAX_RETRIES
-from .options import add_device, add_progress, engine_options
+from .options import add_device, add_progress, engine_options, non_negative_int
 
 
 def _common(p) -> None:
@@ -43,17 +42,6 @@ def _common(p) -> None:
     add_progress(p)
     p.add_argument("--num-local-cpus", type=int, default=None,
                    help="CPUs of the local Ray started when RAY_ADDRESS is unset (default: all)")
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an int >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
 
 
 def add_parser(sub) -> None:

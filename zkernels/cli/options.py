@@ -9,15 +9,24 @@ from ..options import TOKENS_PER_BATCH_HELP, EngineOptions
 DTYPES = ("float32", "bfloat16", "float16")  # what zkernels' loaders accept by name (bf16/fp16 aliases aside)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1, checked when the command line is read (before any model loads)."""
+def _int_at_least(text: str, minimum: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1, checked when the command line is read (before any model loads)."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an int >= 0."""
+    return _int_at_least(text, 0, "an integer >= 0")
 
 
 def utf8_text(text: str) -> str:

@@ -33,6 +33,15 @@ def _tokens(batch) -> int:
     return int(batch.token_ids.shape[0])
 
 
+def _retry_alone(jobs) -> list:
+    """A request re-planned after a failed forward runs alone, oldest first, whatever the policy."""
+    retrying = [j for j in jobs if j.retrying is not None]
+    if not retrying:
+        return []
+    job = min(retrying, key=lambda j: j.arrived)
+    return [(job, job.slices[0])]
+
+
 class ShortestFirst:
     """Shortest remaining work first, at forward granularity.
 
@@ -63,10 +72,9 @@ class ShortestFirst:
     def next_forward(self, jobs, now: float) -> list:
         if not jobs:
             return []
-        retrying = [j for j in jobs if j.retrying is not None]
-        if retrying:
-            job = min(retrying, key=lambda j: j.arrived)
-            return [(job, job.slices[0])]
+        retry = _retry_alone(jobs)
+        if retry:
+            return retry
         starving = [j for j in jobs if j.passed_over >= self.starvation_forwards]
         oldest = [min(starving, key=lambda j: j.arrived)] if starving else []
         first = oldest[0] if oldest else min(jobs, key=lambda j: (j.remaining, j.arrived))
@@ -108,10 +116,9 @@ class Rounds:
     def next_forward(self, jobs, now: float) -> list:
         if not jobs:
             return []
-        retrying = [j for j in jobs if j.retrying is not None]
-        if retrying:
-            job = min(retrying, key=lambda j: j.arrived)
-            return [(job, job.slices[0])]
+        retry = _retry_alone(jobs)
+        if retry:
+            return retry
         self._round = [j for j in self._round if j in jobs and j.slices]
         if not self._round:
             engine, tokens = None, 0
