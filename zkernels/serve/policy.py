@@ -20,12 +20,11 @@ from __future__ import annotations
 STARVATION_FORWARDS = 8
 
 # Tokens of one request per forward when --request-tokens-per-forward is not given, by device kind.
-# CPU: a forward costs in proportion to its tokens plus a fixed cost (~1.5 ms with the demo model), so
-# the slice trades the wait of a small request behind a big one against throughput: measured with
-# benchmarks/bench_serve_mixed.py (2-core CPU, demo model, documents of ~300 tokens), 1,024 tokens kept
-# 95% of the round scheduler's saturated throughput (512: 92%, 2,048: 96%) with the lowest small-request
-# p99 at 80% load; docs/serving.md has the figures. CUDA: a bigger forward keeps the GPU busy (not
-# measured on a GPU yet).
+# CPU: a small request can wait behind one slice of a big one; measured with bench_serve_mixed.py
+# (2-core CPU, the cpu backend, demo model, big requests of 60 x ~375 tokens), 1,024 tokens gave the
+# lowest small-request p99 at 80% load without raising the big requests' latency (512: the same p99,
+# 3x the big p50; 2,048: 2x the small p99); docs/serving.md has the figures. CUDA: a bigger forward
+# keeps the GPU busy (not measured on a GPU yet).
 DEFAULT_SLICE_TOKENS = {"cpu": 1024, "cuda": 4096}
 
 
