@@ -43,14 +43,14 @@ def test_cpu_example_runs_as_written(code, tmp_path, request, monkeypatch):
     exec(compile(code, "<readme example>", "exec"), {"__name__": "__readme_example__"})
 
 
-def test_every_gpu_example_has_a_cpu_variant():
-    """In the README's quick starts, an unmarked block is a GPU example with a CPU variant beside it."""
+def test_every_quick_start_example_runs_here():
+    """The README's quick starts show only examples that run offline on a CPU (marked, so the test above
+    runs them); the hub ids and devices for real models are named in the text beside them."""
     text = (ROOT / "README.md").read_text()
     api = text[text.index("## Rerank"):text.index("## Serving")]
-    blocks = [(code, marked) for code, marked in python_blocks_of(api)]
-    gpu = [code for code, marked in blocks if not marked]
-    assert gpu and all("cuda" in code for code in gpu)
-    assert sum(marked for _, marked in blocks) >= len(gpu)
+    blocks = list(python_blocks_of(api))
+    assert len(blocks) >= 2 and all(marked for _, marked in blocks)
+    assert 'from_pretrained("zeroentropy/zerank-2"' in api and 'from_pretrained("zeroentropy/zembed-1"' in api
 
 
 def test_only_blocks_right_after_the_marker_are_marked(tmp_path):
