@@ -56,8 +56,15 @@ def test_dry_run_runs_every_part(tmp_path):
 
 
 def test_a_part_past_its_limit_does_not_stop_the_rest(tmp_path):
+    # The scorer part's dry run takes well under a second on a quiet machine: a python3 first on PATH makes
+    # it (and only it) outlast its 1 s limit, so the test does not depend on the machine's speed.
+    shim = tmp_path / "bin" / "python3"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\ncase "$*" in *check_cli.py*) exec sleep 30;; esac\nexec {sys.executable} "$@"\n')
+    shim.chmod(0o755)
     out = tmp_path / "out"
-    proc = _run(["--dry-run", "--only", "env,scorer_4b,hamming", str(out)], tmp_path, RUN_GPU_LIMIT_SCORER_4B="1")
+    proc = _run(["--dry-run", "--only", "env,scorer_4b,hamming", str(out)], tmp_path, RUN_GPU_LIMIT_SCORER_4B="1",
+                PATH=f"{shim.parent}{os.pathsep}{os.environ['PATH']}")
     assert proc.returncode == 1
     status = {p["name"]: p["status"] for p in _manifest(out)["parts"]}
     assert status == {"env": "ok", "scorer_4b": "timed_out", "hamming": "ok"}

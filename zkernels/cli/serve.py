@@ -50,9 +50,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--shutdown-timeout-s", type=float, default=_DEFAULTS.shutdown_timeout_s,
                    help=f"on SIGTERM, seconds to finish the requests in flight; then they get 503 and the process "
                         f"exits (default: {_DEFAULTS.shutdown_timeout_s:g}, under Kubernetes' 30 s grace period)")
-    # the scheduling policy before shortest-first, kept selectable for benchmarks/bench_serve_mixed.py
     p.add_argument("--scheduler", default="shortest-first", choices=["shortest-first", "rounds"],
-                   help=argparse.SUPPRESS)
+                   help="shortest-first: one forward at a time, shortest remaining work first (default); rounds: the "
+                        "policy it replaced (each round of queued requests runs to its end), kept to measure against")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level (default: info)")
     p.set_defaults(func=run)
