@@ -223,3 +223,19 @@ def test_attention_bf16_gpu(Hq, Hkv, D, last_layer):
     got = attention_triton(*args)
     ref = attention_torch(*args)
     assert_close(got, ref, atol=2e-2, rtol=2e-2, what="attention bf16")
+
+
+def test_both_kernels_check_their_inputs_alike():
+    """The Triton and the C++ kernel take their arguments through one check (attention_inputs.py):
+    the same wrong input is the same error from both."""
+    from zkernels.kernels import cpu
+    q, k, v, cu_q, cu_k, ps, pl, scale = _pack([(3, [4])], 4, 2, 32, torch.float32)
+    kernels = [attention_triton] + ([cpu.attention_cpu] if cpu.available() else [])
+    for kernel in kernels:
+        with pytest.raises(ValueError, match=r"prefix_k and prefix_v must have the same rows, got 3 and 2"):
+            kernel(q, k, v, cu_q, cu_k, ps, pl, scale, prefix_k=k[:3], prefix_v=v[:2])
+        with pytest.raises(ValueError, match=r"k must be \[tokens, kv_heads, head_dim\], got list"):
+            kernel(q, [k], v, cu_q, cu_k, ps, pl, scale)
+        n = cu_q.numel()
+        with pytest.raises(ValueError, match=f"cu_seqlens_k must be a 1-D int32/int64 tensor of length {n}, got list"):
+            kernel(q, k, v, cu_q, cu_k.tolist(), ps, pl, scale)

@@ -54,6 +54,7 @@ def attention_torch(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_l
 from dataclasses import dataclass  # noqa: E402
 
 from ._triton_util import check_out, check_same_device, interpreting, is_pow2, require_triton, tl, triton  # noqa: E402,E501
+from .attention_inputs import check_attention_inputs  # noqa: E402
 
 _LOG2E = 1.4426950408889634
 
@@ -233,25 +234,6 @@ def _cached_plan(cu_seqlens_q, n_q_rows, n_heads, n_kv_heads, head_dim) -> Atten
     return plan
 
 
-def _check_qkv(name, t, n_heads, head_dim, dtype):
-    if t.dim() != 3:
-        raise ValueError(f"{name} must be [tokens, heads, head_dim], got {tuple(t.shape)}")
-    if n_heads is not None and t.shape[1] != n_heads:
-        raise ValueError(f"{name} must have {n_heads} heads, got {t.shape[1]}")
-    if t.shape[2] != head_dim:
-        raise ValueError(f"{name} head_dim {t.shape[2]} differs from q's {head_dim}")
-    if t.dtype != dtype:
-        raise ValueError(f"{name} dtype {t.dtype} differs from q's {dtype}")
-    return t if t.stride(2) == 1 else t.contiguous()  # rows/heads may be strided, the head vector not
-
-
-def _check_index(name, t, n):
-    if t.dim() != 1 or t.shape[0] != n or t.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"{name} must be a 1-D int32/int64 tensor of length {n}, "
-                         f"got {tuple(t.shape)} {t.dtype}")
-    return t.to(torch.int32).contiguous()
-
-
 def attention_triton(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_lens, scale,
                      prefix_k=None, prefix_v=None, *, out=None, plan=None):
     """Triton attention_torch (see the module docstring). `out`: optional preallocated contiguous
@@ -266,27 +248,9 @@ def attention_triton(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_
     Tq, Hq, D = q.shape
     if not is_pow2(D) or not 16 <= D <= 256:
         raise ValueError(f"head_dim must be a power of two in 16..256, got {D}")
-    if k.dim() != 3:
-        raise ValueError(f"k must be [tokens, kv_heads, head_dim], got {tuple(k.shape)}")
+    q, k, v, prefix_k, prefix_v, cu_q, cu_k, p_start, p_len, S = check_attention_inputs(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_lens, prefix_k, prefix_v)
     Hkv = k.shape[1]
-    if Hkv == 0 or Hq % Hkv:
-        raise ValueError(f"query heads ({Hq}) must be a multiple of kv heads ({Hkv})")
-    q = q if q.stride(2) == 1 else q.contiguous()
-    k = _check_qkv("k", k, Hkv, D, q.dtype)
-    v = _check_qkv("v", v, Hkv, D, q.dtype)
-    if v.shape[0] != k.shape[0]:
-        raise ValueError(f"k and v must have the same rows, got {k.shape[0]} and {v.shape[0]}")
-    if (prefix_k is None) != (prefix_v is None):
-        raise ValueError("pass both prefix_k and prefix_v, or neither")
-    prefix_k = k if prefix_k is None else _check_qkv("prefix_k", prefix_k, Hkv, D, q.dtype)
-    prefix_v = v if prefix_v is None else _check_qkv("prefix_v", prefix_v, Hkv, D, q.dtype)
-    if cu_seqlens_q.dim() != 1 or cu_seqlens_q.numel() < 1:
-        raise ValueError(f"cu_seqlens_q must be 1-D [n_seqs + 1], got {tuple(cu_seqlens_q.shape)}")
-    S = cu_seqlens_q.numel() - 1
-    cu_q = _check_index("cu_seqlens_q", cu_seqlens_q, S + 1)
-    cu_k = _check_index("cu_seqlens_k", cu_seqlens_k, S + 1)
-    p_start = _check_index("prefix_starts", prefix_starts, S)
-    p_len = _check_index("prefix_lens", prefix_lens, S)
     check_same_device(q=q, k=k, v=v, prefix_k=prefix_k, prefix_v=prefix_v, cu_seqlens_q=cu_q,
                       cu_seqlens_k=cu_k, prefix_starts=p_start, prefix_lens=p_len)
     check_out("out", out, q.shape, q.dtype, q.device)

@@ -22,6 +22,8 @@ import os
 
 import torch
 
+from .attention_inputs import check_attention_inputs
+
 ISA_ENV_VAR = "ZKERNELS_CPU_ISA"
 _DTYPE_CODE = {torch.float32: 0, torch.bfloat16: 1}
 
@@ -283,25 +285,6 @@ def attention_supported(q: torch.Tensor) -> bool:
     return q.dtype in _DTYPE_CODE and q.dim() == 3 and q.shape[2] % 16 == 0 and q.shape[2] > 0
 
 
-def _heads(name, t, heads, D, dtype):
-    _check_float(name, t, dtype)
-    if t.dim() != 3 or (heads is not None and t.shape[1] != heads) or t.shape[2] != D:
-        raise ValueError(f"{name} must be [rows, {heads if heads is not None else 'heads'}, {D}], got {tuple(t.shape)}")
-    return t if t.stride(2) == 1 else t.contiguous()  # rows and heads may be strided, a head vector not
-
-
-def _index(name, t, n):
-    if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.shape[0] != n or t.dtype not in (torch.int32, torch.int64):
-        raise ValueError(
-            f"{name} must be a 1-D int32/int64 tensor of length {n}, got "
-            f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
-            f"{' ' + str(t.dtype) if isinstance(t, torch.Tensor) else ''}"
-        )
-    if t.device.type != "cpu":
-        raise ValueError(f"{name} is on {t.device}; the cpu backend's ops take CPU tensors")
-    return t.to(torch.int32).contiguous()
-
-
 def attention_cpu(
     q,
     k,
@@ -325,29 +308,12 @@ def attention_cpu(
     Tq, Hq, D = q.shape
     if D % 16 or D == 0:
         raise ValueError(f"head_dim must be a positive multiple of 16 for attention_cpu, got {D}")
-    q = q if q.stride(2) == 1 else q.contiguous()
-    if not isinstance(k, torch.Tensor) or k.dim() != 3:
-        raise ValueError(f"k must be [tokens, kv_heads, head_dim], got {getattr(k, 'shape', type(k).__name__)}")
+    args = check_attention_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_lens, prefix_k, prefix_v)
+    for name, t in zip(args._fields, args):
+        if isinstance(t, torch.Tensor) and t.device.type != "cpu":
+            raise ValueError(f"{name} is on {t.device}; the cpu backend's ops take CPU tensors")
+    q, k, v, pk, pv, cu_q, cu_k, p_start, p_len, S = args
     Hkv = k.shape[1]
-    if Hkv == 0 or Hq % Hkv:
-        raise ValueError(f"query heads ({Hq}) must be a multiple of kv heads ({Hkv})")
-    k = _heads("k", k, Hkv, D, q.dtype)
-    v = _heads("v", v, Hkv, D, q.dtype)
-    if v.shape[0] != k.shape[0]:
-        raise ValueError(f"k and v must have the same rows, got {k.shape[0]} and {v.shape[0]}")
-    if (prefix_k is None) != (prefix_v is None):
-        raise ValueError("pass both prefix_k and prefix_v, or neither")
-    pk = k if prefix_k is None else _heads("prefix_k", prefix_k, Hkv, D, q.dtype)
-    pv = v if prefix_v is None else _heads("prefix_v", prefix_v, Hkv, D, q.dtype)
-    if pk.shape[0] != pv.shape[0]:
-        raise ValueError(f"prefix_k and prefix_v must have the same rows, got {pk.shape[0]} and {pv.shape[0]}")
-    if not isinstance(cu_seqlens_q, torch.Tensor) or cu_seqlens_q.dim() != 1 or cu_seqlens_q.numel() < 1:
-        raise ValueError(f"cu_seqlens_q must be 1-D [n_seqs + 1], got {getattr(cu_seqlens_q, 'shape', None)}")
-    S = cu_seqlens_q.numel() - 1
-    cu_q = _index("cu_seqlens_q", cu_seqlens_q, S + 1)
-    cu_k = _index("cu_seqlens_k", cu_seqlens_k, S + 1)
-    p_start = _index("prefix_starts", prefix_starts, S)
-    p_len = _index("prefix_lens", prefix_lens, S)
     out = torch.empty(q.shape, dtype=q.dtype)
     ext.attention(
         q.data_ptr(),
