@@ -171,7 +171,8 @@ def parse_args(argv):
     p.add_argument("--saturate-s", type=float, default=30.0, help="seconds of closed-loop load per block")
     p.add_argument("--blocks", type=int, default=3, help="blocks per measurement, alternating between servers")
     p.add_argument("--clients", type=int, default=6, help="closed-loop clients for the saturated throughput")
-    p.add_argument("--loads", default="0.5,0.8", help="open-loop rates as fractions of the round scheduler's capacity")
+    p.add_argument("--loads", default="0.5,0.8", help="open-loop rates as fractions of the round scheduler's "
+                                                          "capacity; empty: saturated throughput only")
     p.add_argument("--slices", default="512,2048,8192", help="--request-tokens-per-forward values to sweep at the "
                                                              "highest load (shortest-first); empty: none")
     p.add_argument("--seed", type=int, default=0)
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
     smalls = [small_request(rng, shape) for _ in range(30 if not args.smoke else 4)]
     bigs = [big_request(rng, shape) for _ in range(4 if not args.smoke else 2)]
     mix = make_mix(400, shape, args.seed)
-    loads = [float(x) for x in args.loads.split(",")]
+    loads = [float(x) for x in args.loads.split(",") if x]
     slices = [int(x) for x in args.slices.split(",") if x]
     result = {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine(), "model": model, "shape": shape, "small_share": SMALL_SHARE,
