@@ -10,12 +10,21 @@ from __future__ import annotations
 TYPES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 413: "request_too_large",
          422: "invalid_request", 429: "rate_limited", 500: "inference_failed", 503: "overloaded", 504: "timeout"}
 CLIENT_CLOSED = 499  # nginx's code for "client closed the connection"; logged and counted, never received
+RETRY_AFTER_S = 1    # what a 503 tells clients to wait before retrying (all three SDKs honour it)
 
 
 class ServeError(Exception):
     def __init__(self, status: int, message: str, field: str | None = None, headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.field, self.headers = status, message, field, headers or {}
+
+
+def unavailable(message: str) -> ServeError:
+    """503 + Retry-After: out of capacity for now (a full queue, shutting down), not the client's fault."""
+    return ServeError(503, message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+SHUTTING_DOWN = "the server is shutting down; retry on another replica"
 
 
 def error_body(status: int, message: str, field: str | None = None) -> dict:

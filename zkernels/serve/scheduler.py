@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..scoring import BatchPlan, gather_rows
-from .errors import ServeError
+from .errors import SHUTTING_DOWN, ServeError, unavailable
 from .metrics import Metrics
 
 log = logging.getLogger("zkernels.serve")
@@ -138,8 +138,7 @@ class DeviceScheduler:
     def submit(self, job: Job) -> None:
         with self._cv:
             if self._closing or self._drain_deadline is not None:
-                raise ServeError(503, "the server is shutting down; retry on another replica",
-                                 headers={"Retry-After": "1"})
+                raise unavailable(SHUTTING_DOWN)
             self._inbox.append(job)
             self._cv.notify()
 
@@ -215,9 +214,8 @@ class DeviceScheduler:
         for job in jobs:
             if job.cancelled is None and not job.started:
                 self.metrics.dropped.inc(model=job.served.kind, reason="shutdown")
-            self._finish(job, exc=ServeError(503, "the server shut down before this request finished "
-                                                  "(--shutdown-timeout-s); retry on another replica",
-                                             headers={"Retry-After": "1"}))
+            self._finish(job, exc=unavailable("the server shut down before this request finished "
+                                              "(--shutdown-timeout-s); retry on another replica"))
 
     def _admit_new(self, new: list[Job]) -> None:
         """Smallest first; when tokenizing here, only about policy.tokenize_chars characters of text per

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from .bodies import read_body
-from .errors import CLIENT_CLOSED, ServeError
+from .errors import CLIENT_CLOSED, RETRY_AFTER_S, SHUTTING_DOWN, ServeError, unavailable
 from .limits import ServeLimits
 from .metrics import Metrics
 from .models import ServedEmbedder, ServedReranker
@@ -30,7 +30,6 @@ from .policy import make_policy
 from .scheduler import Admission, DeviceScheduler, Dropped, ForwardFailed, Job
 
 log = logging.getLogger("zkernels.serve")
-RETRY_AFTER_S = 1
 DRAIN_MARGIN_S = 0.5  # of --shutdown-timeout-s, kept for the last answers to go out and the threads to stop
 
 
@@ -136,13 +135,11 @@ class Server:
         served = self.require(kind)
         deadline = time.monotonic() + self.limits.timeout_s
         if self.draining:
-            raise ServeError(503, "the server is shutting down; retry on another replica",
-                             headers={"Retry-After": str(RETRY_AFTER_S)})
+            raise unavailable(SHUTTING_DOWN)
         ticket = self.admission[kind].enter()
         if ticket is None:
-            raise ServeError(503, f"the {kind} queue is full ({self.limits.max_queue} requests waiting, "
-                                  f"--max-queue); retry after {RETRY_AFTER_S} s",
-                             headers={"Retry-After": str(RETRY_AFTER_S)})
+            raise unavailable(f"the {kind} queue is full ({self.limits.max_queue} requests waiting, "
+                              f"--max-queue); retry after {RETRY_AFTER_S} s")
         call = Call(self, request, served, ticket, deadline)
         try:
             yield call
@@ -222,8 +219,7 @@ class Call:
         if reason == "disconnected":
             return ServeError(CLIENT_CLOSED, "the client closed the connection; its work was dropped")
         if reason == "shutdown":
-            return ServeError(503, "the server is shutting down; retry on another replica",
-                              headers={"Retry-After": str(RETRY_AFTER_S)})
+            return unavailable(SHUTTING_DOWN)
         return ServeError(504, f"the request did not finish within {self.server.limits.timeout_s} s (--timeout-s); "
                                + ("its remaining forwards were skipped" if started else
                                   "it was dropped before any work on it started"))

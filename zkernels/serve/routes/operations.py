@@ -7,6 +7,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from ..errors import RETRY_AFTER_S
 from . import server_of
 
 router = APIRouter()
@@ -29,7 +30,7 @@ async def health(request: Request):
     if server.draining:
         return JSONResponse({"status": "shutting down"}, status_code=503)
     if not server.ready:
-        return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
     return {"status": "ok"}
 
 
