@@ -117,6 +117,11 @@ def test_ci_runs_the_readme_commands_verbatim_and_cleans_its_caches(tmp_path):
         # logs its argv; pytest also notes whether a stale cache was still there
         printf '%s\\0' "$(basename "$0")" "$@" >> {shlex.quote(str(log))}; printf '\\n' >> {shlex.quote(str(log))}
         echo "caches $ZKERNELS_CACHE $PIP_CACHE_DIR" >> {shlex.quote(str(log))}.env
+        echo "venv $(basename "$0") ${{VIRTUAL_ENV:-none}}" >> {shlex.quote(str(log))}.env
+        if [ "$1 $2" = "-m venv" ]; then  # a stand-in environment whose activate script only sets VIRTUAL_ENV
+            mkdir -p "$3/bin" && echo "export VIRTUAL_ENV=$3" > "$3/bin/activate"
+            exit 0
+        fi
         mkdir -p "$ZKERNELS_CACHE" "$PIP_CACHE_DIR" && touch "$ZKERNELS_CACHE/ckpt" "$PIP_CACHE_DIR/wheel"
         if [ "$1 $2" = "-m pytest" ]; then
             [ -e .pytest_cache/stale.pyc ] && echo STALE >> {shlex.quote(str(log))}.env
@@ -128,6 +133,7 @@ def test_ci_runs_the_readme_commands_verbatim_and_cleans_its_caches(tmp_path):
         (bin_dir / name).write_text(shim)
         (bin_dir / name).chmod(stat.S_IRWXU)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    env.pop("VIRTUAL_ENV", None)  # as on CI: whatever environment runs this test is not the one .ci/run makes
     out = subprocess.run(["bash", str(repo / ".ci" / "run")], env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -136,9 +142,15 @@ def test_ci_runs_the_readme_commands_verbatim_and_cleans_its_caches(tmp_path):
     ran = [argv for argv in ran if argv[1:2] != ["-c"]]  # the torch-is-CPU check between the two
     cmd1, cmd2 = _readme_setup_commands()
     install, demo = cmd1.split(" && ")
+    # a fresh virtual environment first (no system site packages), then the README's commands inside it;
     # the lint runs after the install (which brings ruff) and before the tests
-    assert ran == [shlex.split(install), shlex.split(demo), ["ruff", "check", "."], shlex.split(cmd2)]
+    assert ran[0][:3] == ["python3", "-m", "venv"] and len(ran[0]) == 4, ran[0]
+    venv = ran[0][3]
+    assert ran[1:] == [shlex.split(install), shlex.split(demo), ["ruff", "check", "."], shlex.split(cmd2)]
     env_log = (tmp_path / "log.env").read_text()
+    venvs = [line.split()[1:] for line in env_log.splitlines() if line.startswith("venv ")]
+    assert venvs[0] == ["python3", "none"] and all(v[1] == venv for v in venvs[1:]), venvs
+    assert not Path(venv).exists()  # inside the scratch folder, which goes on exit
     assert "STALE" not in env_log  # cleaned before the tests ran
     caches = {p for line in env_log.splitlines() if line.startswith("caches ") for p in line.split()[1:]}
     assert len(caches) == 2 and not any(Path(p).exists() for p in caches)  # scratch caches removed
