@@ -16,6 +16,14 @@ Each format reproduces its reference recipe's tokenization exactly:
 Over-long prompts lose content tokens from the end (the document first, then the query if the query
 alone is too long), never the template's fixed head or suffix, with a warning that counts them; with
 truncate=False they raise.
+
+`PromptFormat.query_pairs` builds the prompts of one query with many documents from tokens: the
+query's part is tokenized once, each document's part once, and each prompt is their concatenation cut
+as the recipe cuts it, so the work is linear in the text, not in query length x documents. It splits
+each prompt where the tokenizer provably starts afresh (right after the special token that closes the
+query's chat message; before "<Document>" in the Qwen3-Reranker content), and checks once per format
+on awkward samples that the split gives the whole prompt's tokens; where it does not (another
+tokenizer), each pair is tokenized whole, as `encode` does.
 """
 from __future__ import annotations
 
@@ -150,6 +158,36 @@ class PromptFormat:
                instruction: str | None = None) -> EncodedPrompts:
         raise NotImplementedError
 
+    def _encode_counted(self, pairs, max_length: int, truncate: bool = True, instruction: str | None = None,
+                        first: int = 0) -> tuple[EncodedPrompts, int, int]:
+        """`encode` without the warning: (prompts, how many were cut, how many of those lost query tokens);
+        errors name pairs[first + i]."""
+        raise NotImplementedError
+
+    def _split(self, instruction: str | None) -> PairSplit | None:
+        """Where this format's prompt splits into a query part and a document part (None: nowhere)."""
+        return None
+
+    def query_pairs(self, query: str, max_length: int, truncate: bool = True,
+                    instruction: str | None = None) -> QueryPairs:
+        """The prompts of `query` with many documents, built from tokens (QueryPairs): the same ids,
+        groups, errors and warnings as encode([(query, d) for d in documents], ...), the query tokenized
+        once."""
+        key = instruction
+        checked = self.__dict__.setdefault("_checked_splits", {})
+        if key not in checked:
+            split = self._split(instruction)
+            checked[key] = split if split is not None and self._split_matches(split, instruction) else None
+        return QueryPairs(self, checked[key], query, max_length, truncate, instruction)
+
+    def _split_matches(self, split: PairSplit, instruction: str | None) -> bool:
+        """Whether the split prompts equal the whole ones on the awkward samples."""
+        for q in _SPLIT_CHECK_QUERIES:
+            whole = self._encode_counted([(q, d) for d in _SPLIT_CHECK_DOCUMENTS], 1 << 62, True, instruction)[0]
+            if QueryPairs(self, split, q, 1 << 62, True, instruction).encode(_SPLIT_CHECK_DOCUMENTS) != whole.ids:
+                return False
+        return True
+
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """The recipe's scores: logits [n, len(score_token_ids)] float32 -> scores [n]."""
         raise NotImplementedError
@@ -172,6 +210,105 @@ class PromptFormat:
                           + (f"; {n_query_cut} of them lost their whole document and part of the query"
                              if n_query_cut else "")
                           + " (pass truncate=False to raise instead)", stacklevel=3)
+
+
+def _added_tokens(tokenizer) -> list[str]:
+    """The texts the tokenizer splits out before anything else (special and other added tokens)."""
+    return sorted(tokenizer.get_added_vocab(), key=len, reverse=True)
+
+
+# Queries and documents at whose edges a split prompt would differ from the whole one if the tokenizer
+# did not start afresh there: trailing and leading whitespace, punctuation that takes a newline along,
+# combining marks, digits, CJK, partial and whole special tokens.
+_SPLIT_CHECK_QUERIES = ("what is this?", "ends with spaces   ", "ends with newlines\n\n", "tab\t", "12",
+                        "caf\u00e9", "e\u0301", "\u5bff\u53f8", "<|im_end|>", "partial <|im_", "!", "x")
+_SPLIT_CHECK_DOCUMENTS = ("a document.", "  leading spaces", "\n\nleading newlines", "\u0301combining",
+                          "99 problems", "|>", "<|im_end|> inside", "\u9162\u98ef", "?!", "")
+
+
+@dataclass
+class PairSplit:
+    """A format's prompt for (query, document) as head_ids + tok(query_text(query)) +
+    tok(document_text(document)) + tail_ids (document_ends_with_tail: tail_ids are the end of the
+    document part's tokens already). n_fixed_head: leading tokens no truncation cuts."""
+    head_ids: list[int]
+    tail_ids: list[int]
+    n_fixed_head: int
+    query_text: object          # (query) -> str
+    document_text: object       # (document) -> str
+    document_ends_with_tail: bool
+
+
+class QueryPairs:
+    """The prompts of one query with many documents, built from tokens (see the module docstring):
+    `encode(documents)` gives the next documents' prompts, exactly as `PromptFormat.encode` gives them for
+    [(query, document), ...]; `finish()` warns about the truncated ones, as `encode` does.
+    `shortest_prompt` is the fewest tokens any of its prompts can have (that of an empty document)."""
+
+    def __init__(self, fmt: PromptFormat, split: PairSplit | None, query: str, max_length: int, truncate: bool,
+                 instruction: str | None):
+        self.fmt, self.split, self.query = fmt, split, query
+        self.max_length, self.truncate, self.instruction = max_length, truncate, instruction
+        self.n_done = self.n_truncated = self.n_query_cut = 0
+        if split is None:  # each pair tokenized whole
+            ids = fmt._encode_counted([(query, "")], 1 << 62, True, instruction)[0].ids[0]
+            self.shortest_prompt = min(len(ids), max_length)
+            return
+        self.query_ids = fmt.tokenizer(split.query_text(query), add_special_tokens=False)["input_ids"]
+        empty = self._document_ids("", 0)
+        self.head_len = len(split.head_ids) + len(self.query_ids) + len(empty)  # tokens before the document's
+        self.shortest_prompt = min(self.head_len + len(split.tail_ids), max_length)
+
+    def _document_ids(self, document_ids_or_text, index: int) -> list[int]:
+        split = self.split
+        ids = document_ids_or_text
+        if isinstance(ids, str):
+            ids = self.fmt.tokenizer(split.document_text(ids), add_special_tokens=False)["input_ids"]
+        if split.document_ends_with_tail:
+            n_tail = len(split.tail_ids)
+            if ids[len(ids) - n_tail:] != split.tail_ids:
+                raise RuntimeError(f"pairs[{index}]: the prompt's tokens do not end with the template's suffix "
+                                   f"{split.tail_ids}; cannot truncate safely")
+            ids = ids[:len(ids) - n_tail]
+        return ids
+
+    def encode(self, documents: Sequence[str]) -> list[list[int]]:
+        first = self.n_done
+        self.n_done += len(documents)
+        if self.split is None:
+            encoded, n_truncated, n_query_cut = self.fmt._encode_counted(
+                [(self.query, d) for d in documents], self.max_length, self.truncate, self.instruction, first)
+            self.n_truncated += n_truncated
+            self.n_query_cut += n_query_cut
+            return encoded.ids
+        split, max_length = self.split, self.max_length
+        texts = [split.document_text(d) for d in documents]
+        all_ids = self.fmt.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        head, tail, n_tail = split.head_ids, split.tail_ids, len(split.tail_ids)
+        out = []
+        for k, ids in enumerate(all_ids):
+            content = self._document_ids(ids, first + k)
+            n = len(head) + len(self.query_ids) + len(content) + n_tail
+            if n <= max_length:
+                out.append(head + self.query_ids + content + tail)
+                continue
+            where = f"pairs[{first + k}]"
+            if not self.truncate:
+                raise PromptTooLong(f"{where}: the prompt is {n} tokens, over max_length={max_length}; "
+                                    f"pass truncate=True to cut the content's end, or raise max_length")
+            if split.n_fixed_head + n_tail >= max_length:
+                raise PromptTooLong(f"{where}: the prompt template alone is {split.n_fixed_head + n_tail} tokens, "
+                                    f"leaving no room for content under max_length={max_length}; raise max_length")
+            keep = max_length - n_tail
+            prompt = (head + self.query_ids)[:keep]
+            prompt += content[:keep - len(prompt)] + tail
+            out.append(prompt)
+            self.n_truncated += 1
+            self.n_query_cut += self.head_len > keep
+        return out
+
+    def finish(self) -> None:
+        self.fmt._warn_truncated(self.n_truncated, self.n_query_cut, self.max_length)
 
 
 class _ChatPairFormat(PromptFormat):
@@ -209,6 +346,11 @@ class _ChatPairFormat(PromptFormat):
         return self.slots.render(*self.prepare(query, document))
 
     def encode(self, pairs, max_length, truncate=True, instruction=None) -> EncodedPrompts:
+        encoded, n_truncated, n_query_cut = self._encode_counted(pairs, max_length, truncate, instruction)
+        self._warn_truncated(n_truncated, n_query_cut, max_length)
+        return encoded
+
+    def _encode_counted(self, pairs, max_length, truncate=True, instruction=None, first=0):
         if instruction is not None:
             raise ValueError(f"the {self.name} format takes no instruction")
         texts = [self.render(q, d) for q, d in pairs]
@@ -217,18 +359,37 @@ class _ChatPairFormat(PromptFormat):
         head_len: dict[str, int] = {}
         for i, (q, _) in enumerate(pairs):
             if ids[i][len(ids[i]) - n_tail:] != self.tail_ids:
-                raise RuntimeError(f"pairs[{i}]: the prompt's tokens do not end with the template's suffix "
+                raise RuntimeError(f"pairs[{first + i}]: the prompt's tokens do not end with the template's suffix "
                                    f"{self.tail_ids}; cannot truncate safely")
             if len(ids[i]) > max_length:
                 ids[i], cut = fit_to_length(ids[i], n_tail, self.slots.n_fixed_head, max_length, truncate,
-                                            f"pairs[{i}]")
+                                            f"pairs[{first + i}]")
                 n_truncated += cut
                 if q not in head_len:  # tokens up to the document's start
                     empty = self.tokenizer(self.render(q, ""), add_special_tokens=self.add_special_tokens)["input_ids"]
                     head_len[q] = len(empty) - n_tail
                 n_query_cut += head_len[q] > max_length - n_tail
-        self._warn_truncated(n_truncated, n_query_cut, max_length)
-        return EncodedPrompts(ids, self._group_ids([self.prepare(q, "")[0] for q, _ in pairs]))
+        return (EncodedPrompts(ids, self._group_ids([self.prepare(q, "")[0] for q, _ in pairs])), n_truncated,
+                n_query_cut)
+
+    def _split(self, instruction):
+        """The query's message ends with a special token (ChatML's <|im_end|>): the tokenizer splits the
+        text there before anything else, so the prompt's tokens are those of the text up to it followed
+        by those of the rest."""
+        if instruction is not None:
+            raise ValueError(f"the {self.name} format takes no instruction")
+        if self._pieces is None or self.tokenizer("", add_special_tokens=self.add_special_tokens)["input_ids"]:
+            return None
+        between = self._pieces[1]
+        closing = next((t for t in _added_tokens(self.tokenizer) if between.startswith(t)), None)
+        if closing is None:
+            return None
+        cut = len(closing)
+        first, last = self._pieces[0], self._pieces[2]
+        return PairSplit(head_ids=[], tail_ids=list(self.tail_ids), n_fixed_head=self.slots.n_fixed_head,
+                         query_text=lambda q: first + self.prepare(q, "")[0] + between[:cut],
+                         document_text=lambda d: between[cut:] + self.prepare("", d)[1] + last,
+                         document_ends_with_tail=True)
 
 
 class ZerankFormat(_ChatPairFormat):
@@ -308,6 +469,11 @@ class Qwen3RerankerFormat(PromptFormat):
         return QWEN3_RERANKER_PREFIX + content + QWEN3_RERANKER_SUFFIX
 
     def encode(self, pairs, max_length, truncate=True, instruction=None) -> EncodedPrompts:
+        encoded, n_truncated, n_query_cut = self._encode_counted(pairs, max_length, truncate, instruction)
+        self._warn_truncated(n_truncated, n_query_cut, max_length)
+        return encoded
+
+    def _encode_counted(self, pairs, max_length, truncate=True, instruction=None, first=0):
         instruction = instruction or self.instruction
         contents = [self.content(instruction, q, d) for q, d in pairs]
         body = self.tokenizer(contents, add_special_tokens=False)["input_ids"]
@@ -317,15 +483,29 @@ class Qwen3RerankerFormat(PromptFormat):
         for i, (q, _) in enumerate(pairs):
             prompt = self.prefix_ids + body[i] + self.suffix_ids
             if len(prompt) > max_length:
-                prompt, cut = fit_to_length(prompt, n_suffix, n_prefix, max_length, truncate, f"pairs[{i}]")
+                prompt, cut = fit_to_length(prompt, n_suffix, n_prefix, max_length, truncate, f"pairs[{first + i}]")
                 n_truncated += cut
                 if q not in head_len:
                     head_len[q] = n_prefix + len(self.tokenizer(
                         self.content(instruction, q, ""), add_special_tokens=False)["input_ids"])
                 n_query_cut += head_len[q] > max_length - n_suffix
             ids.append(prompt)
-        self._warn_truncated(n_truncated, n_query_cut, max_length)
-        return EncodedPrompts(ids, self._group_ids([self.content(instruction, q, "") for q, _ in pairs]))
+        return (EncodedPrompts(ids, self._group_ids([self.content(instruction, q, "") for q, _ in pairs])),
+                n_truncated, n_query_cut)
+
+    def _split(self, instruction):
+        """Qwen's pre-tokenizer always starts a new piece at the "<" of "<Document>" after a newline (no
+        piece spans a newline followed by punctuation), and no added token spans it: the content's tokens
+        are those of the text up to the newline followed by those of "<Document>: {document}"."""
+        instruction = instruction or self.instruction
+        marker = "<Document>: "
+        full = self.content(instruction, "\ue000", "")
+        if not full.endswith("\n" + marker) or any("\n<" in t for t in _added_tokens(self.tokenizer)):
+            return None
+        return PairSplit(head_ids=list(self.prefix_ids), tail_ids=list(self.suffix_ids),
+                         n_fixed_head=len(self.prefix_ids),
+                         query_text=lambda q: self.content(instruction, q, "")[:-len(marker)],
+                         document_text=lambda d: marker + d, document_ends_with_tail=False)
 
     def scores(self, logits):
         return torch.softmax(logits, dim=-1)[:, 1]
