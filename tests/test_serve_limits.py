@@ -185,12 +185,12 @@ def test_where_requests_are_tokenized(served_models, threads, thread_name):
     pool of N threads does."""
     with LiveServer(make_app(served_models, ServeLimits(tokenize_threads=threads), embedder=False)) as live:
         served = live.state.served["reranker"]
-        names, real = [], served.encode
+        names, real = [], served.tokenize_pieces
 
-        def encode(*args, **kwargs):
+        def tokenize_pieces(*args, **kwargs):
             names.append(threading.current_thread().name)
-            return real(*args, **kwargs)
-        served.encode = encode
+            return (yield from real(*args, **kwargs))
+        served.tokenize_pieces = tokenize_pieces
         _ok(live)
         wait_until(lambda: names, what="a tokenization")
     assert names[0].startswith(thread_name)

@@ -43,14 +43,14 @@ def _post(url, body, timeout=60):
 
 
 def _record_encodes(live, kind="reranker"):
-    """The queries (or first texts) the model was asked to tokenize (wraps the served model's encode)."""
+    """The queries (or first texts) the model was asked to tokenize (wraps the served model's tokenize_pieces)."""
     served = live.state.served[kind]
-    seen, real = [], served.encode
+    seen, real = [], served.tokenize_pieces
 
-    def encode(first, *args, **kwargs):
+    def tokenize_pieces(first, *args, **kwargs):
         seen.append(first if isinstance(first, str) else first[0])
-        return real(first, *args, **kwargs)
-    served.encode = encode
+        return (yield from real(first, *args, **kwargs))
+    served.tokenize_pieces = tokenize_pieces
     return seen
 
 
@@ -145,14 +145,14 @@ def test_the_deadline_covers_waiting_for_a_tokenizer_thread(served_models):
     limits = ServeLimits(timeout_s=1.0, tokenize_threads=1)
     with LiveServer(make_app(served_models, limits, embedder=False)) as live:
         served = live.state.served["reranker"]
-        release, real, seen = concurrent.futures.Future(), served.encode, []
+        release, real, seen = concurrent.futures.Future(), served.tokenize_pieces, []
 
-        def encode(query, *args, **kwargs):  # "blocker" holds the only tokenizer thread
+        def tokenize_pieces(query, *args, **kwargs):  # "blocker" holds the only tokenizer thread
             seen.append(query)
             if query == "query blocker":
                 release.result(30)
-            return real(query, *args, **kwargs)
-        served.encode = encode
+            return (yield from real(query, *args, **kwargs))
+        served.tokenize_pieces = tokenize_pieces
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             blocker = pool.submit(_post, live.url, _body("blocker"))
             wait_until(lambda: seen == ["query blocker"], what="the tokenizer thread busy")

@@ -40,9 +40,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"documents or inputs per request; more is a 413 (default: {_DEFAULTS.max_request_docs})")
     p.add_argument("--max-request-bytes", type=int, default=_DEFAULTS.max_request_bytes,
                    help=f"request body bytes; more is a 413 (default: {_DEFAULTS.max_request_bytes})")
+    p.add_argument("--max-request-tokens", type=int, default=_DEFAULTS.max_request_tokens,
+                   help=f"prompt tokens of one request in all (after truncation); more is a 413, before any forward "
+                        f"(default: {_DEFAULTS.max_request_tokens})")
     p.add_argument("--timeout-s", type=float, default=_DEFAULTS.timeout_s,
-                   help=f"seconds from arrival to response (reading, tokenizing, waiting and computing); later is a "
-                        f"504 and the request's remaining work is dropped (default: {_DEFAULTS.timeout_s:g})")
+                   help=f"seconds from arrival to response (reading the body, tokenizing, waiting and computing); a "
+                        f"body not in by then is a 408, later is a 504 and the request's remaining work is dropped "
+                        f"(default: {_DEFAULTS.timeout_s:g})")
     p.add_argument("--request-tokens-per-forward", type=positive_int, default=None, metavar="N",
                    help="the most tokens of one request in one forward: a request's forwards interleave with other "
                         "requests', so a small request waits for at most about one such slice of a big one "
@@ -75,6 +79,7 @@ def run(args) -> int:
     try:
         limits = ServeLimits(max_queue=args.max_queue, max_request_docs=args.max_request_docs,
                              max_request_bytes=args.max_request_bytes, timeout_s=args.timeout_s,
+                             max_request_tokens=args.max_request_tokens,
                              tokenize_threads=args.tokenize_threads,
                              request_tokens_per_forward=args.request_tokens_per_forward,
                              shutdown_timeout_s=args.shutdown_timeout_s)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 # No fastapi import at module level: `zkernels --help` must work without the serve extra installed.
 
-TYPES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 413: "request_too_large",
+TYPES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 408: "timeout", 413: "request_too_large",
          422: "invalid_request", 429: "rate_limited", 500: "inference_failed", 503: "overloaded", 504: "timeout"}
 CLIENT_CLOSED = 499  # nginx's code for "client closed the connection"; logged and counted, never received
 RETRY_AFTER_S = 1    # what a 503 tells clients to wait before retrying (all three SDKs honour it)

@@ -18,13 +18,14 @@ class ServeLimits:
     max_queue: int = 512              # admitted requests per model not running yet (tokenizing included) before 503
     max_request_docs: int = 1000      # documents (rerank) or inputs (embed) per request
     max_request_bytes: int = 8 << 20  # request body size
-    timeout_s: float = 60.0           # from the route's entry to the answer: reading, tokenizing, waiting, computing
+    max_request_tokens: int = 1_000_000  # one request's prompt tokens (after truncation), checked before any forward
+    timeout_s: float = 60.0           # route entry to answer: reading the body, tokenizing, waiting, computing
     tokenize_threads: int | None = None  # 0: tokenize on the device thread; default 0 on CPU, 2 on a GPU
     request_tokens_per_forward: int | None = None  # one request's slice per forward; None: policy.DEFAULT_SLICE_TOKENS
     shutdown_timeout_s: float = 25.0  # SIGTERM to exit at most (under Kubernetes' default 30 s grace period)
 
     def __post_init__(self):
-        for name in ("max_queue", "max_request_docs", "max_request_bytes"):
+        for name in ("max_queue", "max_request_docs", "max_request_bytes", "max_request_tokens"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) \
                     or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")

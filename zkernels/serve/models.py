@@ -3,10 +3,15 @@
 the head that turns hidden rows into outputs, chosen by a head key (the reranker's activation_fn; the
 embedder's dimensions and normalisation). Also loads the models `zkernels serve` was asked for, or the
 built-in demo models.
+
+Tokenizing is a generator (`tokenize_pieces`): it tokenizes about `piece_chars` characters of text per
+`next()` (the scheduler runs other requests' work between two pieces) and returns the `Encoded` prompts;
+a request whose prompts pass `max_tokens` in all is refused (413, --max-request-tokens) as soon as that
+is known, before any forward. A reranker request's query is tokenized once (`PromptFormat.query_pairs`).
 """
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +30,33 @@ class Encoded:
         return sum(len(p) for p in self.prompts)
 
 
+def _pieces(texts: Sequence[str], piece_chars: int | None) -> Iterator[tuple[int, int]]:
+    """(start, end) of consecutive runs of texts of about piece_chars characters (at least one text)."""
+    start, chars = 0, 0
+    for i, t in enumerate(texts):
+        if piece_chars is not None and i > start and chars + len(t) > piece_chars:
+            yield start, i
+            start, chars = i, 0
+        chars += len(t)
+    if start < len(texts):
+        yield start, len(texts)
+
+
+def _too_many_tokens(n_tokens: int, max_tokens: int, exact: bool) -> ServeError:
+    what = f"{n_tokens}" if exact else f"at least {n_tokens}"
+    return ServeError(413, f"the request's prompts are {what} tokens, over the limit of {max_tokens} tokens per "
+                           f"request (--max-request-tokens)")
+
+
+def run_to_end(pieces):
+    """Runs a tokenize_pieces generator to its end: the Encoded prompts."""
+    while True:
+        try:
+            next(pieces)
+        except StopIteration as done:
+            return done.value
+
+
 class ServedReranker:
     kind = "reranker"
 
@@ -34,13 +66,32 @@ class ServedReranker:
     def encode(self, query: str, documents: list[str], truncate: bool = True, field: str = "documents") -> Encoded:
         """Prompt ids of (query, document) pairs, exactly as Reranker.predict builds them. A prompt over
         the model's max_length with truncate=False is a 413."""
+        return run_to_end(self.tokenize_pieces(query, documents, truncate, field))
+
+    def tokenize_pieces(self, query: str, documents: list[str], truncate: bool = True, field: str = "documents",
+                        piece_chars: int | None = None, max_tokens: int | None = None):
+        """Generator: the query first (one piece), then about piece_chars characters of documents per
+        piece; returns the Encoded prompts (`encode`'s)."""
         try:
-            encoded = self.model.encode_pairs([(query, d) for d in documents], truncate=truncate)
+            pairs = self.model.format.query_pairs(query, self.model.max_length, truncate)
+            yield
+            if max_tokens is not None and pairs.shortest_prompt * len(documents) > max_tokens:
+                raise _too_many_tokens(pairs.shortest_prompt * len(documents), max_tokens, exact=False)
+            ids, n_tokens = [], 0
+            for start, end in _pieces(documents, piece_chars):
+                part = pairs.encode(documents[start:end])
+                ids += part
+                n_tokens += sum(map(len, part))
+                if max_tokens is not None and n_tokens > max_tokens:
+                    raise _too_many_tokens(n_tokens, max_tokens, exact=end == len(documents))
+                if end < len(documents):
+                    yield
+            pairs.finish()
         except PromptTooLong as e:
             raise ServeError(413, f"{e}", field=field) from None
         except ValueError as e:
             raise ServeError(422, f"{e}", field=field) from None
-        return Encoded(encoded.ids, encoded.groups)
+        return Encoded(ids, [0] * len(ids))
 
     def head(self, activation_fn: Hashable):
         """hidden rows -> scores: the recipe's own score (activation_fn None), or the raw score with
@@ -77,13 +128,36 @@ class ServedEmbedder:
             raise ServeError(422, str(e), field="dimensions") from None
 
     def encode(self, texts: list[str], prompt: str | None, truncate: bool = True, field: str = "input") -> Encoded:
-        try:
-            ids = self.model.tokenize(texts, prompt, truncate=truncate)
-        except PromptTooLong as e:
-            raise ServeError(413, f"{e}; send truncate=true to cut it", field=field) from None
-        except ValueError as e:
-            raise ServeError(422, str(e), field=field) from None
+        return run_to_end(self.tokenize_pieces(texts, prompt, truncate, field))
+
+    def tokenize_pieces(self, texts: list[str], prompt: str | None, truncate: bool = True, field: str = "input",
+                        piece_chars: int | None = None, max_tokens: int | None = None):
+        """Generator: about piece_chars characters of texts per piece; returns the Encoded prompts."""
+        ids, n_tokens = [], 0
+        for start, end in _pieces(texts, piece_chars):
+            part = self._tokenize(texts, start, end, prompt, truncate, field)
+            ids += part
+            n_tokens += sum(map(len, part))
+            if max_tokens is not None and n_tokens > max_tokens:
+                raise _too_many_tokens(n_tokens, max_tokens, exact=end == len(texts))
+            if end < len(texts):
+                yield
         return Encoded(ids, [0] * len(ids))
+
+    def _tokenize(self, texts, start: int, end: int, prompt, truncate: bool, field: str) -> list[list[int]]:
+        try:
+            return self.model.tokenize(texts[start:end], prompt, truncate=truncate)
+        except (PromptTooLong, ValueError) as e:
+            error, message = e, str(e)
+            for i in range(start, end) if start > 0 else ():  # name the text by its place in the request
+                try:
+                    self.model.tokenize([texts[i]], prompt, truncate=truncate)
+                except (PromptTooLong, ValueError) as one:
+                    error, message = one, str(one).replace("texts[0]", f"texts[{i}]", 1)
+                    break
+            if isinstance(error, PromptTooLong):
+                raise ServeError(413, f"{message}; send truncate=true to cut it", field=field) from None
+            raise ServeError(422, message, field=field) from None
 
     def head_key(self, dimensions: int, normalize: bool) -> tuple[int, bool]:
         """TEI's normalize=true asks for unit vectors: renormalised only where the checkpoint's own output

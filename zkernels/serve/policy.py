@@ -1,23 +1,30 @@
-"""Which work goes into the next forward: the scheduling policies of `DeviceScheduler`.
+"""Which work the device thread does next: the scheduling policies of `DeviceScheduler`.
 
+A step is either a piece of tokenizing (`Tokenize`: one piece of text of each of its jobs, about
+`tokenize_chars` characters in all) or one packed forward (`Forward`: slices of jobs of one engine).
 `ShortestFirst` (the default) keeps a small request from waiting behind a big one: the request with the
-least work left goes first, requests that finish in this forward share it, and a big request advances
-one slice (at most `slice_tokens` tokens) per forward, so a newcomer waits for at most about one slice
-of someone else's. Measured in benchmarks/bench_serve_mixed.py against `Rounds`, today's policy kept for
-that comparison (hidden `--scheduler rounds`); the figures are in docs/serving.md.
+least work left goes first (tokenized or not: before tokenizing its work is estimated from its
+characters), requests that finish in this forward share it, a big request advances one slice (at most
+`slice_tokens` tokens) per forward and its tokenizing one piece per step, so a newcomer waits for at
+most about one slice or one piece of someone else's, whichever runs. One starvation rule covers
+everything waiting: a request passed over for STARVATION_STEPS steps in a row gets the next one.
+Measured in benchmarks/bench_serve_mixed.py against `Rounds` (the round scheduler, `--scheduler
+rounds`); the figures are in docs/serving.md.
 
-A policy answers four questions for the scheduler thread: the slice size a job is planned with
-(`slice_tokens`), how much text the device thread may tokenize between two forwards
-(`tokenize_chars`, None: all), whether newly submitted jobs may be taken now (`takes_new_work`), and the
-next forward (`next_forward`: [(job, its next slice)], all of one engine, a job's slices in order).
+A policy answers: the slice size a job is planned with (`slice_tokens`), the piece of text tokenized per
+step (`tokenize_chars`, None: a request's whole text), and the next step (`next_step`). `next_forward`
+is the forward part alone, over jobs that are tokenized.
 """
 from __future__ import annotations
 
-# A request passed over for this many forwards in a row joins the next one, whatever its size: under a
-# flood of small requests, shortest-first alone would starve a big one for as long as the flood lasts.
-# Counted in forwards, not seconds, so that a slow machine does not turn every big request into a
-# "starving" one (each would then add a slice to every forward).
-STARVATION_FORWARDS = 8
+from dataclasses import dataclass
+
+# A request passed over for this many steps in a row (tokenizing pieces or forwards) gets the next
+# step, whatever its size: under a flood of small requests, shortest-first alone would starve a big one
+# for as long as the flood lasts. Counted in steps, not seconds, so that a slow machine does not turn
+# every big request into a "starving" one (each would then take a share of every step).
+STARVATION_STEPS = 8
+STARVATION_FORWARDS = STARVATION_STEPS  # the name ShortestFirst's callers know
 
 # Tokens of one request per forward when --request-tokens-per-forward is not given, by device kind.
 # CPU: a small request can wait behind one slice of a big one; measured with bench_serve_mixed.py
@@ -26,6 +33,39 @@ STARVATION_FORWARDS = 8
 # 3x the big p50; 2,048: 2x the small p99); docs/serving.md has the figures. CUDA: a bigger forward
 # keeps the GPU busy (not measured on a GPU yet).
 DEFAULT_SLICE_TOKENS = {"cpu": 1024, "cuda": 4096}
+
+
+@dataclass
+class Tokenize:
+    """One piece of tokenizing of each job, in order."""
+    jobs: list
+
+
+@dataclass
+class Forward:
+    """One packed forward: [(job, its next slice)], all of one engine."""
+    slices: list
+
+    @property
+    def jobs(self) -> list:
+        return list(dict.fromkeys(job for job, _ in self.slices))
+
+
+def _ready(jobs) -> list:
+    return [j for j in jobs if not j.needs_tokenizing]
+
+
+def _smallest_pieces(jobs, budget: int | None, first=None) -> Tokenize:
+    """`first` (if given), then the jobs to tokenize with the least work, until about `budget`
+    characters (a job's next piece is at most its size, at most about the budget)."""
+    chosen, chars = ([first] if first is not None else []), (first.size_hint if first is not None else 0)
+    for job in sorted((j for j in jobs if j.needs_tokenizing and j is not first),
+                      key=lambda j: (j.work_left, j.arrived)):
+        if chosen and budget is not None and chars + job.size_hint > budget:
+            break
+        chosen.append(job)
+        chars += job.size_hint
+    return Tokenize(chosen)
 
 
 def _tokens(batch) -> int:
@@ -42,15 +82,19 @@ def _retry_alone(jobs) -> list:
 
 
 class ShortestFirst:
-    """Shortest remaining work first, at forward granularity.
+    """Shortest remaining work first, at step granularity.
 
-    Each forward is one of:
-    - the requests that finish in it (their last slice), fewest tokens left first, as many as fit in the
-      engine's max_tokens_per_batch: small requests share forwards, as with cross-request batching;
+    Each step is one of:
+    - a piece of tokenizing, when the request with the least work left is not tokenized yet: the
+      smallest such requests, one piece each, about tokenize_chars characters in all;
+    - the requests that finish in this forward (their last slice), fewest tokens left first, as many as
+      fit in the engine's max_tokens_per_batch: small requests share forwards, as with cross-request
+      batching;
     - else one slice of the request with the least work left (a big request advances while nothing
       smaller waits).
-    The oldest request passed over for STARVATION_FORWARDS forwards in a row joins the next forward with
-    one slice, whatever its size, and a request re-planned after a failure runs alone.
+    The oldest request passed over for STARVATION_STEPS steps in a row gets the next step (its next
+    piece, or one slice joining the forward), whatever its size; a request re-planned after a failure
+    runs alone.
     """
 
     name = "shortest-first"
@@ -68,7 +112,23 @@ class ShortestFirst:
     def takes_new_work(self, active) -> bool:
         return True
 
+    def next_step(self, jobs, now: float) -> Tokenize | Forward | None:
+        """jobs: every live job, tokenized or not."""
+        if not jobs:
+            return None
+        ready = _ready(jobs)
+        retry = _retry_alone(ready)
+        if retry:
+            return Forward(retry)
+        starving = [j for j in jobs if j.passed_over >= self.starvation_forwards]
+        first = min(starving, key=lambda j: j.arrived) if starving else \
+            min(jobs, key=lambda j: (j.work_left, j.arrived))
+        if first.needs_tokenizing:
+            return _smallest_pieces(jobs, self.tokenize_chars, first if starving else None)
+        return Forward(self.next_forward(ready, now))
+
     def next_forward(self, jobs, now: float) -> list:
+        """jobs: tokenized ones. [(job, its next slice)]."""
         if not jobs:
             return []
         retry = _retry_alone(jobs)
@@ -94,10 +154,10 @@ class ShortestFirst:
 
 
 class Rounds:
-    """The round scheduler `zkernels serve` had before `ShortestFirst`, kept to measure against: queued
-    requests are taken in arrival order up to one forward's token budget (at least one request), planned
-    into full-budget forwards, and the round runs to its end before anything newly queued is looked at
-    (a small request waits for all of a big one's forwards)."""
+    """The round scheduler, to measure `ShortestFirst` against: queued requests are tokenized whole,
+    taken in arrival order up to one forward's token budget (at least one request), planned into
+    full-budget forwards, and the round runs to its end before anything newly queued is looked at (a
+    small request waits for all of a big one's forwards)."""
 
     name = "rounds"
     tokenize_chars = None  # everything queued is tokenized between two rounds
@@ -108,9 +168,20 @@ class Rounds:
     def slice_tokens(self, engine) -> int:
         return engine.max_tokens_per_batch
 
+    def _current(self, jobs) -> list:
+        return [j for j in self._round if j in jobs and j.slices]
+
     def takes_new_work(self, active) -> bool:
-        self._round = [j for j in self._round if j in active and j.slices]
-        return not self._round
+        return not self._current(active)
+
+    def next_step(self, jobs, now: float) -> Tokenize | Forward | None:
+        if not jobs:
+            return None
+        ready = _ready(jobs)
+        if not _retry_alone(ready) and not self._current(ready) and len(ready) < len(jobs):
+            return _smallest_pieces(jobs, None)  # between two rounds: everything queued
+        chosen = self.next_forward(ready, now)
+        return Forward(chosen) if chosen else None
 
     def next_forward(self, jobs, now: float) -> list:
         if not jobs:
@@ -118,7 +189,7 @@ class Rounds:
         retry = _retry_alone(jobs)
         if retry:
             return retry
-        self._round = [j for j in self._round if j in jobs and j.slices]
+        self._round = self._current(jobs)
         if not self._round:
             engine, tokens = None, 0
             for job in sorted(jobs, key=lambda j: j.arrived):

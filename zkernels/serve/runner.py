@@ -2,7 +2,8 @@
 - a bounded drain: on SIGTERM (or SIGINT) new requests get 503 at once, and requests still unanswered
   shutdown_timeout_s later get 503 and are dropped, so the process exits within that time (Kubernetes
   kills a pod 30 s after SIGTERM by default);
-- a failed warm-up stops the process with a non-zero exit status instead of leaving /health at 503.
+- a failed warm-up, or a device thread that ended, stops the process with a non-zero exit status
+  instead of leaving /health at 503 (an orchestrator restarts it).
 """
 from __future__ import annotations
 
@@ -35,9 +36,14 @@ def make_runner(app, host: str = "127.0.0.1", port: int = 8000, log_level: str =
 
 
 def serve(app, host: str, port: int, log_level: str = "info") -> int:
-    """Runs until SIGTERM/SIGINT; the exit status: 0, or 1 when the warm-up failed."""
+    """Runs until SIGTERM/SIGINT, or until the server cannot serve; the exit status (`exit_status`)."""
     runner = make_runner(app, host, port, log_level)
     runner.run()
+    return exit_status(app)
+
+
+def exit_status(app) -> int:
+    """0, or 1 when the server stopped because it could not serve (failed warm-up, device thread ended)."""
     return 1 if app.state.server.failed is not None else 0
 
 

@@ -3,11 +3,12 @@ through them (`Call`).
 
 A request's way: the route is entered -> the model exists (404) and has room (--max-queue counts
 every admitted request not yet running: 503 + Retry-After at once) -> the deadline starts
-(--timeout-s covers reading, parsing, tokenizing, waiting and computing) -> the body is read and
-checked (413 / 422, bodies.py) -> tokenized in a tokenizer thread or on the device thread, never once
-the client has left or the deadline has passed -> its slices run on the device scheduler -> rows back.
-While it waits, a client that goes away or a deadline that passes cancels it: it is dropped before its
-next forward.
+(--timeout-s covers reading the body from its first byte, parsing, tokenizing, waiting and computing; a
+body not in by then is a 408 and its queue place is free at once) -> the body is checked (413 / 422,
+bodies.py) -> tokenized in a tokenizer thread or, piece by piece, on the device thread, never once the
+client has left or the deadline has passed; prompts over --max-request-tokens in all are a 413 before
+any forward -> its slices run on the device scheduler -> rows back. While it waits, a client that goes
+away or a deadline that passes drops it (lifecycle.py).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from .bodies import read_body
 from .errors import CLIENT_CLOSED, RETRY_AFTER_S, SHUTTING_DOWN, ServeError, unavailable
+from .lifecycle import State, already_tokenized
 from .limits import ServeLimits
 from .metrics import Metrics
 from .models import ServedEmbedder, ServedReranker
@@ -46,8 +48,8 @@ class Server:
         self.schedulers: dict[str, DeviceScheduler] = {}
         self.tokenize_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.ready = False
-        self.failed: str | None = None   # why the warm-up failed; /health says so
-        self.on_fatal = None             # called after a failed warm-up (the runner stops the process)
+        self.failed: str | None = None   # why the server cannot serve (warm-up failed, device thread ended)
+        self.on_fatal = None             # called then (the runner stops the process, exit status 1)
         self.draining = False
         self.shut: asyncio.Future | None = None  # done once the drain deadline passed: waiting requests get 503
         self.started_at = time.monotonic()
@@ -61,13 +63,14 @@ class Server:
         return self.schedulers[served.engine.device]
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         self.shut = loop.create_future()
         for served in self.models:
             device = served.engine.device
             if device not in self.schedulers:
                 policy = make_policy(self.policy_name, self.limits.request_tokens_per_forward)
-                self.schedulers[device] = DeviceScheduler(device, policy, self.metrics, loop)
+                self.schedulers[device] = DeviceScheduler(device, policy, self.metrics, loop,
+                                                          on_ended=self._device_thread_ended)
                 self.schedulers[device].start()
         # On a GPU, tokenizing in threads of its own overlaps the forward. On CPU the forward already keeps
         # every core busy (torch's intra-op threads); tokenizer threads beside it only oversubscribe those
@@ -78,17 +81,24 @@ class Server:
         if threads:
             self.tokenize_pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="zkernels-tokenize")
 
+    def _device_thread_ended(self, reason: str) -> None:
+        """A device thread ended (called from it): /health answers 503 and the process stops, exit 1, so
+        an orchestrator restarts it."""
+        self.failed = f"the device thread ended: {reason}"
+        if self.on_fatal is not None:
+            self.loop.call_soon_threadsafe(self.on_fatal)
+
     async def warm_up(self) -> None:
         """One real forward per model through its scheduler; /health answers 200 only after it. A failure
         is logged, /health says "failed", and the runner stops the process with a non-zero status."""
         try:
             for served in self.models:
-                job = Job(served, served.warmup_prompts, served.default_head_key, math.inf,
+                job = Job(served, already_tokenized(served.warmup_prompts()), served.default_head_key, math.inf,
                           self.slice_tokens(served), asyncio.get_running_loop().create_future())
                 self.scheduler(served).submit(job)
                 await job.future
         except Exception as e:
-            self.failed = f"{type(e).__name__}: {e}"
+            self.failed = f"the warm-up forward failed: {type(e).__name__}: {e}"
             log.error("zkernels serve: the warm-up forward failed, the server cannot serve: %s", self.failed,
                       exc_info=e)
             if self.on_fatal is not None:
@@ -156,15 +166,22 @@ class Call:
         self.job: Job | None = None
 
     async def body(self, schema):
-        return await read_body(self.request, schema, self.server.limits.max_request_docs)
+        """The body as `schema`; read within the request's deadline (else 408: its queue place is given
+        back when the route ends, at once)."""
+        try:
+            return await asyncio.wait_for(read_body(self.request, schema, self.server.limits.max_request_docs),
+                                          max(0.0, self.deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise ServeError(408, f"the request body did not arrive within {self.server.limits.timeout_s} s "
+                                  f"(--timeout-s)") from None
 
     async def rerank(self, query: str, documents: list[str], *, truncate: bool = True, activation_fn=None,
                      field: str = "documents"):
         """(scores [n] float32 in document order, prompt tokens, inference seconds)."""
         if not documents:
             return np.zeros(0, np.float32), 0, 0.0
-        prepare = functools.partial(self.served.encode, query, documents, truncate, field)
-        return await self._run(prepare, activation_fn, len(query) * len(documents) + sum(map(len, documents)))
+        tokenize = functools.partial(self.served.tokenize_pieces, query, documents, truncate, field)
+        return await self._run(tokenize, activation_fn, len(query) + sum(map(len, documents)))
 
     async def embed(self, texts: list[str], field: str, *, input_type: str | None = None,
                     prompt_name: str | None = None, dimensions: int | None = None, normalize: bool = False,
@@ -174,23 +191,23 @@ class Call:
             raise ServeError(422, f"{field} is empty: nothing to embed", field=field)
         dim = self.served.check_dimensions(dimensions)
         prompt = self.served.prompt_for(input_type, prompt_name)
-        prepare = functools.partial(self.served.encode, texts, prompt, truncate, field)
-        rows, n_tokens, _ = await self._run(prepare, self.served.head_key(dim, normalize), sum(map(len, texts)))
+        tokenize = functools.partial(self.served.tokenize_pieces, texts, prompt, truncate, field)
+        rows, n_tokens, _ = await self._run(tokenize, self.served.head_key(dim, normalize), sum(map(len, texts)))
         return rows, n_tokens
 
-    async def _run(self, prepare, head_key, size_hint: int):
+    async def _run(self, tokenize, head_key, size_hint: int):
         server, loop = self.server, asyncio.get_running_loop()
         scheduler = server.scheduler(self.served)
-        self.job = job = Job(self.served, prepare, head_key, self.deadline, server.slice_tokens(self.served),
-                             loop.create_future(), self.ticket, size_hint=size_hint)
+        self.job = job = Job(self.served, tokenize, head_key, self.deadline, server.slice_tokens(self.served),
+                             loop.create_future(), self.ticket, size_hint=size_hint,
+                             max_tokens=server.limits.max_request_tokens)
         disconnect = asyncio.ensure_future(_wait_for_disconnect(self.request))
         try:
             if server.tokenize_pool is not None:
-                prepared = loop.run_in_executor(server.tokenize_pool, _prepare_if_live, job, scheduler)
-                if not await self._wait(prepared, disconnect):
-                    raise self._stopped(job.cancelled or "timeout", started=False)
+                prepared = loop.run_in_executor(server.tokenize_pool, scheduler.tokenize_whole, job)
+                await self._wait(prepared, disconnect)
             submitted = time.perf_counter()
-            scheduler.submit(job)
+            scheduler.submit(job)  # not taken when final (failed or dropped while tokenizing): its future says why
             rows = await self._wait(job.future, disconnect)
             return rows.numpy(), job.n_tokens, time.perf_counter() - submitted
         finally:
@@ -208,8 +225,9 @@ class Call:
             except Dropped as e:
                 raise self._stopped(e.reason, e.started) from None
         reason = "disconnected" if disconnect in done else "shutdown" if self.server.shut in done else "timeout"
+        started = self.job.state is State.RUNNING
         self._cancel(reason)
-        raise self._stopped(reason, self.job.started)
+        raise self._stopped(reason, started)
 
     def _cancel(self, reason: str) -> None:
         self.server.scheduler(self.served).cancel(self.job, reason)
@@ -228,23 +246,6 @@ class Call:
         """The route is done (answered, failed or cancelled): a job still queued or running is dropped."""
         if self.job is not None and not self.job.future.done():
             self._cancel("disconnected")
-
-
-def _prepare_if_live(job: Job, scheduler: DeviceScheduler) -> bool:
-    """Tokenizer thread: tokenizes and plans the job unless its client left or its deadline passed
-    while it waited for the thread (then counts it as dropped and returns False)."""
-    reason = job.stop_reason(time.monotonic())
-    if reason is not None:
-        scheduler.cancel(job, reason)  # counts it as dropped, unless the route did already
-        return False
-    try:
-        job.prepare_now()
-    except ServeError:
-        raise
-    except Exception as e:
-        log.exception("zkernels serve: tokenizing a request failed")
-        raise ServeError(500, f"tokenizing the request failed: {type(e).__name__}: {e}") from None
-    return True
 
 
 async def _wait_for_disconnect(request) -> None:

@@ -1,5 +1,6 @@
-"""Operations: GET /health (open without the API key: 200 once warm, 503 while loading, draining or
-after a failed warm-up), /info (models, limits, scheduling, routes), /metrics (Prometheus text)."""
+"""Operations: GET /health (open without the API key: 200 once warm, 503 while loading, draining,
+after a failed warm-up or once a device thread ended), /info (models, limits, scheduling, routes),
+/metrics (Prometheus text)."""
 from __future__ import annotations
 
 import time
@@ -25,8 +26,7 @@ def version() -> str:
 async def health(request: Request):
     server = server_of(request)
     if server.failed is not None:
-        return JSONResponse({"status": "failed", "error": f"the warm-up forward failed: {server.failed}"},
-                            status_code=503)
+        return JSONResponse({"status": "failed", "error": server.failed}, status_code=503)
     if server.draining:
         return JSONResponse({"status": "shutting down"}, status_code=503)
     if not server.ready:
