@@ -70,11 +70,12 @@ class ServedReranker:
 
     def tokenize_pieces(self, query: str, documents: list[str], truncate: bool = True, field: str = "documents",
                         piece_chars: int | None = None, max_tokens: int | None = None):
-        """Generator: the query first (one piece), then about piece_chars characters of documents per
-        piece; returns the Encoded prompts (`encode`'s)."""
+        """Generator: the query (a piece of its own when long), then about piece_chars characters of
+        documents per piece; returns the Encoded prompts (`encode`'s)."""
         try:
             pairs = self.model.format.query_pairs(query, self.model.max_length, truncate)
-            yield
+            if piece_chars is not None and len(query) > piece_chars // 2:  # a long query is a piece of its own
+                yield
             if max_tokens is not None and pairs.shortest_prompt * len(documents) > max_tokens:
                 raise _too_many_tokens(pairs.shortest_prompt * len(documents), max_tokens, exact=False)
             ids, n_tokens = [], 0
