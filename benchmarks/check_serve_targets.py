@@ -13,7 +13,13 @@
    without running meanwhile (the old way, jsonable_encoder + json.dumps on the loop, against
    encoding.json_response);
 6. the fixed cost of a forward: 60 documents of 2,000 characters in forwards of at most 512 ... 8,192
-   tokens, with 1 and 2 torch threads (in this process).
+   tokens, with 1 and 2 torch threads (in this process);
+7. a hostile rerank body: a 1,000,000-character query with 1,000 one-character documents (8 MiB
+   legal; copied into every pair it would be 10^9 characters to tokenize): its status and answer time,
+   the slowest /health meanwhile, and a 2-document request sent right after it;
+8. stalled bodies: --max-queue 64 --timeout-s 2 and 64 clients that send their headers and the body's
+   first byte, then nothing: a request during the stall (503, the queue is full), the stalled clients'
+   answers, and how soon after the stall began a request is answered 200 again.
 The servers run with --torch-threads (default 1, as bench_serve_mixed.py: see there).
 
     python benchmarks/check_serve_targets.py --out benchmarks/results/serve-targets-cpu-DATE.json
@@ -105,6 +111,70 @@ def million_ints():
         poller.join()
     return {"status": r.status_code, "json": r.headers["content-type"].startswith("application/json"),
             "message": r.json()["error"]["message"], "answer_s": took, "slowest_health_s": slowest[0]}
+
+
+def hostile_query():
+    import httpx
+    body = {"model": "m", "query": "the query goes on " * 55_556, "documents": ["x"] * 1000}
+    small = {"model": "m", "query": "a small query", "documents": ["first document", "second document"]}
+    with _serve() as srv:
+        slowest, stop = [0.0], threading.Event()
+
+        def poll():
+            with httpx.Client(timeout=60) as http:
+                while not stop.is_set():
+                    t = time.perf_counter()
+                    http.get(srv.url + "/health")
+                    slowest[0] = max(slowest[0], time.perf_counter() - t)
+                    time.sleep(0.02)
+        poller = threading.Thread(target=poll)
+        poller.start()
+        time.sleep(0.3)
+        t = time.perf_counter()
+        r = httpx.post(srv.url + RERANK, json=body, timeout=120)
+        took = time.perf_counter() - t
+        t = time.perf_counter()
+        after = httpx.post(srv.url + RERANK, json=small, timeout=120)
+        after_s = time.perf_counter() - t
+        stop.set()
+        poller.join()
+    return {"query_chars": len(body["query"]), "documents": len(body["documents"]), "status": r.status_code,
+            "message": r.json()["error"]["message"] if r.status_code != 200 else None, "answer_s": took,
+            "slowest_health_s": slowest[0], "small_after_status": after.status_code, "small_after_s": after_s}
+
+
+def stalled_bodies(n=64, timeout_s=2.0):
+    import socket
+
+    import httpx
+    small = {"model": "m", "query": "a small query", "documents": ["first document", "second document"]}
+    with _serve("--max-queue", str(n), "--timeout-s", str(timeout_s)) as srv:
+        host, port = srv.url.split("//")[1].split(":")
+        socks = []
+        t0 = time.perf_counter()
+        for _ in range(n):
+            sock = socket.create_connection((host, int(port)), timeout=30)
+            sock.sendall(b"POST /v1/models/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 5000\r\n\r\n{")
+            socks.append(sock)
+        time.sleep(0.3)
+        during = httpx.post(srv.url + RERANK, json=small, timeout=30).status_code
+        answered_at = None
+        while time.perf_counter() - t0 < 10 * timeout_s:
+            if httpx.post(srv.url + RERANK, json=small, timeout=30).status_code == 200:
+                answered_at = time.perf_counter() - t0
+                break
+            time.sleep(0.05)
+        answers = {}
+        for sock in socks:
+            try:
+                first = sock.recv(64).split(b" ")[1].decode() or "closed"
+            except (OSError, IndexError):
+                first = "closed"
+            answers[first] = answers.get(first, 0) + 1
+            sock.close()
+    return {"stalled": n, "timeout_s": timeout_s, "status_during_stall": during, "stalled_answers": answers,
+            "first_200_after_s": answered_at}
 
 
 def max_queue(rng):
@@ -246,7 +316,8 @@ def main(argv=None) -> int:
               "machine_before": machine()}
     steps = [("head_of_line", lambda: [head_of_line(random.Random(1), s) for s in ("shortest-first", "rounds")]),
              ("million_ints", million_ints), ("max_queue", lambda: max_queue(rng)),
-             ("tokenizer_race", tokenizer_race), ("big_answer", big_answer), ("forward_cost", forward_cost)]
+             ("tokenizer_race", tokenizer_race), ("big_answer", big_answer), ("forward_cost", forward_cost),
+             ("hostile_query", hostile_query), ("stalled_bodies", stalled_bodies)]
     if args.only:
         steps = [(name, step) for name, step in steps if name in args.only.split(",")]
     for name, step in steps:

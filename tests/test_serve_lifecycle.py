@@ -122,30 +122,42 @@ class _SimJob:
             self.remaining -= self.tokens
 
 
-def test_a_steady_small_stream_does_not_starve_a_big_request():
-    """A new small request every step beside a big one (5 pieces of tokenizing, then 6 slices): the big
-    one gets a step at least every STARVATION_STEPS + 1 steps, tokenizing or forward, and finishes."""
-    engine = type("Engine", (), {"device": "cpu", "max_tokens_per_batch": 2048})()
+def _simulate(n_big):
+    """A new small request every step (1 piece, 1 slice) beside n_big big ones (5 pieces of tokenizing,
+    then 6 slices), until the big ones are done: (steps of each big one, steps each small one took)."""
+    engine = SimpleNamespace(device="cpu", max_tokens_per_batch=2048)
     policy = ShortestFirst(slice_tokens=1024)
-    big = _SimJob(engine, "big", pieces=5, slices=6, tokens=1024, arrived=0.0, chars=40_000)
-    jobs, big_steps, step_no = [big], [], 0
-    while big in jobs:
+    bigs = [_SimJob(engine, f"big{i}", pieces=5, slices=6, tokens=1024, arrived=i / 10, chars=40_000)
+            for i in range(n_big)]
+    jobs, big_steps, small_took, step_no = list(bigs), {b: [] for b in bigs}, [], 0
+    while any(b in jobs for b in bigs):
         step_no += 1
         jobs.append(_SimJob(engine, f"small{step_no}", pieces=1, slices=1, tokens=20, arrived=float(step_no),
                             chars=80))
         step = policy.next_step(jobs, float(step_no))
         DeviceScheduler._count_passed_over(None, jobs, step)
-        chosen = step.jobs
-        for job in chosen:
+        for job in step.jobs:
             job.run(step)
+            if job in big_steps:
+                big_steps[job].append(step_no)
             if not job.needs_tokenizing and not job.slices:
                 jobs.remove(job)
-        if big in chosen:
-            big_steps.append(step_no)
-        assert step_no < 500, "the big request never finished"
-    gaps = [b - a for a, b in zip([0] + big_steps, big_steps)]
-    assert len(big_steps) == 11 and max(gaps) <= STARVATION_STEPS + 1, gaps
-    assert len(jobs) < 10  # the small ones went on meanwhile
+                if job not in big_steps:
+                    small_took.append(step_no - job.arrived + 1)
+        assert step_no < 1000, "the big requests never finished"
+    return list(big_steps.values()), small_took
+
+
+@pytest.mark.parametrize("n_big", [1, 3])
+def test_a_steady_small_stream_does_not_starve_big_requests_nor_they_it(n_big):
+    """Each big request gets a step at least every STARVATION_STEPS + 1 steps (tokenizing or forward)
+    and finishes; with several big ones starving at once they take at most every other step, so the
+    small requests still finish within a few steps of arriving."""
+    big_steps, small_took = _simulate(n_big)
+    for steps in big_steps:
+        gaps = [b - a for a, b in zip([0] + steps, steps)]
+        assert len(steps) == 11 and max(gaps) <= STARVATION_STEPS + 2 * n_big, gaps
+    assert max(small_took) <= 4, sorted(small_took)[-5:]
 
 
 # ---- an exception at each point of a step ------------------------------------------------------------

@@ -56,9 +56,9 @@ def _ready(jobs) -> list:
 
 
 def _smallest_pieces(jobs, budget: int | None, first=None) -> Tokenize:
-    """`first` (if given), then the jobs to tokenize with the least work, until about `budget`
-    characters (a job's next piece is at most its size, at most about the budget)."""
-    chosen, chars = ([first] if first is not None else []), (first.size_hint if first is not None else 0)
+    """`first` (a starving request, if given), then the jobs to tokenize with the least work, until about
+    `budget` characters (a job's next piece is at most its size, at most about the budget)."""
+    chosen, chars = ([first] if first is not None else []), 0  # a starving request's piece is on top
     for job in sorted((j for j in jobs if j.needs_tokenizing and j is not first),
                       key=lambda j: (j.work_left, j.arrived)):
         if chosen and budget is not None and chars + job.size_hint > budget:
@@ -93,8 +93,9 @@ class ShortestFirst:
     - else one slice of the request with the least work left (a big request advances while nothing
       smaller waits).
     The oldest request passed over for STARVATION_STEPS steps in a row gets the next step (its next
-    piece, or one slice joining the forward), whatever its size; a request re-planned after a failure
-    runs alone.
+    piece, or one slice joining the forward), whatever its size, unless the last step went to a
+    starving request (then the next goes by size: starving requests take at most every other step); a
+    request re-planned after a failure runs alone.
     """
 
     name = "shortest-first"
@@ -104,6 +105,9 @@ class ShortestFirst:
 
     def __init__(self, slice_tokens: int | None = None, starvation_forwards: int = STARVATION_FORWARDS):
         self._slice_tokens, self.starvation_forwards = slice_tokens, starvation_forwards
+        # The last step went to a starving request, so this one goes by size: with several big requests
+        # starving at once, they take every other step, not every step (which would starve the rest).
+        self._last_was_forced = False
 
     def slice_tokens(self, engine) -> int:
         kind = "cuda" if str(engine.device).startswith("cuda") else "cpu"
@@ -111,6 +115,10 @@ class ShortestFirst:
 
     def takes_new_work(self, active) -> bool:
         return True
+
+    def _starving(self, jobs) -> list:
+        starving = [j for j in jobs if j.passed_over >= self.starvation_forwards]
+        return [min(starving, key=lambda j: j.arrived)] if starving else []
 
     def next_step(self, jobs, now: float) -> Tokenize | Forward | None:
         """jobs: every live job, tokenized or not."""
@@ -120,12 +128,12 @@ class ShortestFirst:
         retry = _retry_alone(ready)
         if retry:
             return Forward(retry)
-        starving = [j for j in jobs if j.passed_over >= self.starvation_forwards]
-        first = min(starving, key=lambda j: j.arrived) if starving else \
-            min(jobs, key=lambda j: (j.work_left, j.arrived))
-        if first.needs_tokenizing:
-            return _smallest_pieces(jobs, self.tokenize_chars, first if starving else None)
-        return Forward(self.next_forward(ready, now))
+        oldest = [] if self._last_was_forced else self._starving(jobs)
+        self._last_was_forced = bool(oldest)
+        first = oldest[0] if oldest else min(jobs, key=lambda j: (j.work_left, j.arrived))
+        if first.needs_tokenizing:  # the smallest requests' pieces share the step with a starving one's
+            return _smallest_pieces(jobs, self.tokenize_chars, first if oldest else None)
+        return Forward(self._forward(ready, oldest))
 
     def next_forward(self, jobs, now: float) -> list:
         """jobs: tokenized ones. [(job, its next slice)]."""
@@ -134,8 +142,11 @@ class ShortestFirst:
         retry = _retry_alone(jobs)
         if retry:
             return retry
-        starving = [j for j in jobs if j.passed_over >= self.starvation_forwards]
-        oldest = [min(starving, key=lambda j: j.arrived)] if starving else []
+        return self._forward(jobs, self._starving(jobs))
+
+    def _forward(self, jobs, oldest: list) -> list:
+        """The starving request (`oldest`, if any) with one slice, then the finishing ones; else one slice
+        of the request with the least work left."""
         first = oldest[0] if oldest else min(jobs, key=lambda j: (j.remaining, j.arrived))
         engine = first.engine
         budget = engine.max_tokens_per_batch
