@@ -129,19 +129,25 @@ class Job:
 
     @property
     def work_left(self) -> int:
-        """Tokens still to run; before tokenizing, estimated from its characters."""
-        return self.remaining if self.encoded is not None else self.size_hint // CHARS_PER_TOKEN + 1
+        """Tokens still to run; before planning, estimated from its characters."""
+        return self.remaining if self.plan is not None else self.size_hint // CHARS_PER_TOKEN + 1
 
     def tokenize_piece(self, piece_chars: int | None) -> bool:
-        """Tokenizes its next piece of text; True once all is tokenized (then `encoded` is set)."""
-        if self.pieces is None:
-            self.pieces = self.tokenize(piece_chars, self.max_tokens)
-        try:
-            next(self.pieces)
-        except StopIteration as done:
-            self.pieces, self.encoded = None, done.value
-            return True
-        return False
+        """Its next piece of work before READY: a piece of its text, or, once all of it is tokenized,
+        planning its slices (a piece of its own when the request is bigger than one piece: planning a
+        big request costs about as much as tokenizing a piece of it). True once planned."""
+        if self.encoded is None:
+            if self.pieces is None:
+                self.pieces = self.tokenize(piece_chars, self.max_tokens)
+            try:
+                next(self.pieces)
+                return False
+            except StopIteration as done:
+                self.pieces, self.encoded = None, done.value
+            if piece_chars is not None and self.size_hint > piece_chars:
+                return False
+        self.plan_slices()
+        return True
 
     def plan_slices(self, batch_size: int | None = None) -> None:
         """Plans its slices (again, after a failed forward: the whole job, its prefix groups unchanged)."""

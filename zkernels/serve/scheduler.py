@@ -135,7 +135,6 @@ class DeviceScheduler:
         with self._boundary([job], "tokenizing the request"):
             while not job.tokenize_piece(None):
                 pass
-            job.plan_slices()
             self._ready_or_fail(job)
         return job.state is State.READY
 
@@ -247,13 +246,12 @@ class DeviceScheduler:
 
     # ---- tokenizing ---------------------------------------------------------------------------------
     def _tokenize(self, step: Tokenize) -> None:
-        """One piece of each job's text; a job whose text is all tokenized is planned and READY."""
+        """One piece of each job's work before READY (a piece of text, or planning; Job.tokenize_piece)."""
         for job in step.jobs:
             if not self.move(job, State.TOKENIZING):
                 continue
             with self._boundary([job], "tokenizing the request"):
                 if job.tokenize_piece(self.policy.tokenize_chars):
-                    job.plan_slices()
                     self._ready_or_fail(job)
 
     def _ready_or_fail(self, job: Job) -> None:

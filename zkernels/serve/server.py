@@ -53,6 +53,7 @@ class Server:
         self.draining = False
         self.shut: asyncio.Future | None = None  # done once the drain deadline passed: waiting requests get 503
         self.started_at = time.monotonic()
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by start()
         make_policy(policy)              # an unknown name fails here, before anything starts
 
     @property
