@@ -8,7 +8,8 @@ an actor pool, locally or on the cluster RAY_ADDRESS names.
 
 The modules, each with one job: datasets (the map_batches job), predictors (the actors' callables),
 columns (which rows are valid), schema (one output schema), retries (a batch that keeps killing its
-actor), io and sinks (reading and writing files and folders). See docs/ray.md.
+actor), io (reading, and writing one ordered file), sinks (writing a folder from the workers) and rows (the
+row encoding both writers share). See docs/ray.md.
 
 Importing this module does not import ray; the helpers do when called.
 """
