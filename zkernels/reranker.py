@@ -88,7 +88,7 @@ class Reranker:
             raise ValueError(f"max_length must be positive, got {max_length}")
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device="cpu", dtype=None, format: str | None = None,
+    def from_pretrained(cls, path: str | os.PathLike, device=None, dtype=None, format: str | None = None,
                         max_length: int | None = None, *, instruction: str | None = None,
                         activation_fn=None, clip_chars: bool | None = None,
                         backend: str | None = None, max_tokens_per_batch: int | None = None,
@@ -96,17 +96,17 @@ class Reranker:
         """Loads a zerank or Qwen3-Reranker checkpoint (local folder or hub id): the causal LM, or a
         Qwen3ForSequenceClassification conversion (score.weight [1, hidden]).
 
-        device: "cpu" or "cuda[:n]"; dtype: torch.float32 / bfloat16 / float16 (default: float32 on CPU,
-        bfloat16 on CUDA); format: "zerank", "qwen3-reranker" or "sentence-transformers" (what the
+        device: "cpu" or "cuda[:n]" (default cpu); dtype: torch.float32 / bfloat16 / float16 (default:
+        float32 on CPU, bfloat16 on CUDA); format: "zerank", "qwen3-reranker" or "sentence-transformers" (what the
         folder's CrossEncoder modules do), detected where the checkpoint declares it; max_length: prompt
         tokens (default: the recipe's, 8,192 for qwen3-reranker, else the model's max_position_embeddings,
         or the tokenizer's limit for sentence-transformers); activation_fn: see `predict`; clip_chars:
         zerank only, clip texts to 2,000 / 10,000 characters (default True, as modeling_zeranker.py;
         False: strip only, as ZeroEntropy's serving code); backend: "cpu", "triton" or "torch" (default:
         triton on CUDA, the C++ cpu ops on CPU when built, else torch; env ZKERNELS_BACKEND overrides the
-        default); max_tokens_per_batch: prompt
-        tokens per forward; options: an EngineOptions holding device, dtype, backend, max_tokens_per_batch
-        and show_progress at once (the same arguments given separately must agree with it).
+        default); max_tokens_per_batch: prompt tokens per forward; options: an EngineOptions holding
+        device, dtype, backend, max_tokens_per_batch and show_progress at once (an argument given beside it
+        must agree with it, else a ValueError names both; None is "not given").
         """
         options = merge_options(options, device=device, dtype=dtype, backend=backend,
                                 max_tokens_per_batch=max_tokens_per_batch, show_progress=show_progress_bar)
@@ -139,7 +139,7 @@ class Reranker:
 
     @classmethod
     def from_state_dict(cls, state_dict, config: dict | Qwen3Config, format: str = "zerank", tokenizer=None,
-                        device="cpu", dtype=None, *, max_length: int | None = None, instruction: str | None = None,
+                        device=None, dtype=None, *, max_length: int | None = None, instruction: str | None = None,
                         backend: str | None = None, max_tokens_per_batch: int | None = None,
                         activation_fn=None, options: EngineOptions | None = None) -> Reranker:
         """A Reranker over weights already in memory (e.g. a transformers model's state_dict()), named as
