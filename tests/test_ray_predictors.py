@@ -181,8 +181,9 @@ def test_crash_guard_refuses_a_batch_that_killed_its_actor_too_often(tmp_path, m
     monkeypatch.setattr(retries, "_actor_id", lambda: None)
     die_in(CrashGuard(0), batch)
     assert not list(tmp_path.iterdir())
-    # Ray's own limits sit one above max_retries, so that the actor gets to refuse the batch by name.
-    assert ray_limits(3, None, None) == (4, 4) and ray_limits(0, -1, 2) == (-1, 2)
+    # The actor restarts without limit (the budget is per batch); each batch is handed over once more than
+    # max_retries, so that the actor gets to refuse it by name.
+    assert ray_limits(3, None, None) == (-1, 4) and ray_limits(0, 5, 2) == (5, 2)
     with pytest.raises(ValueError, match="max_retries must be an int >= 0"):
         ray_limits(-1, None, None)
 
