@@ -140,7 +140,8 @@ def _run(args, build, columns: list[str], what: str) -> int:
         import ray.data
         from ray.exceptions import RayActorError, RayError
     except ImportError:
-        raise RuntimeError("Ray is not installed; install it with pip install 'zkernels[ray]'") from None
+        raise RuntimeError("Ray is not installed; install it with python3 -m pip install -e '.[ray]' in the "
+                           "zkernels checkout") from None
 
     from ..ray import read_dataset
     from ..ray.columns import InvalidRowError

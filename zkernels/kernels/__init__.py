@@ -42,8 +42,8 @@ def resolve_backend(backend: str | None = None, device="cpu") -> str:
 # triton is an optional extra (about 1 GB, useful only on CUDA or under the interpreter in tests), so a
 # missing import must say how to get it rather than surface as an ImportError deep in a kernel module.
 TRITON_MISSING = ("{source} asks for the Triton kernels, but the triton package is not installed. Install it "
-                  "with `pip install \"zkernels[gpu]\"` (or `pip install triton`; a CUDA build of torch "
-                  "usually brings it), or choose backend='torch'.")
+                  "with `python3 -m pip install -e \".[gpu]\"` in the zkernels checkout (or `pip install "
+                  "triton`; a CUDA build of torch usually brings it), or choose backend='torch'.")
 
 
 CPU_MISSING = ("{source} asks for the C++ CPU kernels, but the zkernels._cpu_ops extension is not built. Build "

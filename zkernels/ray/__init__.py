@@ -1,5 +1,5 @@
-"""zkernels on Ray Data (`pip install 'zkernels[ray]'`): rerank or embed datasets of millions of rows on
-an actor pool, locally or on the cluster RAY_ADDRESS names.
+"""zkernels on Ray Data (`python3 -m pip install -e ".[ray]"` in the checkout): rerank or embed datasets
+of millions of rows on an actor pool, locally or on the cluster RAY_ADDRESS names.
 
     import ray, zkernels.ray
     ds = ray.data.read_parquet("pairs.parquet")              # columns: query, document

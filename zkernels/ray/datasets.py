@@ -29,7 +29,8 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError as e:
-        raise ImportError("zkernels.ray needs Ray Data: pip install 'zkernels[ray]'") from e
+        raise ImportError("zkernels.ray needs Ray Data: python3 -m pip install -e '.[ray]' in the zkernels "
+                          "checkout") from e
     return ray
 
 
