@@ -41,7 +41,7 @@ def bench_attention(cfg: dict, workload, device, dtype=torch.bfloat16, shape_nam
     def ours():
         attention_triton(*args, out=out, plan=plan)
 
-    def ours_with_plan():  # as the model calls it today (block table built per call)
+    def ours_with_plan():  # as the model calls it (block table built per call)
         attention_triton(*args, out=out)
 
     # Padded batch of full prompts for SDPA.

@@ -18,7 +18,7 @@ between them in blocks (--blocks, in rotating order, the same arrivals for each 
 and pool the blocks, so that the machine's background load, which varies on a shared machine, is spread
 over all of them alike.
 
-The round scheduler is today's policy kept selectable (the hidden `zkernels serve --scheduler rounds`):
+The round scheduler is the alternative policy kept selectable (the hidden `zkernels serve --scheduler rounds`):
 requests taken in arrival order up to one forward's budget, each round run to its end before anything
 new is looked at. Everything else (parsing, admission, tokenizing) is the same code in both servers, so
 the comparison isolates the scheduling policy.

@@ -1,6 +1,6 @@
 // The AVX2 + FMA variant of the CPU model ops: cpu_kernels.h over cpu_vec_avx2.h. Every function from
-// here on is compiled for AVX2 by the pragma (no -march for the whole build); it is only called after
-// the run-time CPU check in cpu_ops.cpp. The system headers come first so their inline functions keep
+// here on is compiled for ZK_CPU_AVX2_FEATURES (isa_features.h; no -march for the whole build), and it
+// is only called where the run-time check finds every one of those features. The system headers come first so their inline functions keep
 // the baseline target, and this unit's own code lives in its own namespace, so the linker can never
 // hand another unit an AVX2 copy of a shared inline function.
 #include <algorithm>
@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "cpu_ops.h"
+#include "isa_features.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -17,8 +18,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,bmi,bmi2,popcnt")
+ZK_TARGET_PUSH(ZK_CPU_AVX2_FEATURES)
 namespace zk {
 namespace cpu {
 namespace isa_avx2 {
@@ -29,7 +29,7 @@ namespace isa_avx2 {
 }  // namespace isa_avx2
 }  // namespace cpu
 }  // namespace zk
-#pragma GCC pop_options
+ZK_TARGET_POP
 
 namespace zk {
 namespace cpu {

@@ -1,12 +1,14 @@
 // The AVX-512 (F/BW/VL/DQ) variant of the CPU model ops: cpu_kernels.h over cpu_vec_avx512.h,
-// compiled for AVX-512 by the pragma and called only after the run-time CPU check (see
-// cpu_isa_avx2.cpp for why the includes come first and the code sits in its own namespace).
+// compiled for ZK_CPU_AVX512_FEATURES (isa_features.h) and called only where the run-time check
+// finds every one of them (see cpu_isa_avx2.cpp for why the includes come first and the code sits in
+// its own namespace).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
 #include "cpu_ops.h"
+#include "isa_features.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -15,8 +17,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2,popcnt")
+ZK_TARGET_PUSH(ZK_CPU_AVX512_FEATURES)
 namespace zk {
 namespace cpu {
 namespace isa_avx512 {
@@ -27,7 +28,7 @@ namespace isa_avx512 {
 }  // namespace isa_avx512
 }  // namespace cpu
 }  // namespace zk
-#pragma GCC pop_options
+ZK_TARGET_POP
 
 namespace zk {
 namespace cpu {

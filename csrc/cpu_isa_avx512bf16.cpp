@@ -1,14 +1,15 @@
 // The AVX-512 variant with bf16 dot products (AVX512-BF16: Zen 4 and later, Cooper Lake, Sapphire
 // Rapids and later): cpu_kernels.h over cpu_vec_avx512.h with ZK_BF16_DOT, so attention on bf16 inputs
 // runs its scores and P V as vdpbf16ps on bf16 pairs. Every other op is the AVX-512 one. Compiled for
-// this ISA by the pragma, called only after the run-time CPU check (see cpu_isa_avx2.cpp for why the
-// includes come first and the code sits in its own namespace).
+// ZK_CPU_AVX512BF16_FEATURES (isa_features.h), called only where the CPU has every one of them
+// (see cpu_isa_avx2.cpp for why the includes come first and the code sits in its own namespace).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
 #include "cpu_ops.h"
+#include "isa_features.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -17,8 +18,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c,bmi,bmi2,popcnt")
+ZK_TARGET_PUSH(ZK_CPU_AVX512BF16_FEATURES)
 namespace zk {
 namespace cpu {
 namespace isa_avx512bf16 {
@@ -31,7 +31,7 @@ namespace isa_avx512bf16 {
 }  // namespace isa_avx512bf16
 }  // namespace cpu
 }  // namespace zk
-#pragma GCC pop_options
+ZK_TARGET_POP
 
 namespace zk {
 namespace cpu {

@@ -1,10 +1,14 @@
 // zkernels._cpu_ops: the CPU model ops (RMSNorm, add + RMSNorm, QK-norm + RoPE, SwiGLU, shared-prefix
-// varlen attention), bound with pybind11 on raw buffers.
+// varlen attention), bound with pybind11.
 //
-// The Python wrapper (zkernels/kernels/cpu.py) validates dtypes, devices, shapes and strides and
-// allocates the outputs; this file re-checks what could make a kernel read or write out of bounds
-// (sizes, index arrays, positions), picks the instruction-set variant (best one this CPU runs, or the
-// one asked for), splits the work over the thread pool, and runs it without the GIL.
+// Each op takes its tensors by keyword (py::kw_only: no argument can be handed over in the wrong
+// place) and reads their pointers, dtypes, shapes and strides from the tensors themselves
+// (cpu_tensor_view.h). It checks what its kernel relies on (shapes that agree, last-dim strides of 1,
+// contiguous outputs, one floating dtype, int32/int64 index arrays and the values in them) and raises
+// a ValueError naming the argument, so bad input never makes a kernel read or write out of bounds. The
+// Python wrappers (each op file's C++ section in zkernels/kernels/) allocate the outputs and fall back
+// to torch where these kernels do not apply. Then this file picks the instruction-set variant
+// (isa_features.h), splits the work over the thread pool, and runs it without the GIL.
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -20,70 +24,107 @@
 
 #include "cpu_ops.h"
 #include "cpu_pool.h"
+#include "cpu_tensor_view.h"
+#include "isa_features.h"
 
 namespace py = pybind11;
 using namespace zk::cpu;
+using zk::IsaVariant;
 
 namespace {
 
 // ---------------------------------------------------------------- instruction sets
-bool cpu_supports(const std::string& name) {
-    if (name == "scalar") return true;
-#if defined(__x86_64__) || defined(_M_X64)
-    __builtin_cpu_init();
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (name == "avx2") return avx2;
-    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    if (name == "avx512") return avx512;
-    if (name == "avx512bf16") return avx512 && __builtin_cpu_supports("avx512bf16");
-#endif
-    return false;
-}
+struct Variant {
+    IsaVariant isa;                      // its name and features (isa_features.h)
+    const KernelTable* (*table)();      // nullptr where not built (non-x86)
+};
+const Variant kVariants[] = {            // fastest first
+    {{"avx512bf16", ZK_CPU_AVX512BF16_FEATURES}, kernels_avx512bf16},
+    {{"avx512", ZK_CPU_AVX512_FEATURES}, kernels_avx512},
+    {{"avx2", ZK_CPU_AVX2_FEATURES}, kernels_avx2},
+    {{"scalar", ""}, kernels_scalar},
+};
 
-const KernelTable* table_for(const std::string& name) {
-    if (name == "scalar") return kernels_scalar();
-    if (name == "avx2") return kernels_avx2();
-    if (name == "avx512") return kernels_avx512();
-    if (name == "avx512bf16") return kernels_avx512bf16();
+const Variant* find_variant(const std::string& name) {
+    for (const Variant& v : kVariants)
+        if (name == v.isa.name && v.table() != nullptr) return &v;
     return nullptr;
 }
 
-const char* const kIsaOrder[] = {"avx512bf16", "avx512", "avx2", "scalar"};  // fastest first
+// Which variants this CPU runs, read once per process.
+bool runs_here(const Variant& v) {
+    static const std::vector<bool> supported = [] {
+        std::vector<bool> s;
+        for (const Variant& x : kVariants) s.push_back(x.table() != nullptr && zk::runs_on_this_cpu(x.isa));
+        return s;
+    }();
+    return supported[(size_t)(&v - kVariants)];
+}
+
+bool cpu_supports(const std::string& name) {
+    const Variant* v = find_variant(name);
+    return v != nullptr && runs_here(*v);
+}
 
 std::vector<std::string> built_isas() {
     std::vector<std::string> out;
-    for (const char* n : kIsaOrder)
-        if (table_for(n) != nullptr) out.push_back(n);
+    for (const Variant& v : kVariants)
+        if (v.table() != nullptr) out.push_back(v.isa.name);
     return out;
 }
 
 std::string best_isa() {
-    for (const char* n : kIsaOrder)
-        if (table_for(n) != nullptr && cpu_supports(n)) return n;
+    for (const Variant& v : kVariants)
+        if (v.table() != nullptr && runs_here(v)) return v.isa.name;
     return "scalar";
 }
 
 const KernelTable* pick(const std::string& isa) {
     const std::string name = isa == "auto" ? best_isa() : isa;
-    const KernelTable* t = table_for(name);
-    if (t == nullptr)
-        throw py::value_error("unknown or unbuilt isa '" + isa + "' (built: auto, avx512bf16, avx512, avx2, scalar)");
-    if (!cpu_supports(name)) throw py::value_error("this CPU cannot run isa '" + name + "'");
-    return t;
-}
-
-DType dtype_of(int code) {
-    if (code != 0 && code != 1) throw py::value_error("dtype code must be 0 (float32) or 1 (bfloat16)");
-    return (DType)code;
+    const Variant* v = find_variant(name);
+    if (v == nullptr) {
+        std::string built;
+        for (const std::string& n : built_isas()) built += ", " + n;
+        throw py::value_error("unknown or unbuilt isa '" + isa + "' (built: auto" + built + ")");
+    }
+    if (!runs_here(*v)) throw py::value_error("this CPU cannot run isa '" + name + "'");
+    return v->table();
 }
 
 void check(bool ok, const std::string& what) {
     if (!ok) throw py::value_error(what);
 }
 
-const void* cptr(uintptr_t p) { return reinterpret_cast<const void*>(p); }
-void* mptr(uintptr_t p) { return reinterpret_cast<void*>(p); }
+DType dtype_of(const TensorView& v) {
+    v.expect_float();
+    return v.elem == Elem::BF16 ? DType::BF16 : DType::F32;
+}
+
+// A floating operand of the same dtype as `first`, with contiguous rows (last-dim stride 1).
+TensorView operand(const std::string& op, const char* name, py::handle t, const TensorView& first,
+                   const std::vector<int64_t>& shape) {
+    TensorView v = view_of(op, name, t);
+    v.expect_shape(shape);
+    v.expect_same_elem(first);
+    v.expect_unit_last_stride();
+    return v;
+}
+
+TensorView output(const std::string& op, const char* name, py::handle t, const TensorView& first,
+                  const std::vector<int64_t>& shape) {
+    TensorView v = operand(op, name, t, first, shape);
+    v.expect_contiguous();
+    return v;
+}
+
+// An index array: 1-D, contiguous, of `elem`, `n` entries.
+TensorView indices(const std::string& op, const char* name, py::handle t, Elem elem, int64_t n) {
+    TensorView v = view_of(op, name, t);
+    v.expect_shape({n});
+    v.expect_elem(elem);
+    v.expect_contiguous();
+    return v;
+}
 
 // Rows per task so that each task is worth a dispatch (~16k values) and every thread gets several.
 int64_t row_chunk(int64_t rows, int64_t values_per_row, int threads) {
@@ -106,57 +147,105 @@ void parallel_rows(int threads, int64_t rows, int64_t values_per_row, Fn fn) {
 }
 
 // ---------------------------------------------------------------- ops
-void py_rms_norm(uintptr_t x, int64_t sx, uintptr_t res, int64_t sr, uintptr_t w, uintptr_t out, int64_t so,
-                 uintptr_t sum_out, int64_t ss, int64_t rows, int64_t cols, double eps, int dtype,
-                 const std::string& isa, int threads) {
-    check(rows >= 0 && cols > 0, "rms_norm: rows must be >= 0 and cols > 0");
-    check(sx >= cols && so >= cols && (res == 0 || (sr >= cols && ss >= cols && sum_out != 0)),
-          "rms_norm: row strides must be at least cols");
-    check(rows == 0 || (x != 0 && w != 0 && out != 0), "rms_norm: null buffer");
+void py_rms_norm(py::handle x_, py::handle weight_, py::handle out_, py::handle residual_, py::handle sum_out_,
+                 double eps, const std::string& isa, int threads) {
+    const std::string op = "rms_norm";
+    const TensorView x = view_of(op, "x", x_);
+    x.expect_dim(2);
+    x.expect_float();
+    x.expect_unit_last_stride();
+    const int64_t rows = x.size(0), cols = x.size(1);
+    if (cols <= 0) x.fail("must have a non-empty last dim, got shape " + x.shape_str());
+    const TensorView w = operand(op, "weight", weight_, x, {cols});
+    const TensorView out = output(op, "out", out_, x, {rows, cols});
+    if (residual_.is_none() != sum_out_.is_none())
+        throw py::value_error("rms_norm: residual and sum_out go together: pass both or neither");
+    TensorView res, sum;
+    if (!residual_.is_none()) {
+        res = operand(op, "residual", residual_, x, {rows, cols});
+        sum = output(op, "sum_out", sum_out_, x, {rows, cols});
+    }
     const KernelTable* t = pick(isa);
-    const DType dt = dtype_of(dtype);
-    RmsArgs a{cptr(x), sx, res ? cptr(res) : nullptr, sr, cptr(w), mptr(out), so,
-              res ? mptr(sum_out) : nullptr, ss, rows, cols, (float)eps};
+    const DType dt = dtype_of(x);
+    RmsArgs a{x.data(), x.strides(0), res.ptr ? res.data() : nullptr, res.ptr ? res.strides(0) : 0, w.data(),
+              out.mutable_data(), out.strides(0), sum.ptr ? sum.mutable_data() : nullptr, sum.ptr ? sum.strides(0) : 0,
+              rows, cols, (float)eps};
     py::gil_scoped_release nogil;
     parallel_rows(threads, rows, cols, [&](int64_t r0, int64_t r1) { t->rms_norm(a, dt, r0, r1); });
 }
 
-void check_positions(const int64_t* pos, int64_t n, int64_t n_positions, const char* what) {
-    for (int64_t i = 0; i < n; ++i)
-        if (pos[i] < 0 || pos[i] >= n_positions)
-            throw py::value_error(std::string("qk_norm_rope: ") + what + "[" + std::to_string(i) + "] = " +
-                                  std::to_string(pos[i]) + " is outside the rope tables (" +
-                                  std::to_string(n_positions) + " positions)");
+void check_positions(const TensorView& pos, int64_t n_positions) {
+    const int64_t* p = reinterpret_cast<const int64_t*>(pos.ptr);
+    for (int64_t i = 0; i < pos.size(0); ++i)
+        if (p[i] < 0 || p[i] >= n_positions)
+            throw py::value_error("qk_norm_rope: " + pos.name + "[" + std::to_string(i) + "] = " + std::to_string(p[i]) +
+                                  " is outside the rope tables (" + std::to_string(n_positions) + " positions)");
 }
 
-void py_qk_norm_rope(uintptr_t q, int64_t sq_t, int64_t sq_h, uintptr_t k, int64_t sk_t, int64_t sk_h,
-                     uintptr_t qw, uintptr_t kw, uintptr_t q_pos, uintptr_t k_pos, uintptr_t q_out,
-                     uintptr_t k_out, int64_t tq, int64_t hq, int64_t tk, int64_t hk, int64_t head_dim,
-                     uintptr_t cos, uintptr_t sin, int64_t cs_stride, int64_t n_positions, double eps, int dtype,
-                     const std::string& isa, int threads) {
-    check(tq >= 0 && tk >= 0 && hq > 0 && hk > 0, "qk_norm_rope: bad sizes");
-    check(head_dim > 0 && head_dim % 2 == 0, "qk_norm_rope: head_dim must be even");
-    check(cs_stride >= head_dim / 2 && n_positions > 0, "qk_norm_rope: bad cos/sin table");
+NormRopeSide head_side(const std::string& op, const char* name, py::handle x_, py::handle w_, py::handle pos_,
+                       py::handle out_, const TensorView& first, int64_t head_dim, int64_t n_positions) {
+    const TensorView x = view_of(op, name, x_);
+    x.expect_dim(3);
+    x.expect_same_elem(first);
+    x.expect_unit_last_stride();
+    const int64_t tokens = x.size(0), heads = x.size(1);
+    if (x.size(2) != head_dim) x.fail("must have head_dim " + std::to_string(head_dim) + ", got shape " + x.shape_str());
+    if (heads <= 0) x.fail("must have at least one head, got shape " + x.shape_str());
+    const std::string n = name;
+    const TensorView w = operand(op, (n + "_weight").c_str(), w_, first, {head_dim});
+    const TensorView pos = indices(op, (n + "_positions").c_str(), pos_, Elem::I64, tokens);
+    const TensorView out = output(op, (n + "_out").c_str(), out_, first, {tokens, heads, head_dim});
+    check_positions(pos, n_positions);
+    return {x.data(), x.strides(0), x.strides(1), w.data(), reinterpret_cast<const int64_t*>(pos.ptr),
+            out.mutable_data(), tokens, heads};
+}
+
+void py_qk_norm_rope(py::handle q_, py::handle k_, py::handle q_weight, py::handle k_weight, py::handle q_positions,
+                     py::handle k_positions, py::handle cos_, py::handle sin_, py::handle q_out, py::handle k_out,
+                     double eps, const std::string& isa, int threads) {
+    const std::string op = "qk_norm_rope";
+    const TensorView q = view_of(op, "q", q_);
+    q.expect_dim(3);
+    q.expect_float();
+    const int64_t head_dim = q.size(2);
+    if (head_dim <= 0 || head_dim % 2) q.fail("must have an even head_dim, got shape " + q.shape_str());
+    const TensorView cos = view_of(op, "cos", cos_);
+    cos.expect_dim(2);
+    cos.expect_elem(Elem::F32);
+    cos.expect_shape({-1, head_dim / 2});
+    cos.expect_unit_last_stride();
+    const TensorView sin = view_of(op, "sin", sin_);
+    sin.expect_shape(cos.shape);
+    sin.expect_elem(Elem::F32);
+    sin.expect_unit_last_stride();
+    if (sin.strides(0) != cos.strides(0))
+        sin.fail("must have cos's row stride " + std::to_string(cos.strides(0)) + ", got " + std::to_string(sin.strides(0)));
+    const int64_t n_positions = cos.size(0);
+    if (n_positions <= 0) cos.fail("must hold at least one position");
+    const NormRopeSide qs = head_side(op, "q", q_, q_weight, q_positions, q_out, q, head_dim, n_positions);
+    const NormRopeSide ks = head_side(op, "k", k_, k_weight, k_positions, k_out, q, head_dim, n_positions);
     const KernelTable* t = pick(isa);
-    const DType dt = dtype_of(dtype);
-    check_positions(reinterpret_cast<const int64_t*>(q_pos), tq, n_positions, "q_positions");
-    check_positions(reinterpret_cast<const int64_t*>(k_pos), tk, n_positions, "k_positions");
-    NormRopeArgs a{{cptr(q), sq_t, sq_h, cptr(qw), reinterpret_cast<const int64_t*>(q_pos), mptr(q_out), tq, hq},
-                   {cptr(k), sk_t, sk_h, cptr(kw), reinterpret_cast<const int64_t*>(k_pos), mptr(k_out), tk, hk},
-                   reinterpret_cast<const float*>(cos), reinterpret_cast<const float*>(sin), cs_stride, head_dim,
-                   (float)eps};
+    const DType dt = dtype_of(q);
+    NormRopeArgs a{qs, ks, reinterpret_cast<const float*>(cos.ptr), reinterpret_cast<const float*>(sin.ptr),
+                   cos.strides(0), head_dim, (float)eps};
     py::gil_scoped_release nogil;
-    parallel_rows(threads, tq + tk, std::max(hq, hk) * head_dim,
+    parallel_rows(threads, qs.tokens + ks.tokens, std::max(qs.heads, ks.heads) * head_dim,
                   [&](int64_t r0, int64_t r1) { t->norm_rope(a, dt, r0, r1); });
 }
 
-void py_swiglu(uintptr_t gate, int64_t sg, uintptr_t up, int64_t su, uintptr_t out, int64_t so, int64_t rows,
-               int64_t cols, int dtype, const std::string& isa, int threads) {
-    check(rows >= 0 && cols > 0, "swiglu: rows must be >= 0 and cols > 0");
-    check(sg >= cols && su >= cols && so >= cols, "swiglu: row strides must be at least cols");
+void py_swiglu(py::handle gate_, py::handle up_, py::handle out_, const std::string& isa, int threads) {
+    const std::string op = "swiglu";
+    const TensorView gate = view_of(op, "gate", gate_);
+    gate.expect_dim(2);
+    gate.expect_float();
+    gate.expect_unit_last_stride();
+    const int64_t rows = gate.size(0), cols = gate.size(1);
+    if (cols <= 0) gate.fail("must have a non-empty last dim, got shape " + gate.shape_str());
+    const TensorView up = operand(op, "up", up_, gate, {rows, cols});
+    const TensorView out = output(op, "out", out_, gate, {rows, cols});
     const KernelTable* t = pick(isa);
-    const DType dt = dtype_of(dtype);
-    SwigluArgs a{cptr(gate), sg, cptr(up), su, mptr(out), so, rows, cols};
+    const DType dt = dtype_of(gate);
+    SwigluArgs a{gate.data(), gate.strides(0), up.data(), up.strides(0), out.mutable_data(), out.strides(0), rows, cols};
     py::gil_scoped_release nogil;
     parallel_rows(threads, rows, cols, [&](int64_t r0, int64_t r1) { t->swiglu(a, dt, r0, r1); });
 }
@@ -244,21 +333,42 @@ Plan make_plan(const AttnArgs& a, int64_t tq, int64_t tk, int64_t tp, int thread
     return plan;
 }
 
-void py_attention(uintptr_t q, int64_t sq_t, int64_t sq_h, uintptr_t k, int64_t sk_t, int64_t sk_h, uintptr_t v,
-                  int64_t sv_t, int64_t sv_h, uintptr_t pk, int64_t spk_t, int64_t spk_h, uintptr_t pv,
-                  int64_t spv_t, int64_t spv_h, uintptr_t out, int64_t so_t, int64_t so_h, uintptr_t cu_q,
-                  uintptr_t cu_k, uintptr_t p_start, uintptr_t p_len, int64_t n_seqs, int64_t tq, int64_t tk,
-                  int64_t tp, int64_t heads, int64_t kv_heads, int64_t head_dim, double scale, int dtype,
-                  const std::string& isa, int threads) {
-    check(n_seqs >= 0 && tq >= 0 && tk >= 0 && tp >= 0, "attention: bad sizes");
-    check(kv_heads > 0 && heads > 0 && heads % kv_heads == 0, "attention: heads must be a multiple of kv_heads");
-    check(head_dim > 0 && head_dim % 16 == 0, "attention: head_dim must be a positive multiple of 16");
+void py_attention(py::handle q_, py::handle k_, py::handle v_, py::handle prefix_k_, py::handle prefix_v_,
+                  py::handle out_, py::handle cu_seqlens_q, py::handle cu_seqlens_k, py::handle prefix_starts,
+                  py::handle prefix_lens, double scale, const std::string& isa, int threads) {
+    const std::string op = "attention";
+    const TensorView q = view_of(op, "q", q_);
+    q.expect_dim(3);
+    q.expect_float();
+    q.expect_unit_last_stride();
+    const int64_t tq = q.size(0), heads = q.size(1), head_dim = q.size(2);
+    if (head_dim <= 0 || head_dim % 16) q.fail("must have a head_dim that is a positive multiple of 16, got shape " +
+                                               q.shape_str());
+    const TensorView k = operand(op, "k", k_, q, {-1, -1, head_dim});
+    const int64_t tk = k.size(0), kv_heads = k.size(1);
+    if (kv_heads <= 0 || heads % kv_heads)
+        k.fail("must have a number of heads that divides q's " + std::to_string(heads) + ", got shape " + k.shape_str());
+    const TensorView v = operand(op, "v", v_, q, {tk, kv_heads, head_dim});
+    const TensorView pk = operand(op, "prefix_k", prefix_k_, q, {-1, kv_heads, head_dim});
+    const int64_t tp = pk.size(0);
+    const TensorView pv = operand(op, "prefix_v", prefix_v_, q, {tp, kv_heads, head_dim});
+    const TensorView out = operand(op, "out", out_, q, {tq, heads, head_dim});
+    out.expect_contiguous();
+    const TensorView cu_q = view_of(op, "cu_seqlens_q", cu_seqlens_q);
+    cu_q.expect_dim(1);
+    if (cu_q.size(0) < 1) cu_q.fail("must hold at least one entry (0)");
+    const int64_t n_seqs = cu_q.size(0) - 1;
+    const TensorView cq = indices(op, "cu_seqlens_q", cu_seqlens_q, Elem::I32, n_seqs + 1);
+    const TensorView ck = indices(op, "cu_seqlens_k", cu_seqlens_k, Elem::I32, n_seqs + 1);
+    const TensorView ps = indices(op, "prefix_starts", prefix_starts, Elem::I32, n_seqs);
+    const TensorView pl = indices(op, "prefix_lens", prefix_lens, Elem::I32, n_seqs);
     const KernelTable* t = pick(isa);
-    const DType dt = dtype_of(dtype);
-    AttnArgs a{cptr(q), sq_t, sq_h, cptr(k), sk_t, sk_h, cptr(v), sv_t, sv_h, cptr(pk), spk_t, spk_h,
-               cptr(pv), spv_t, spv_h, mptr(out), so_t, so_h,
-               reinterpret_cast<const int32_t*>(cu_q), reinterpret_cast<const int32_t*>(cu_k),
-               reinterpret_cast<const int32_t*>(p_start), reinterpret_cast<const int32_t*>(p_len),
+    const DType dt = dtype_of(q);
+    AttnArgs a{q.data(), q.strides(0), q.strides(1), k.data(), k.strides(0), k.strides(1), v.data(), v.strides(0),
+               v.strides(1), pk.data(), pk.strides(0), pk.strides(1), pv.data(), pv.strides(0), pv.strides(1),
+               out.mutable_data(), out.strides(0), out.strides(1),
+               reinterpret_cast<const int32_t*>(cq.ptr), reinterpret_cast<const int32_t*>(ck.ptr),
+               reinterpret_cast<const int32_t*>(ps.ptr), reinterpret_cast<const int32_t*>(pl.ptr),
                n_seqs, heads, kv_heads, head_dim, (float)scale};
     if (n_seqs == 0 || tq == 0) return;
     Plan plan = make_plan(a, tq, tk, tp, threads);
@@ -308,14 +418,39 @@ void py_attention(uintptr_t q, int64_t sq_t, int64_t sq_h, uintptr_t k, int64_t 
 }  // namespace
 
 PYBIND11_MODULE(_cpu_ops, m) {
-    m.doc() = "zkernels' CPU model ops on raw buffers (use zkernels.kernels.cpu, which validates tensors)";
+    m.doc() = "zkernels' CPU model ops on CPU torch tensors, every argument by keyword (the wrappers in "
+              "zkernels.kernels' op modules allocate the outputs and fall back to torch where these do not apply)";
     m.def("built_isas", &built_isas, "Instruction-set variants compiled into this module, fastest first.");
     m.def("cpu_supports", &cpu_supports, py::arg("isa"), "Whether this CPU can run the given variant.");
     m.def("best_isa", &best_isa, "The variant 'auto' picks on this CPU.");
-    m.def("rms_norm", &py_rms_norm);
-    m.def("qk_norm_rope", &py_qk_norm_rope);
-    m.def("swiglu", &py_swiglu);
-    m.def("attention", &py_attention);
+    m.def("isa_features", [] {
+        py::dict out;
+        for (const Variant& v : kVariants)
+            if (v.table() != nullptr) out[v.isa.name] = zk::feature_list(v.isa.features);
+        return out;
+    }, "Each built variant (fastest first) -> the CPU features it is compiled for and checked against.");
+    m.def("isa_runs_with", [](const std::string& isa, const std::vector<std::string>& present) {
+        const Variant* v = find_variant(isa);
+        if (v == nullptr) throw py::value_error("unknown or unbuilt isa '" + isa + "'");
+        return zk::runs_with(v->isa, [&](const std::string& f) {
+            return std::find(present.begin(), present.end(), f) != present.end();
+        });
+    }, py::arg("isa"), py::arg("present"),
+          "Whether the run-time check lets `isa` run on a CPU with exactly the `present` features.");
+    m.def("rms_norm", &py_rms_norm, py::kw_only(), py::arg("x"), py::arg("weight"), py::arg("out"),
+          py::arg("residual").none(true), py::arg("sum_out").none(true), py::arg("eps"), py::arg("isa"),
+          py::arg("threads"),
+          "out = weight * rmsnorm(x) over rows of x [rows, cols]; with residual: sum_out = x + residual first.");
+    m.def("qk_norm_rope", &py_qk_norm_rope, py::kw_only(), py::arg("q"), py::arg("k"), py::arg("q_weight"),
+          py::arg("k_weight"), py::arg("q_positions"), py::arg("k_positions"), py::arg("cos"), py::arg("sin"),
+          py::arg("q_out"), py::arg("k_out"), py::arg("eps"), py::arg("isa"), py::arg("threads"),
+          "Per-head RMSNorm then rotate-half RoPE of q [Tq, Hq, D] and k [Tk, Hkv, D] into q_out / k_out.");
+    m.def("swiglu", &py_swiglu, py::kw_only(), py::arg("gate"), py::arg("up"), py::arg("out"), py::arg("isa"),
+          py::arg("threads"), "out = silu(gate) * up, rows of [rows, cols].");
+    m.def("attention", &py_attention, py::kw_only(), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("prefix_k"),
+          py::arg("prefix_v"), py::arg("out"), py::arg("cu_seqlens_q"), py::arg("cu_seqlens_k"),
+          py::arg("prefix_starts"), py::arg("prefix_lens"), py::arg("scale"), py::arg("isa"), py::arg("threads"),
+          "Shared-prefix varlen attention (zkernels/kernels/attention.py) into out [Tq, Hq, D].");
     m.attr("QUERY_ROWS") = kQueryRows;
     m.attr("KEY_TILE") = kKeyTile;
 }

@@ -1,9 +1,9 @@
 // Shared declarations of the CPU model ops (zkernels._cpu_ops): argument blocks, the per-ISA kernel
 // table, and the scalar bf16 conversions every variant agrees on.
 //
-// The ops work on raw buffers described by pointers, sizes and row strides (in elements); the Python
-// wrapper (zkernels/kernels/cpu.py) validates tensors and allocates outputs, so no torch header is
-// needed to build this. Element types: float32 or bfloat16 (raw uint16 bits), the same for every
+// The kernels work on raw buffers described by pointers, sizes and row strides (in elements), which
+// cpu_ops.cpp takes from the tensors it is handed (cpu_tensor_view.h) and checks before any kernel
+// runs; no torch header is needed to build this. Element types: float32 or bfloat16 (raw uint16 bits), the same for every
 // floating-point operand of one call; the math is float32 throughout.
 #pragma once
 

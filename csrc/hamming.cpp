@@ -2,7 +2,8 @@
 //
 // Three instruction-set variants (AVX-512 with VPOPCNTDQ, AVX2, portable scalar) are traits types
 // (hamming_isa.h) that share one blocked scan loop (hamming_scan.h); the variant is chosen at run
-// time from the table below, so one binary runs on any x86-64.
+// time from the table below, as zkernels._cpu_ops chooses its own (isa_features.h: each variant runs
+// only where the CPU has every feature it is compiled for), so one binary runs on any x86-64.
 //
 // Work split: each thread keeps a bounded heap per query and takes database chunks from a shared
 // counter, scanning each chunk for all queries; the per-thread heaps are merged at the end.
@@ -10,6 +11,7 @@
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <algorithm>
 #include <atomic>
@@ -29,17 +31,17 @@ namespace py = pybind11;
 namespace zk {
 
 // ---------------------------------------------------------------- dispatch
+// One entry per variant, fastest first (isa_features.h: its features are its compile target and what
+// the run-time check asks for).
 struct IsaEntry {
-    const char* name;
+    IsaVariant isa;
     int group_rows;
-    bool (*supported)();
     ScanFn (*pick)(int nbytes);
 };
 
 template <class Isa>
-constexpr IsaEntry entry() { return {Isa::kName, Isa::kGroup, &Isa::supported, &pick_scan<Isa>}; }
+constexpr IsaEntry entry() { return {{Isa::kName, Isa::kFeatures}, Isa::kGroup, &pick_scan<Isa>}; }
 
-// Fastest first: best_isa() takes the first one this CPU supports.
 static const IsaEntry kIsas[] = {
 #ifdef ZK_X86
     entry<Avx512>(),
@@ -50,19 +52,35 @@ static const IsaEntry kIsas[] = {
 
 static const IsaEntry* find_isa(const std::string& name) {
     for (const IsaEntry& e : kIsas)
-        if (name == e.name) return &e;
+        if (name == e.isa.name) return &e;
     return nullptr;
+}
+
+// Which variants this CPU runs, read once per process.
+static bool runs_here(const IsaEntry& e) {
+    static const std::vector<bool> supported = [] {
+        std::vector<bool> s;
+        for (const IsaEntry& x : kIsas) s.push_back(runs_on_this_cpu(x.isa));
+        return s;
+    }();
+    return supported[(size_t)(&e - kIsas)];
 }
 
 static bool cpu_has(const std::string& isa) {
     const IsaEntry* e = find_isa(isa);
-    return e != nullptr && e->supported();
+    return e != nullptr && runs_here(*e);
 }
 
 static std::string best_isa() {
     for (const IsaEntry& e : kIsas)
-        if (e.supported()) return e.name;
+        if (runs_here(e)) return e.isa.name;
     return Scalar::kName;
+}
+
+static std::string built_names() {
+    std::string out;
+    for (const IsaEntry& e : kIsas) out += std::string(out.empty() ? "" : ", ") + "'" + e.isa.name + "'";
+    return out;
 }
 
 // Raw search on validated buffers. Runs without the GIL.
@@ -148,8 +166,8 @@ static py::tuple py_search(U8 db, I64 ids, U8 queries, int k, int num_threads, s
     if (ids.shape(0) != n) throw py::value_error("ids must have one entry per database row");
     if (k <= 0) throw py::value_error("k must be a positive integer");
     if (isa == "auto") isa = zk::best_isa();
-    if (isa != "avx512" && isa != "avx2" && isa != "scalar")
-        throw py::value_error("isa must be one of 'auto', 'avx512', 'avx2', 'scalar'");
+    if (zk::find_isa(isa) == nullptr)
+        throw py::value_error("isa must be 'auto' or one of the built variants " + zk::built_names());
     if (!zk::cpu_has(isa)) throw py::value_error("this CPU does not support isa '" + isa + "'");
     const zk::IsaEntry& variant = *zk::find_isa(isa);  // cpu_has found it
     if (num_threads <= 0) num_threads = (int)std::max(1u, std::thread::hardware_concurrency());
@@ -176,5 +194,18 @@ PYBIND11_MODULE(_hamming, m) {
           "zkernels.binary.topk_contract describes.");
     m.def("best_isa", &zk::best_isa, "The instruction set 'auto' picks on this CPU.");
     m.def("cpu_has", &zk::cpu_has, py::arg("isa"), "Whether this CPU can run the given isa variant.");
+    m.def("isa_features", [] {
+        py::dict out;
+        for (const zk::IsaEntry& e : zk::kIsas) out[e.isa.name] = zk::feature_list(e.isa.features);
+        return out;
+    }, "Each built variant (fastest first) -> the CPU features it is compiled for and checked against.");
+    m.def("isa_runs_with", [](const std::string& isa, const std::vector<std::string>& present) {
+        const zk::IsaEntry* e = zk::find_isa(isa);
+        if (e == nullptr) throw py::value_error("unknown isa '" + isa + "'");
+        return zk::runs_with(e->isa, [&](const std::string& f) {
+            return std::find(present.begin(), present.end(), f) != present.end();
+        });
+    }, py::arg("isa"), py::arg("present"),
+          "Whether the run-time check lets `isa` run on a CPU with exactly the `present` features.");
     m.attr("FILL_DISTANCE") = zk::kFillDistance;
 }

@@ -5,8 +5,9 @@
 // Why each traits type has its own `scan` entry: an intrinsic may only be inlined into a function
 // compiled for its ISA, and a template cannot take its target attribute from a template parameter.
 // So the entry carries the ISA's target attribute plus `flatten`, which inlines the whole loop
-// (scan_rows, group, popcount_xor, TopK::push) into it, compiled for that ISA. The ISAs are chosen
-// at run time (__builtin_cpu_supports), never by -march, so one binary runs on any x86-64.
+// (scan_rows, group, popcount_xor, TopK::push) into it, compiled for that ISA. The target attribute
+// is the variant's feature list (kFeatures, from isa_features.h), the same list the run-time check
+// asks the CPU for; never -march, so one binary runs on any x86-64.
 #pragma once
 
 // gcc 12 warns about its own _mm*_undefined_* helpers when they inline (a false positive).
@@ -20,6 +21,7 @@
 #include <cstdint>
 
 #include "hamming_scan.h"
+#include "isa_features.h"
 
 #define ZK_FLATTEN __attribute__((flatten))
 
@@ -28,8 +30,8 @@ namespace zk {
 // ---------------------------------------------------------------- scalar (portable, any CPU)
 struct Scalar {
     static constexpr const char* kName = "scalar";
+    static constexpr const char* kFeatures = "";
     static constexpr int kGroup = 1;
-    static bool supported() { return true; }
 
     template <int NB>
     static inline unsigned group(const uint8_t* q, const uint8_t* rows, int nb, int32_t* d, int32_t thresh) {
@@ -41,17 +43,14 @@ struct Scalar {
 };
 
 #ifdef ZK_X86
-#define ZK_AVX2 __attribute__((target("avx2,popcnt")))
-#define ZK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx2,popcnt")))
+#define ZK_AVX2 __attribute__((target(ZK_HAMMING_AVX2_FEATURES)))
+#define ZK_AVX512 __attribute__((target(ZK_HAMMING_AVX512_FEATURES)))
 
 // ---------------------------------------------------------------- AVX2: nibble-table popcount
 struct Avx2 {
     static constexpr const char* kName = "avx2";
+    static constexpr const char* kFeatures = ZK_HAMMING_AVX2_FEATURES;
     static constexpr int kGroup = 4;
-    static bool supported() {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
-    }
 
     // Four rows' qword partial sums -> one vector of the four row totals.
     ZK_AVX2 static inline __m256i hsum4(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
@@ -102,13 +101,8 @@ struct Avx2 {
 // ---------------------------------------------------------------- AVX-512 VPOPCNTDQ
 struct Avx512 {
     static constexpr const char* kName = "avx512";
+    static constexpr const char* kFeatures = ZK_HAMMING_AVX512_FEATURES;
     static constexpr int kGroup = 8;
-    static bool supported() {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq") &&
-               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
-    }
 
     // Eight rows' qword partial sums -> one vector holding the eight row totals in row order.
     ZK_AVX512 static inline __m512i hsum8(const __m512i* a) {

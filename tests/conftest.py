@@ -95,6 +95,23 @@ def tiny_checkpoint(tmp_path_factory, qwen_tokenizer):
     return make
 
 
+
+@pytest.fixture(scope="session")
+def tiny_seq_cls_checkpoint(tmp_path_factory, qwen_tokenizer):
+    """make(causal_folder, recipe) -> the Qwen3ForSequenceClassification conversion of a causal checkpoint
+    (random_checkpoints.make_tiny_seq_cls_checkpoint), written once per session."""
+    from zkernels.random_checkpoints import make_tiny_seq_cls_checkpoint
+    made = {}
+    root = tmp_path_factory.mktemp("seqcls")
+
+    def make(causal_folder, recipe):
+        key = (str(causal_folder), recipe)
+        if key not in made:
+            made[key] = make_tiny_seq_cls_checkpoint(root / f"{recipe}-seq-cls-{len(made)}", causal_folder, recipe,
+                                                     qwen_tokenizer)
+        return made[key]
+    return make
+
 def _frozen(value):
     """A hashable stand-in for a checkpoint argument (dicts, lists, tensors), for the caches below."""
     if isinstance(value, dict):

@@ -18,10 +18,11 @@ def test_predict_conventions(reranker):
     scores = reranker.predict(pairs)
     assert isinstance(scores, np.ndarray) and scores.dtype == np.float32 and scores.shape == (3,)
     assert ((scores > 0) & (scores < 1)).all()
-    t = reranker.predict(pairs, convert_to_numpy=False)
-    assert isinstance(t, torch.Tensor) and torch.equal(t, torch.from_numpy(scores))
+    rows = reranker.predict(pairs, convert_to_numpy=False)  # CrossEncoder's list of 0-d tensors
+    assert isinstance(rows, list) and all(r.ndim == 0 for r in rows) and torch.equal(torch.stack(rows),
+                                                                                     torch.from_numpy(scores))
     single = reranker.predict(("q", "second doc"))
-    assert isinstance(single, float) and single == scores[1]
+    assert isinstance(single, np.float32) and single == scores[1]
     assert reranker.predict([]).shape == (0,)
 
 
@@ -56,7 +57,8 @@ def test_rank_bad_input(reranker):
     with pytest.raises(TypeError, match="documents must be a list"):
         reranker.rank("q", "not a list")
     with pytest.raises(ValueError, match="top_k must be"):
-        reranker.rank("q", ["a"], top_k=0)
+        reranker.rank("q", ["a"], top_k=-1)
+    assert reranker.rank("q", ["a"], top_k=0) == []
     with pytest.raises(ValueError, match="batch_size must be"):
         reranker.predict([("q", "d")], batch_size=0)
 

@@ -1,5 +1,5 @@
 """The whole model on the cpu backend (the default on CPU devices): scores against the torch backend
-(today's reference forward) and transformers' own Qwen3, in float32 (1e-6) and bfloat16 (no further from
+(the reference forward) and transformers' own Qwen3, in float32 (1e-6) and bfloat16 (no further from
 the float32 result than transformers' bf16 on the same weights); batch invariance; the embedder."""
 
 import copy
@@ -47,10 +47,10 @@ def test_float32_scores_match_torch_backend_and_transformers(tiny_checkpoint, re
     ours = Reranker.from_pretrained(folder)
     assert ours.engine.backend == "cpu"
     torch_backend = Reranker.from_pretrained(folder, backend="torch")
-    got, today = ours.predict(PAIRS), torch_backend.predict(PAIRS)
+    got, reference = ours.predict(PAIRS), torch_backend.predict(PAIRS)
     ref = zerank_reference(reference_model(folder), ours.tokenizer, PAIRS).numpy()
     assert ref.max() - ref.min() > 1e-3  # the scores discriminate, or this could not catch an error
-    np.testing.assert_allclose(got, today, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, reference, rtol=0, atol=1e-6)
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
 
 
@@ -124,10 +124,10 @@ def test_embedder_on_the_cpu_backend(tmp_path, qwen_tokenizer):
         num_key_value_heads=2,
         head_dim=64,
     )
-    ours, today = Embedder.from_pretrained(folder), Embedder.from_pretrained(folder, backend="torch")
+    ours, reference = Embedder.from_pretrained(folder), Embedder.from_pretrained(folder, backend="torch")
     assert ours.engine.backend == "cpu"
     texts = ["a short text", "Paris is the capital of France. " * 10, "🐱"]
     for encode in ("encode_query", "encode_document"):
-        np.testing.assert_allclose(getattr(ours, encode)(texts), getattr(today, encode)(texts), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(getattr(ours, encode)(texts), getattr(reference, encode)(texts), rtol=0, atol=1e-6)
     alone = ours.encode_document(texts[:1])
     np.testing.assert_array_equal(ours.encode_document(texts[::-1] + ["more", "text here"])[2:3], alone)

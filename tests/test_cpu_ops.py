@@ -9,6 +9,7 @@ result independent of the rows beside it) is checked bit for bit.
 
 import random
 
+import _attention_packing
 import pytest
 import torch
 
@@ -121,28 +122,7 @@ def test_swiglu(isa, dtype, rows, I):
 
 # ------------------------------------------------------------------ attention
 def pack(groups, Hq, Hkv, D, dtype, last_layer=False, seed=0):
-    """groups: [(prefix_len, [doc_len, ...])], prefix_len 0 for none; as the model packs them: each
-    prefix is a sequence of its own (prefix_lens 0) that its documents point at. last_layer: one query
-    row per document (its last token), none for the prefix sequences."""
-    seqs, rows = [], 0  # (n_q, n_k, prefix_start, prefix_len)
-    for prefix_len, docs in groups:
-        start = rows
-        if prefix_len:
-            seqs.append((0 if last_layer else prefix_len, prefix_len, 0, 0))
-            rows += prefix_len
-        for n in docs:
-            seqs.append((min(n, 1) if last_layer else n, n, start, prefix_len))
-            rows += n
-    i32 = lambda xs: torch.tensor(xs, dtype=torch.int32)  # noqa: E731
-    cu_q = i32([0] + [s[0] for s in seqs]).cumsum(0).to(torch.int32)
-    cu_k = i32([0] + [s[1] for s in seqs]).cumsum(0).to(torch.int32)
-    n_q = int(cu_q[-1])
-    g = torch.Generator().manual_seed(seed)
-    qkv = torch.randn(max(rows, n_q), (Hq + 2 * Hkv) * D, generator=g).to(dtype)
-    q = qkv[:n_q, : Hq * D].view(n_q, Hq, D)
-    k = qkv[:rows, Hq * D : (Hq + Hkv) * D].view(rows, Hkv, D)
-    v = qkv[:rows, (Hq + Hkv) * D :].view(rows, Hkv, D)
-    return q, k, v, cu_q, cu_k, i32([s[2] for s in seqs]), i32([s[3] for s in seqs]), D**-0.5
+    return _attention_packing.pack(groups, Hq, Hkv, D, dtype, last_layer, seed=seed)
 
 
 def attention_float64(q, k, v, cu_q, cu_k, p_start, p_len, scale):

@@ -75,7 +75,7 @@ def test_zkernels_imports_and_runs_without_triton(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "ERROR: backend='triton' asks for the Triton kernels, but the triton package is not installed" in out.stdout
-    assert 'pip install "zkernels[gpu]"' in out.stdout
+    assert 'python3 -m pip install -e ".[gpu]" in the zkernels checkout' in out.stdout
 
 
 def test_pytest_reports_skip_reasons(tmp_path):

@@ -8,6 +8,7 @@ import random
 
 import pytest
 import torch
+from _attention_packing import pack
 from _kernel_util import DEVICE, assert_close, poisoned
 
 from zkernels.kernels.attention import attention_torch, attention_triton, plan_attention
@@ -18,29 +19,7 @@ TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.float16: dict(atol=4e-3,
 
 
 def _pack(groups, Hq, Hkv, D, dtype, last_layer=False):
-    """groups: list of (prefix_len, [doc_len, ...]); prefix_len 0 means no prefix sequence.
-    Returns the attention args. last_layer: one query row per document, none for prefix sequences."""
-    seqs = []  # (n_q, n_k, prefix_start, prefix_len)
-    k_rows = 0
-    for prefix_len, docs in groups:
-        p_start = k_rows
-        if prefix_len:
-            seqs.append((0 if last_layer else prefix_len, prefix_len, 0, 0))
-            k_rows += prefix_len
-        for n in docs:
-            seqs.append((min(n, 1) if last_layer else n, n, p_start, prefix_len))
-            k_rows += n
-    cu_q = torch.tensor([0] + [s[0] for s in seqs]).cumsum(0).to(torch.int32).to(DEVICE)
-    cu_k = torch.tensor([0] + [s[1] for s in seqs]).cumsum(0).to(torch.int32).to(DEVICE)
-    p_starts = torch.tensor([s[2] for s in seqs], dtype=torch.int32, device=DEVICE)
-    p_lens = torch.tensor([s[3] for s in seqs], dtype=torch.int32, device=DEVICE)
-    n_q = int(cu_q[-1])
-    # q, k, v as strided views into one fused qkv buffer, as the model produces them.
-    qkv = torch.randn(max(k_rows, n_q), (Hq + 2 * Hkv) * D, device=DEVICE).to(dtype)
-    q = qkv[:n_q, :Hq * D].view(n_q, Hq, D)
-    k = qkv[:k_rows, Hq * D:(Hq + Hkv) * D].view(k_rows, Hkv, D)
-    v = qkv[:k_rows, (Hq + Hkv) * D:].view(k_rows, Hkv, D)
-    return q, k, v, cu_q, cu_k, p_starts, p_lens, D ** -0.5
+    return pack(groups, Hq, Hkv, D, dtype, last_layer, device=DEVICE)
 
 
 def _check(args, dtype, **kw):

@@ -84,6 +84,35 @@ def test_two_actors_one_crashing_keep_types_order_and_predicts_scores(ray_rerank
                                     maxulp=1)
 
 
+def test_crashes_on_many_batches_each_get_their_own_budget(ray_rerank_folder, ray_reranker, tmp_path):
+    """One actor dies once on each of 3 batches with max_retries=1: every batch is within its budget, so
+    the job completes, however many crashes the actor's life holds (Ray's max_restarts=max_retries + 1
+    would have failed it at the third)."""
+    marker_dir = str(tmp_path)
+
+    class CrashOncePerBatch(RerankPredictor):
+        """Kills its actor's process the first time it meets each batch (a marker file per batch)."""
+        def compute(self, texts):
+            marker = os.path.join(marker_dir, texts["document"][0].replace(" ", "-"))
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+                os._exit(1)
+            except FileExistsError:
+                pass
+            return super().compute(texts)
+
+    rows = [{"query": "q", "document": f"doc {i}"} for i in range(6)]
+    ds = ray.data.from_items(rows, override_num_blocks=3)
+    scored = map_with_actors(ds, CrashOncePerBatch, {"model": str(ray_rerank_folder)},
+                             input_columns=["query", "document"], what="test", concurrency=1, num_cpus=0.5,
+                             batch_size=2, max_retries=1)
+    got = [r["score"] for r in scored.take_all()]
+    assert len(os.listdir(tmp_path)) == 3, "each batch crashed its actor once"
+    expected = np.concatenate([ray_reranker.predict([("q", f"doc {i}") for i in range(k, k + 2)])
+                               for k in range(0, 6, 2)])
+    np.testing.assert_array_equal(np.array(got, dtype=np.float32), expected)
+
+
 def test_bad_datasets_give_clear_errors_before_any_actor_starts(ray_rerank_folder):
     with pytest.raises(ValueError, match=r"rerank_dataset: the dataset has no column 'document'"):
         rerank_dataset(ray.data.from_items([{"query": "q", "doc": "d"}]), ray_rerank_folder, concurrency=1)

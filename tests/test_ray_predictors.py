@@ -123,12 +123,18 @@ def test_engine_options_reach_the_model_and_the_device_is_chosen_per_actor(ray_r
     p = RerankPredictor(str(ray_rerank_folder), options=EngineOptions(max_tokens_per_batch=96, show_progress=True))
     assert p.reranker.engine.options.max_tokens_per_batch == 96 and p.reranker.engine.options.show_progress is False
     options = predictors_module.actor_options
-    # "auto" (or None): the actor's GPU when Ray gave it one; the options' device when it is not the default.
+    # The device given (as device= or in the options), else the actor's GPU when Ray gave it one.
     monkeypatch.setattr(predictors_module, "actor_device", lambda: "cuda")
     assert options(EngineOptions(dtype="float32"), "auto", {}).device == "cuda"
     assert options(None, None, {}).device == "cuda"
     assert options(EngineOptions(device="cuda:1"), None, {}).device == "cuda:1"
+    assert options(EngineOptions(device="cpu"), None, {}).device == "cpu"  # cpu, given, is not "auto"
     assert options(EngineOptions(), "cpu", {}).device == "cpu"
+    assert options(EngineOptions(device="cpu"), "cpu", {}).device == "cpu"
+    with pytest.raises(ValueError, match=r"device='cpu' contradicts options=EngineOptions\(device='cuda'"):
+        options(EngineOptions(device="cuda"), "cpu", {})
+    with pytest.raises(ValueError, match=r"device='auto' contradicts options=EngineOptions\(device='cpu'"):
+        options(EngineOptions(device="cpu"), "auto", {})
     # Engine settings given as from_pretrained keywords join the options, and leave the keywords.
     kwargs = {"dtype": "float32", "format": "zerank"}
     assert options(EngineOptions(max_tokens_per_batch=64), "cpu", kwargs) == EngineOptions(
@@ -136,6 +142,8 @@ def test_engine_options_reach_the_model_and_the_device_is_chosen_per_actor(ray_r
     assert kwargs == {"format": "zerank"}
     with pytest.raises(ValueError, match=r"dtype='float16' contradicts options="):
         options(EngineOptions(dtype="float32"), None, {"dtype": "float16"})
+    with pytest.raises(ValueError, match=r"max_tokens_per_batch=64 contradicts options="):
+        options(EngineOptions(max_tokens_per_batch=32), None, {"max_tokens_per_batch": 64})
     with pytest.raises(TypeError, match="options must be a zkernels.EngineOptions"):
         options({"device": "cpu"}, None, {})
 
@@ -173,8 +181,9 @@ def test_crash_guard_refuses_a_batch_that_killed_its_actor_too_often(tmp_path, m
     monkeypatch.setattr(retries, "_actor_id", lambda: None)
     die_in(CrashGuard(0), batch)
     assert not list(tmp_path.iterdir())
-    # Ray's own limits sit one above max_retries, so that the actor gets to refuse the batch by name.
-    assert ray_limits(3, None, None) == (4, 4) and ray_limits(0, -1, 2) == (-1, 2)
+    # The actor restarts without limit (the budget is per batch); each batch is handed over once more than
+    # max_retries, so that the actor gets to refuse it by name.
+    assert ray_limits(3, None, None) == (-1, 4) and ray_limits(0, 5, 2) == (5, 2)
     with pytest.raises(ValueError, match="max_retries must be an int >= 0"):
         ray_limits(-1, None, None)
 

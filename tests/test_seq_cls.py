@@ -23,11 +23,8 @@ def causal(tiny_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def converted(causal, tmp_path_factory, qwen_tokenizer):
-    from zkernels.random_checkpoints import make_tiny_seq_cls_checkpoint
-    root = tmp_path_factory.mktemp("seqcls")
-    return {recipe: make_tiny_seq_cls_checkpoint(root / f"{recipe}-seq-cls", causal, recipe, qwen_tokenizer)
-            for recipe in ("qwen3-reranker", "zerank")}
+def converted(causal, tiny_seq_cls_checkpoint):
+    return {recipe: tiny_seq_cls_checkpoint(causal, recipe) for recipe in ("qwen3-reranker", "zerank")}
 
 
 @torch.inference_mode()

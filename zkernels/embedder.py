@@ -98,7 +98,7 @@ class Embedder:
             raise ValueError(f"max_seq_length {self.max_seq_length} leaves no room for text before the suffix")
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device="cpu", dtype=None, *, suffix: str | None = None,
+    def from_pretrained(cls, path: str | os.PathLike, device=None, dtype=None, *, suffix: str | None = None,
                         max_seq_length: int | None = None, backend: str | None = None,
                         max_tokens_per_batch: int | None = None, show_progress_bar: bool | None = None,
                         options: EngineOptions | None = None) -> Embedder:

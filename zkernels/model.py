@@ -11,7 +11,7 @@ import torch
 
 from .config import Qwen3Config
 from .kernels import get_ops
-from .kernels.cpu import PackedLinear
+from .kernels.linear import PackedLinear
 from .kernels.qk_norm_rope import rope_tables
 from .loading import Qwen3Weights
 from .packing import PackedBatch

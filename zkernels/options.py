@@ -1,6 +1,10 @@
 """`EngineOptions`: how a model runs (device, dtype, kernel backend, token budget per forward, progress
 bars), in one place. The CLI, the server and the Ray adapter build one and pass it by keyword through
 `Reranker.from_pretrained` / `Embedder.from_pretrained` to `ScoringEngine`; every default lives here.
+
+None means "not given", in every field and in every loader argument that mirrors one: a setting given
+both in `options=` and as an argument must agree, whatever its value (an explicit device="cpu" beside
+options=EngineOptions(device="cuda") is an error, not a silent cuda).
 """
 from __future__ import annotations
 
@@ -12,35 +16,46 @@ import torch
 # Prompt tokens packed into one forward, by device kind. On CUDA a bigger forward keeps the GPU busy; on
 # CPU a forward costs in proportion to its tokens, so a smaller one bounds memory and latency for free.
 DEFAULT_TOKENS_PER_BATCH = {"cuda": 32_768, "cpu": 8_192}
+DEFAULT_DEVICE = "cpu"
 TOKENS_PER_BATCH_HELP = (f"prompt tokens packed into one forward (default: {DEFAULT_TOKENS_PER_BATCH['cpu']} on cpu, "
                          f"{DEFAULT_TOKENS_PER_BATCH['cuda']} on cuda)")
 
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """device: "cpu", "cuda" or "cuda:N". dtype: a torch dtype or its name (None: float32 on CPU, bfloat16
-    on CUDA). backend: a kernel backend name (None: zkernels.kernels.resolve_backend's default).
-    max_tokens_per_batch: prompt tokens per forward (None: DEFAULT_TOKENS_PER_BATCH for the device).
-    show_progress: progress bars while loading (None: when stderr is a terminal)."""
-    device: str = "cpu"
+    """device: "cpu", "cuda" or "cuda:N" (None: DEFAULT_DEVICE, cpu). dtype: a torch dtype or its name
+    (None: float32 on CPU, bfloat16 on CUDA). backend: a kernel backend name (None:
+    zkernels.kernels.resolve_backend's default). max_tokens_per_batch: prompt tokens per forward (None:
+    DEFAULT_TOKENS_PER_BATCH for the device). show_progress: progress bars while loading (None: when
+    stderr is a terminal). A plain dataclass: a new setting is a new field whose None means "not given"."""
+    device: str | None = None
     dtype: torch.dtype | str | None = None
     backend: str | None = None
     max_tokens_per_batch: int | None = None
     show_progress: bool | None = None
 
     def __post_init__(self):
+        if self.device is not None:
+            self._normalise_device()
+        n = self.max_tokens_per_batch
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"max_tokens_per_batch must be a positive int or None, got {n!r}")
+
+    def _normalise_device(self):
         try:
             device = str(torch.device(self.device))
         except (RuntimeError, TypeError) as e:
             raise ValueError(f"device {self.device!r} is not a torch device (cpu, cuda or cuda:N): {e}") from None
         object.__setattr__(self, "device", device)
-        n = self.max_tokens_per_batch
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"max_tokens_per_batch must be a positive int or None, got {n!r}")
+
+    @property
+    def resolved_device(self) -> str:
+        """The device a model loads on: the one given, else DEFAULT_DEVICE."""
+        return self.device or DEFAULT_DEVICE
 
     @property
     def device_kind(self) -> str:
-        return "cuda" if self.device.startswith("cuda") else "cpu"
+        return "cuda" if self.resolved_device.startswith("cuda") else "cpu"
 
     @property
     def tokens_per_batch(self) -> int:
@@ -51,19 +66,39 @@ class EngineOptions:
         return dataclasses.replace(self, **changes)
 
 
+def given_settings(options: EngineOptions) -> dict:
+    """The fields of `options` that were given (not None)."""
+    values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def agrees(set_value, given_value) -> bool:
+    """Whether a value given beside an options field leaves it as it is: the field is not set (None), or
+    holds the same setting (a torch dtype and its name are one setting)."""
+    if set_value is None:
+        return True
+    return _setting(set_value) == _setting(given_value)
+
+
+def _setting(value):
+    return str(value).removeprefix("torch.") if isinstance(value, (torch.dtype, str)) else value
+
+
 def merge_options(options: EngineOptions | None, **given) -> EngineOptions:
     """`options` (or the defaults) with the keyword arguments a loader was also given (device=, dtype=,
-    backend=, max_tokens_per_batch=, show_progress=). The loaders keep those arguments for direct use;
-    with options= as well, a value set both ways must agree, so that neither silently wins (a value equal
-    to the loader's default counts as not given)."""
+    backend=, max_tokens_per_batch=, show_progress=; None: not given). The loaders keep those arguments
+    for direct use; a setting given both ways must agree, so that neither silently wins: a contradiction
+    is a ValueError naming the argument and the options."""
     if options is None:
         return EngineOptions(**{k: v for k, v in given.items() if v is not None})
     if not isinstance(options, EngineOptions):
         raise TypeError(f"options must be a zkernels.EngineOptions, got {type(options).__name__}")
-    defaults = EngineOptions()
-    clash = {k: v for k, v in given.items()
-             if v is not None and v != getattr(defaults, k) and v != getattr(options, k)}
+    given = {k: v for k, v in given.items() if v is not None}
+    # Compared after the same normalisation EngineOptions applies (torch.device("cpu") is "cpu").
+    normalised = given_settings(EngineOptions(**given))
+    clash = {k: given[k] for k, v in normalised.items() if not agrees(getattr(options, k), v)}
     if clash:
         raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in clash.items())} contradicts options={options!r}; "
                          f"give each setting once")
-    return options
+    unset = {k: v for k, v in normalised.items() if getattr(options, k) is None}
+    return options.replace(**unset) if unset else options

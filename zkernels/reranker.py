@@ -88,7 +88,7 @@ class Reranker:
             raise ValueError(f"max_length must be positive, got {max_length}")
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device="cpu", dtype=None, format: str | None = None,
+    def from_pretrained(cls, path: str | os.PathLike, device=None, dtype=None, format: str | None = None,
                         max_length: int | None = None, *, instruction: str | None = None,
                         activation_fn=None, clip_chars: bool | None = None,
                         backend: str | None = None, max_tokens_per_batch: int | None = None,
@@ -96,17 +96,17 @@ class Reranker:
         """Loads a zerank or Qwen3-Reranker checkpoint (local folder or hub id): the causal LM, or a
         Qwen3ForSequenceClassification conversion (score.weight [1, hidden]).
 
-        device: "cpu" or "cuda[:n]"; dtype: torch.float32 / bfloat16 / float16 (default: float32 on CPU,
-        bfloat16 on CUDA); format: "zerank", "qwen3-reranker" or "sentence-transformers" (what the
+        device: "cpu" or "cuda[:n]" (default cpu); dtype: torch.float32 / bfloat16 / float16 (default:
+        float32 on CPU, bfloat16 on CUDA); format: "zerank", "qwen3-reranker" or "sentence-transformers" (what the
         folder's CrossEncoder modules do), detected where the checkpoint declares it; max_length: prompt
         tokens (default: the recipe's, 8,192 for qwen3-reranker, else the model's max_position_embeddings,
         or the tokenizer's limit for sentence-transformers); activation_fn: see `predict`; clip_chars:
         zerank only, clip texts to 2,000 / 10,000 characters (default True, as modeling_zeranker.py;
         False: strip only, as ZeroEntropy's serving code); backend: "cpu", "triton" or "torch" (default:
         triton on CUDA, the C++ cpu ops on CPU when built, else torch; env ZKERNELS_BACKEND overrides the
-        default); max_tokens_per_batch: prompt
-        tokens per forward; options: an EngineOptions holding device, dtype, backend, max_tokens_per_batch
-        and show_progress at once (the same arguments given separately must agree with it).
+        default); max_tokens_per_batch: prompt tokens per forward; options: an EngineOptions holding
+        device, dtype, backend, max_tokens_per_batch and show_progress at once (an argument given beside it
+        must agree with it, else a ValueError names both; None is "not given").
         """
         options = merge_options(options, device=device, dtype=dtype, backend=backend,
                                 max_tokens_per_batch=max_tokens_per_batch, show_progress=show_progress_bar)
@@ -139,7 +139,7 @@ class Reranker:
 
     @classmethod
     def from_state_dict(cls, state_dict, config: dict | Qwen3Config, format: str = "zerank", tokenizer=None,
-                        device="cpu", dtype=None, *, max_length: int | None = None, instruction: str | None = None,
+                        device=None, dtype=None, *, max_length: int | None = None, instruction: str | None = None,
                         backend: str | None = None, max_tokens_per_batch: int | None = None,
                         activation_fn=None, options: EngineOptions | None = None) -> Reranker:
         """A Reranker over weights already in memory (e.g. a transformers model's state_dict()), named as
@@ -189,13 +189,18 @@ class Reranker:
                                            show_progress_bar=show_progress_bar)
         return gather_rows(((index, self.score_hidden(hidden, fn)) for index, hidden in batches), len(prompts))
 
-    def predict(self, pairs, batch_size: int | None = None, show_progress_bar: bool | None = None,
+    def predict(self, pairs=None, batch_size: int | None = None, show_progress_bar: bool | None = None,
                 convert_to_numpy: bool = True, *, convert_to_tensor: bool = False, activation_fn=None,
-                truncate: bool = True, instruction: str | None = None, use_prefix_cache: bool = True):
-        """Scores for (query, document) pairs, in input order, as sentence-transformers' CrossEncoder
-        returns them: a float32 numpy array; a CPU tensor with convert_to_numpy=False; a tensor on the
-        model's device with convert_to_tensor=True. A single pair returns a single float (a 0-d tensor
-        with convert_to_tensor). batch_size caps documents per forward (default: only the token budget).
+                truncate: bool = True, instruction: str | None = None, use_prefix_cache: bool = True,
+                inputs=None, prompt_name: str | None = None, prompt: str | None = None,
+                apply_softmax: bool | None = False, device=None, pool=None, chunk_size: int | None = None,
+                **deprecated):
+        """Scores for (query, document) pairs, in input order, returned as sentence-transformers'
+        CrossEncoder.predict returns them: a float32 numpy array; a list of 0-d tensors (on the model's
+        device) with convert_to_numpy=False; one tensor on the model's device with convert_to_tensor=True.
+        A single pair gives the one element: a numpy.float32, or a 0-d tensor. No pairs give what
+        CrossEncoder gives: an empty float64 array, [], or an empty float32 tensor. batch_size caps
+        documents per forward (default: only the token budget).
 
         activation_fn, applied to the raw score (the logit of "Yes" for zerank, logit("yes") -
         logit("no") for qwen3-reranker, a classifier's logit, a LogitScore's logit): None = the recipe's
@@ -203,27 +208,48 @@ class Reranker:
         checkpoint declares), "identity" (raw logits, what zerank-2's CrossEncoder returns), "sigmoid",
         "zerank", a torch path, or any callable on a float32 tensor.
         truncate=False raises on prompts over max_length instead of cutting their content.
+
+        CrossEncoder's other keywords are accepted: `inputs` (the pairs by its name), apply_softmax (a
+        no-op, as CrossEncoder's on a one-label model: every recipe gives one score per pair), device
+        (the model's own device, or None), chunk_size (used with a pool only, as there), and its
+        deprecated `sentences`, `activation_fct` and `num_workers`. What zkernels cannot do is an error
+        naming it: a prompt (the recipe builds the prompt; qwen3-reranker takes instruction=), another
+        device, a multi-process pool.
         """
+        pairs, activation_fn = _cross_encoder_aliases("predict", pairs, inputs, activation_fn, deprecated)
+        self._check_cross_encoder_only(prompt_name, prompt, device, pool)
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
         single = isinstance(pairs, (list, tuple)) and len(pairs) == 2 and all(isinstance(x, str) for x in pairs)
         pairs = _check_pairs([pairs] if single else pairs)
         fn = resolve_activation(activation_fn)
         if not pairs:
-            empty = torch.zeros(0, device=self.device if convert_to_tensor else "cpu")
-            return empty if convert_to_tensor or not convert_to_numpy else np.zeros(0, dtype=np.float32)
+            if convert_to_tensor:
+                return torch.zeros(0, device=self.device)
+            return np.array([]) if convert_to_numpy else []
         encoded = self.encode_pairs(pairs, truncate=truncate, instruction=instruction)
         scores = self.score_token_ids(encoded.ids, encoded.groups, batch_size, show_progress_bar,
                                       use_prefix_cache, activation_fn=fn)
         if convert_to_tensor:
-            return scores[0] if single else scores
-        scores = scores.cpu()
-        if single:
-            return float(scores[0])
-        return scores.numpy().astype(np.float32) if convert_to_numpy else scores
+            out = scores
+        elif convert_to_numpy:
+            out = scores.float().cpu().numpy()
+        else:
+            out = list(scores)
+        return out[0] if single else out
 
     def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,
              return_documents: bool = False, batch_size: int | None = None,
-             show_progress_bar: bool | None = None, **kwargs) -> list[dict]:
-        """Documents ranked by score, best first: [{"corpus_id", "score"[, "text"]}]; ties keep input order."""
+             show_progress_bar: bool | None = None, *, activation_fn=None, truncate: bool = True,
+             instruction: str | None = None, use_prefix_cache: bool = True, prompt_name: str | None = None,
+             prompt: str | None = None, device=None, pool=None, chunk_size: int | None = None,
+             **deprecated) -> list[dict]:
+        """Documents ranked by score, best first, as CrossEncoder.rank returns them: [{"corpus_id": int,
+        "score": float[, "text": str]}], ties in input order, the first top_k (None: all; 0: none). The
+        keywords are predict's; CrossEncoder's deprecated apply_softmax, convert_to_numpy and
+        convert_to_tensor are accepted and do nothing there, as here."""
+        _, activation_fn = _cross_encoder_aliases("rank", None, None, activation_fn, deprecated)
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}")
         if isinstance(documents, str) or not isinstance(documents, Sequence):
@@ -231,11 +257,14 @@ class Reranker:
         for i, d in enumerate(documents):
             if not isinstance(d, str):
                 raise TypeError(f"documents[{i}] must be a string, got {type(d).__name__}")
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
-        if not documents:
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+            raise ValueError(f"top_k must be a non-negative int or None, got {top_k!r}")
+        self._check_cross_encoder_only(prompt_name, prompt, device, pool)
+        if not documents or top_k == 0:
             return []
-        scores = self.predict([(query, d) for d in documents], batch_size, show_progress_bar, **kwargs)
+        scores = self.predict([(query, d) for d in documents], batch_size, show_progress_bar,
+                              activation_fn=activation_fn, truncate=truncate, instruction=instruction,
+                              use_prefix_cache=use_prefix_cache)
         results = []
         for i in best_first(scores, top_k):
             row = {"corpus_id": i, "score": float(scores[i])}
@@ -243,6 +272,58 @@ class Reranker:
                 row["text"] = documents[i]
             results.append(row)
         return results
+
+    def _check_cross_encoder_only(self, prompt_name, prompt, device, pool) -> None:
+        """CrossEncoder keywords whose only values zkernels can honour are "not asked"."""
+        if prompt_name is not None:
+            raise ValueError(f"prompt_name {prompt_name!r}: this Reranker has no CrossEncoder prompts (the "
+                             f"{self.format.name} recipe builds each prompt itself)")
+        if prompt:
+            raise ValueError(f"prompt={prompt!r}: the {self.format.name} recipe builds each prompt itself; a "
+                             f"qwen3-reranker's task text is instruction=")
+        if pool is not None:
+            raise ValueError("pool: zkernels scores on one device in one process; a multi-process pool is not "
+                             "supported (run one Reranker per device)")
+        if device is not None:
+            if isinstance(device, (list, tuple)):
+                raise ValueError(f"device={device!r}: a list of devices means a multi-process pool, which is not "
+                                 f"supported (run one Reranker per device)")
+            try:
+                asked = torch.device(device)
+            except (RuntimeError, TypeError) as e:
+                raise ValueError(f"device {device!r} is not a torch device: {e}") from None
+            here = torch.device(self.device)
+            if asked.type != here.type or (asked.index is not None and asked.index != (here.index or 0)):
+                raise ValueError(f"device={device!r}: this Reranker's weights are on {self.device}; load it "
+                                 f"with device={device!r} instead")
+
+
+# CrossEncoder's deprecated keywords: the ones it still accepts and ignores, and its old names.
+_IGNORED = {"predict": ("num_workers",),
+            "rank": ("num_workers", "apply_softmax", "convert_to_numpy", "convert_to_tensor")}
+
+
+def _cross_encoder_aliases(method: str, pairs, inputs, activation_fn, deprecated: dict):
+    """The pairs and activation_fn after CrossEncoder's other names for them (inputs=, sentences=,
+    activation_fct=); its ignored keywords are dropped; any other keyword is a TypeError."""
+    deprecated = dict(deprecated)
+    for name in _IGNORED[method]:
+        deprecated.pop(name, None)
+    if method == "predict":
+        named = (("pairs", pairs), ("inputs", inputs), ("sentences", deprecated.pop("sentences", None)))
+        given = [(n, v) for n, v in named if v is not None]
+        if len(given) > 1:
+            raise TypeError(f"predict got the pairs twice: {' and '.join(n for n, _ in given)}")
+        if not given:
+            raise TypeError("predict needs the pairs: predict(pairs) or predict(inputs=pairs)")
+        pairs = given[0][1]
+    if "activation_fct" in deprecated:
+        if activation_fn is not None:
+            raise TypeError(f"{method} got both activation_fn and activation_fct (its old name)")
+        activation_fn = deprecated.pop("activation_fct")
+    if deprecated:
+        raise TypeError(f"{method}() got unexpected keyword arguments: {', '.join(sorted(deprecated))}")
+    return pairs, activation_fn
 
 
 def _sentence_transformers_recipe(folder: Path, config: Qwen3Config, tokenizer, max_length: int | None):

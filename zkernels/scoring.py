@@ -24,7 +24,7 @@ class ScoringEngine:
 
     def __init__(self, source: Path | Mapping[str, torch.Tensor], config: Qwen3Config,
                  score_token_ids: Sequence[int], *, options: EngineOptions = EngineOptions()):
-        device = options.device
+        device = options.resolved_device
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} was asked for, but torch sees no CUDA device")
         self.options = options

@@ -9,7 +9,6 @@ import time
 from .. import formats
 from ..binary.quantize import BINARY_PRECISIONS
 from ..ray.columns import ON_INVALID
-from ..ray.predictors import AUTO_DEVICE
 from ..ray.retries import DEFAULT_MAX_RETRIES
 from .options import add_device, add_progress, engine_options, non_negative_int
 
@@ -86,9 +85,9 @@ def _load_kwargs(args, *names) -> dict:
     """The job's keyword arguments every command shares, then `names` of `args` that are set."""
     return dict(concurrency=args.concurrency, num_gpus=args.num_gpus, num_cpus=args.num_cpus,
                 batch_size=args.batch_size, on_invalid=args.on_invalid, max_retries=args.max_retries,
-                # The device is picked per actor (device="auto": cuda where Ray gave the actor a GPU); the
-                # options carry the rest (dtype, backend, token budget).
-                device=args.device or AUTO_DEVICE, options=engine_options(args, device=args.device or "cpu"),
+                # The options carry --device, --dtype, --backend and the token budget; without --device
+                # each actor picks its own (cuda where Ray gave it a GPU, else cpu).
+                options=engine_options(args),
                 **{n: getattr(args, n) for n in names if getattr(args, n) is not None})
 
 
@@ -141,7 +140,8 @@ def _run(args, build, columns: list[str], what: str) -> int:
         import ray.data
         from ray.exceptions import RayActorError, RayError
     except ImportError:
-        raise RuntimeError("Ray is not installed; install it with pip install 'zkernels[ray]'") from None
+        raise RuntimeError("Ray is not installed; install it with python3 -m pip install -e '.[ray]' in the "
+                           "zkernels checkout") from None
 
     from ..ray import read_dataset
     from ..ray.columns import InvalidRowError

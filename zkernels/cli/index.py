@@ -15,12 +15,10 @@ from .checkpoints import EMBEDDER, RERANKER, check_checkpoint
 from .documents import print_ranked, read_numbered_documents
 from .messages import UsageError
 from .options import (
-    add_device,
     add_documents,
-    add_json,
-    add_progress,
+    add_engine_flags,
     add_query,
-    add_top_k,
+    add_ranked_output,
     engine_options,
     positive_int,
 )
@@ -158,8 +156,7 @@ def _model_arguments(p: argparse.ArgumentParser, defaults_from: str):
                    help=f"embedding checkpoint folder or hub id (default: {defaults_from})")
     p.add_argument("--reranker", default=None, help=f"reranker checkpoint folder or hub id (default: {defaults_from})")
     p.add_argument("--no-reranker", action="store_true", help="rank by the float-rescored embedding score only")
-    add_device(p)
-    add_progress(p)
+    add_engine_flags(p)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -181,12 +178,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        description="Search a folder written by `zkernels index build`, best first.")
     s.add_argument("dir", metavar="FOLDER", help="folder written by `zkernels index build`")
     add_query(s)
-    add_top_k(s, default=10)
+    add_ranked_output(s, top_k_default=10)
     s.add_argument("--candidates", type=positive_int, default=None, metavar="N",
                    help=f"Hamming candidates to rescore (default: {DEFAULT_CANDIDATES}, or --top-k if larger)")
     s.add_argument("--rerank", type=positive_int, default=None, metavar="N",
                    help="float-rescored survivors to rerank (default: min(candidates, 4 x top-k))")
-    add_json(s)
     _model_arguments(s, "the models recorded at build time")
     s.set_defaults(func=_search)
     return index

@@ -68,6 +68,12 @@ def add_device(p: argparse.ArgumentParser, default: str | None = "cpu", default_
     p.add_argument("--max-tokens-per-batch", type=positive_int, default=None, metavar="N", help=TOKENS_PER_BATCH_HELP)
 
 
+def add_engine_flags(p: argparse.ArgumentParser, default: str | None = "cpu", default_help: str = "cpu") -> None:
+    """Every flag `engine_options(args)` reads: add_device's and --progress."""
+    add_device(p, default, default_help)
+    add_progress(p)
+
+
 def engine_options(args: argparse.Namespace, device: str | None = None) -> EngineOptions:
     """The EngineOptions the command line asks for (add_device's and add_progress's flags); `device`
     replaces --device where the command resolves it itself."""
@@ -83,6 +89,12 @@ def add_format(p: argparse.ArgumentParser) -> None:
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per result (rank, corpus_id, line, score, text)")
+
+
+def add_ranked_output(p: argparse.ArgumentParser, top_k_default: int | None) -> None:
+    """What documents.print_ranked prints: how many results (--top-k) and in which form (--json)."""
+    add_top_k(p, default=top_k_default)
+    add_json(p)
 
 
 def add_documents(p: argparse.ArgumentParser) -> None:

@@ -7,13 +7,11 @@ from .checkpoints import RERANKER, check_checkpoint
 from .documents import print_ranked, read_numbered_documents
 from .messages import note
 from .options import (
-    add_device,
     add_documents,
+    add_engine_flags,
     add_format,
-    add_json,
-    add_progress,
     add_query,
-    add_top_k,
+    add_ranked_output,
     engine_options,
     positive_int,
 )
@@ -26,14 +24,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_query(p)
     add_documents(p)
     add_format(p)
-    add_top_k(p, default=None)
+    add_ranked_output(p, top_k_default=None)
     p.add_argument("--max-length", type=positive_int, default=None, metavar="TOKENS",
                    help="most tokens per prompt (default: the checkpoint's position limit)")
     p.add_argument("--no-truncate", dest="truncate", action="store_false",
                    help="fail on a prompt longer than --max-length instead of cutting the end of its document")
-    add_device(p)
-    add_json(p)
-    add_progress(p)
+    add_engine_flags(p)
     p.set_defaults(func=run)
     return p
 

@@ -69,7 +69,7 @@ def run(args) -> int:
         import uvicorn  # noqa: F401
     except ImportError as e:
         print(f"zkernels serve: error: {e.name} is not installed; install the server's dependencies with "
-              f"pip install 'zkernels[serve]'", file=sys.stderr)
+              f"python3 -m pip install -e '.[serve]' in the zkernels checkout", file=sys.stderr)
         return 2
 
     from ..serve.app import create_app

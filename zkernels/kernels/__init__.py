@@ -3,9 +3,11 @@ which backend runs them.
 
 Backends: "torch" (plain torch, the reference; runs anywhere), "triton" (fused kernels; CUDA, or the
 CPU under TRITON_INTERPRET=1 for tests) and "cpu" (fused C++ kernels, zkernels._cpu_ops, and linear
-layers on oneDNN-prepacked weights; CPU devices). Choice, first match wins: the `backend=` argument, the
-ZKERNELS_BACKEND environment variable, then "triton" on CUDA, "cpu" on a CPU device when the C++
-extension is built, and "torch" otherwise.
+layers on oneDNN-prepacked weights; CPU devices). Each op's file holds its torch reference, its Triton
+kernel and its C++ wrapper; cpu.py is the cpu backend's namespace over them.
+
+Choice, first match wins: the `backend=` argument, the ZKERNELS_BACKEND environment variable, then
+"triton" on CUDA, "cpu" on a CPU device when the C++ extension is built, and "torch" otherwise.
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ def resolve_backend(backend: str | None = None, device="cpu") -> str:
 # triton is an optional extra (about 1 GB, useful only on CUDA or under the interpreter in tests), so a
 # missing import must say how to get it rather than surface as an ImportError deep in a kernel module.
 TRITON_MISSING = ("{source} asks for the Triton kernels, but the triton package is not installed. Install it "
-                  "with `pip install \"zkernels[gpu]\"` (or `pip install triton`; a CUDA build of torch "
-                  "usually brings it), or choose backend='torch'.")
+                  "with `python3 -m pip install -e \".[gpu]\"` in the zkernels checkout (or `pip install "
+                  "triton`; a CUDA build of torch usually brings it), or choose backend='torch'.")
 
 
 CPU_MISSING = ("{source} asks for the C++ CPU kernels, but the zkernels._cpu_ops extension is not built. Build "
@@ -50,8 +52,8 @@ CPU_MISSING = ("{source} asks for the C++ CPU kernels, but the zkernels._cpu_ops
 
 
 def _cpu_available() -> bool:
-    from . import cpu
-    return cpu.available()
+    from . import cpu_runtime
+    return cpu_runtime.available()
 
 
 def _triton_available() -> bool:
@@ -85,6 +87,6 @@ def get_ops(backend: str) -> SimpleNamespace:
     if backend == "cpu":
         if not _cpu_available():
             raise RuntimeError(CPU_MISSING.format(source="get_ops('cpu')"))
-        from .cpu_backend import cpu_ops
+        from .cpu import cpu_ops
         return cpu_ops()
     raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")

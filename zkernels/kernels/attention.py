@@ -273,3 +273,39 @@ def attention_triton(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_
         PREC="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# C++ kernel (the "cpu" backend: zkernels._cpu_ops, csrc/cpu_*; see cpu_runtime.py)
+# ---------------------------------------------------------------------------------------------------
+from . import attention_inputs as _attention_inputs  # noqa: E402
+from . import cpu_runtime as _cpu_runtime  # noqa: E402
+
+
+def attention_supported(q: torch.Tensor) -> bool:
+    """Whether attention_cpu takes this q (dtype, head_dim); the backend falls back to torch otherwise."""
+    return _cpu_runtime.supported_dtype(q.dtype) and q.dim() == 3 and q.shape[2] % 16 == 0 and q.shape[2] > 0
+
+
+def attention_cpu(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_lens, scale, prefix_k=None,
+                  prefix_v=None, *, isa: str | None = None):
+    """C++ attention_torch: every sequence and head of the packed batch in one call, blocked online
+    softmax in float32, the shared prefixes' keys prepared once per call."""
+    ext = _cpu_runtime.extension()
+    _cpu_runtime.check_float("q", q)
+    if q.dim() != 3:
+        raise ValueError(f"q must be [tokens, heads, head_dim], got {tuple(q.shape)}")
+    D = q.shape[2]
+    if D % 16 or D == 0:
+        raise ValueError(f"head_dim must be a positive multiple of 16 for attention_cpu, got {D}")
+    args = _attention_inputs.check_attention_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_lens,
+                                                    prefix_k, prefix_v)
+    for name, t in zip(args._fields, args):
+        if isinstance(t, torch.Tensor) and t.device.type != "cpu":
+            raise ValueError(f"{name} is on {t.device}; the cpu backend's ops take CPU tensors")
+    q, k, v, pk, pv, cu_q, cu_k, p_start, p_len, _ = args
+    out = torch.empty(q.shape, dtype=q.dtype)
+    ext.attention(q=q, k=k, v=v, prefix_k=pk, prefix_v=pv, out=out, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
+                  prefix_starts=p_start, prefix_lens=p_len, scale=float(scale), isa=_cpu_runtime.resolve_isa(isa),
+                  threads=_cpu_runtime.threads())
+    return out

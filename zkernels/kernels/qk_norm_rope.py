@@ -140,3 +140,51 @@ def qk_norm_rope_triton(q, k, q_weight, k_weight, cos, sin, q_positions, k_posit
         KW_ROUND=torch.promote_types(k_weight.dtype, k.dtype) == k.dtype,
         num_warps=warps)
     return q_out, k_out
+
+
+# ---------------------------------------------------------------------------------------------------
+# C++ kernel (the "cpu" backend: zkernels._cpu_ops, csrc/cpu_*; see cpu_runtime.py)
+# ---------------------------------------------------------------------------------------------------
+from . import cpu_runtime as _cpu_runtime  # noqa: E402
+
+
+def _head_side_cpu(name, x, w, pos, dtype):
+    _cpu_runtime.check_float(name, x, dtype)
+    if x.dim() != 3:
+        raise ValueError(f"{name} must be [tokens, heads, head_dim], got shape {tuple(x.shape)}")
+    if x.stride(2) != 1:
+        x = x.contiguous()
+    w = _cpu_runtime.vector(f"{name}_weight", w, x.shape[2], dtype)
+    if not isinstance(pos, torch.Tensor) or pos.dim() != 1 or pos.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"{name}_positions must be a 1-D tensor of {x.shape[0]} positions, got "
+            f"{tuple(pos.shape) if isinstance(pos, torch.Tensor) else type(pos).__name__}"
+        )
+    if pos.dtype not in (torch.int32, torch.int64) or pos.device.type != "cpu":
+        raise ValueError(f"{name}_positions must be an int32/int64 CPU tensor, got {pos.dtype} on {pos.device}")
+    return x, w, pos.to(torch.int64).contiguous()
+
+
+def qk_norm_rope_cpu(q, k, q_weight, k_weight, cos, sin, q_positions, k_positions, eps, *, isa: str | None = None):
+    """C++ qk_norm_rope_torch: per-head RMSNorm then rotate-half RoPE of q [Tq, Hq, D] and k [Tk, Hkv, D]
+    (strided views into the fused QKV output are read in place); returns contiguous (q_out, k_out)."""
+    ext = _cpu_runtime.extension()
+    _cpu_runtime.check_float("q", q)
+    q, q_weight, q_positions = _head_side_cpu("q", q, q_weight, q_positions, q.dtype)
+    k, k_weight, k_positions = _head_side_cpu("k", k, k_weight, k_positions, q.dtype)
+    D = q.shape[2]
+    if k.shape[2] != D or D % 2:
+        raise ValueError(f"q and k must share an even head_dim, got {tuple(q.shape)} and {tuple(k.shape)}")
+    for name, t in (("cos", cos), ("sin", sin)):
+        if (not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.device.type != "cpu" or t.dim() != 2
+                or t.shape[1] != D // 2):
+            raise ValueError(f"{name} must be a float32 CPU tensor [max_positions, {D // 2}], got "
+                             f"{tuple(t.shape)} {t.dtype} on {t.device}")
+    if cos.shape != sin.shape:
+        raise ValueError(f"cos and sin must have one shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
+    q_out = torch.empty(q.shape, dtype=q.dtype)
+    k_out = torch.empty(k.shape, dtype=k.dtype)
+    ext.qk_norm_rope(q=q, k=k, q_weight=q_weight, k_weight=k_weight, q_positions=q_positions,
+                     k_positions=k_positions, cos=cos.contiguous(), sin=sin.contiguous(), q_out=q_out, k_out=k_out,
+                     eps=float(eps), isa=_cpu_runtime.resolve_isa(isa), threads=_cpu_runtime.threads())
+    return q_out, k_out

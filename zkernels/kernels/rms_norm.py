@@ -102,3 +102,44 @@ def add_rms_norm_triton(x: torch.Tensor, residual: torch.Tensor, weight: torch.T
     if residual is None:
         raise ValueError("residual must be a tensor")
     return _launch(x, residual, weight, eps, out, residual_out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# C++ kernel (the "cpu" backend: zkernels._cpu_ops, csrc/cpu_*; see cpu_runtime.py)
+# ---------------------------------------------------------------------------------------------------
+from . import cpu_runtime as _cpu_runtime  # noqa: E402
+
+
+def _rms_norm_cpu(x, residual, weight, eps, isa):
+    ext = _cpu_runtime.extension()
+    _cpu_runtime.check_float("x", x)
+    if x.dim() < 1 or x.shape[-1] == 0:
+        raise ValueError(f"x must have a non-empty last dim, got shape {tuple(x.shape)}")
+    H = x.shape[-1]
+    w = _cpu_runtime.vector("weight", weight, H, x.dtype)
+    x2 = _cpu_runtime.rows_2d("x", x, H)
+    out = torch.empty(x.shape, dtype=x.dtype)
+    r2 = summed = s2 = None
+    if residual is not None:
+        _cpu_runtime.check_float("residual", residual, x.dtype)
+        if residual.shape != x.shape:
+            raise ValueError(f"residual has shape {tuple(residual.shape)}, x has {tuple(x.shape)}")
+        r2 = _cpu_runtime.rows_2d("residual", residual, H)
+        summed = torch.empty(x.shape, dtype=x.dtype)
+        s2 = summed.view(-1, H)
+    ext.rms_norm(x=x2, weight=w, out=out.view(-1, H), residual=r2, sum_out=s2, eps=float(eps),
+                 isa=_cpu_runtime.resolve_isa(isa), threads=_cpu_runtime.threads())
+    return out, summed
+
+
+def rms_norm_cpu(x: torch.Tensor, weight: torch.Tensor, eps: float, *, isa: str | None = None) -> torch.Tensor:
+    """C++ rms_norm_torch: weight * round(x * rsqrt(mean(x^2) + eps)), one pass per row."""
+    return _rms_norm_cpu(x, None, weight, eps, isa)[0]
+
+
+def add_rms_norm_cpu(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, *,
+                     isa: str | None = None):
+    """C++ add_rms_norm_torch: (rms_norm(x + residual), x + residual) in one pass per row."""
+    if residual is None:
+        raise ValueError("residual must be a tensor")
+    return _rms_norm_cpu(x, residual, weight, eps, isa)

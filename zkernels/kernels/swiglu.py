@@ -50,3 +50,37 @@ def swiglu_triton(gate_up: torch.Tensor, *, out=None) -> torch.Tensor:
     grid = (gu.shape[0], triton.cdiv(I, block))
     _swiglu_kernel[grid](gu, o, gu.stride(0), o.stride(0), I, BLOCK=block, num_warps=4)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# C++ kernel (the "cpu" backend: zkernels._cpu_ops, csrc/cpu_*; see cpu_runtime.py)
+# ---------------------------------------------------------------------------------------------------
+from . import cpu_runtime as _cpu_runtime  # noqa: E402
+
+
+def swiglu_cpu(gate_up: torch.Tensor, *, isa: str | None = None) -> torch.Tensor:
+    """C++ swiglu_torch: gate_up [..., 2I] = [gate | up] -> silu(gate) * up [..., I]."""
+    _cpu_runtime.check_float("gate_up", gate_up)
+    if gate_up.dim() < 1 or gate_up.shape[-1] % 2 or gate_up.shape[-1] == 0:
+        raise ValueError(f"gate_up's last dim must be even and non-zero (gate | up), got {tuple(gate_up.shape)}")
+    I = gate_up.shape[-1] // 2
+    gu = _cpu_runtime.rows_2d("gate_up", gate_up, 2 * I)
+    return _swiglu_cpu(gu[:, :I], gu[:, I:], (*gate_up.shape[:-1], I), isa)
+
+
+def swiglu_pair_cpu(gate: torch.Tensor, up: torch.Tensor, *, isa: str | None = None) -> torch.Tensor:
+    """silu(gate) * up for gate and up in separate tensors of one shape [..., I]."""
+    _cpu_runtime.check_float("gate", gate)
+    _cpu_runtime.check_float("up", up, gate.dtype)
+    if gate.shape != up.shape or gate.dim() < 1 or gate.shape[-1] == 0:
+        raise ValueError(f"gate and up must have one non-empty shape, got {tuple(gate.shape)} and {tuple(up.shape)}")
+    I = gate.shape[-1]
+    return _swiglu_cpu(_cpu_runtime.rows_2d("gate", gate, I), _cpu_runtime.rows_2d("up", up, I), gate.shape, isa)
+
+
+def _swiglu_cpu(g2, u2, shape, isa):
+    ext = _cpu_runtime.extension()
+    out = torch.empty(shape, dtype=g2.dtype)
+    ext.swiglu(gate=g2, up=u2, out=out.view(-1, g2.shape[1]), isa=_cpu_runtime.resolve_isa(isa),
+               threads=_cpu_runtime.threads())
+    return out

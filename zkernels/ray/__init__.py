@@ -1,5 +1,5 @@
-"""zkernels on Ray Data (`pip install 'zkernels[ray]'`): rerank or embed datasets of millions of rows on
-an actor pool, locally or on the cluster RAY_ADDRESS names.
+"""zkernels on Ray Data (`python3 -m pip install -e ".[ray]"` in the checkout): rerank or embed datasets
+of millions of rows on an actor pool, locally or on the cluster RAY_ADDRESS names.
 
     import ray, zkernels.ray
     ds = ray.data.read_parquet("pairs.parquet")              # columns: query, document
@@ -8,7 +8,8 @@ an actor pool, locally or on the cluster RAY_ADDRESS names.
 
 The modules, each with one job: datasets (the map_batches job), predictors (the actors' callables),
 columns (which rows are valid), schema (one output schema), retries (a batch that keeps killing its
-actor), io and sinks (reading and writing files and folders). See docs/ray.md.
+actor), io (reading, and writing one ordered file), sinks (writing a folder from the workers) and rows (the
+row encoding both writers share). See docs/ray.md.
 
 Importing this module does not import ray; the helpers do when called.
 """

@@ -29,7 +29,8 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError as e:
-        raise ImportError("zkernels.ray needs Ray Data: pip install 'zkernels[ray]'") from e
+        raise ImportError("zkernels.ray needs Ray Data: python3 -m pip install -e '.[ray]' in the zkernels "
+                          "checkout") from e
     return ray
 
 
@@ -110,9 +111,9 @@ def map_with_actors(ds, predictor_cls, predictor_kwargs: dict, *, input_columns:
 
     max_retries: a batch whose scoring kills its actor's process (out of memory, a native crash) is tried
     again this many times, then the job fails with an error naming that batch (zkernels.ray.retries).
-    max_restarts / max_task_retries: Ray's actor fault tolerance underneath (default: max_retries + 1;
-    -1: no limit). A dead actor is restarted and its unfinished batches are resubmitted, so no row is lost
-    or written twice.
+    max_restarts / max_task_retries: Ray's actor fault tolerance underneath (default: -1, no limit, for
+    the actor's restarts, since the budget is per batch; max_retries + 1 for each batch's). A dead actor
+    is restarted and its unfinished batches are resubmitted, so no row is lost or written twice.
     """
     check_on_invalid(on_invalid)
     max_restarts, max_task_retries = ray_limits(max_retries, max_restarts, max_task_retries)

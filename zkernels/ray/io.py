@@ -14,13 +14,10 @@ output is strict JSON: a NaN or infinite float is written as null.
 """
 from __future__ import annotations
 
-import base64
-import datetime
-import decimal
-import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
+
+from .rows import WriteSummary, json_lines, null_count
+from .sinks import write_folder
 
 FORMATS = ("parquet", "jsonl")
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
@@ -64,55 +61,6 @@ def read_dataset(path: str, format: str | None = None):
     return ray.data.read_json(str(path), lines=True)
 
 
-def _json_value(value):
-    """json.dumps' `default`: the Arrow types JSON has no literal for (timestamps, decimals, bytes)."""
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, decimal.Decimal):
-        return str(value)  # exact; a float could round it
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"cannot write a {type(value).__name__} value as JSON")
-
-
-def _finite(value):
-    """`value` with every NaN or infinite float, however deep, replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def json_lines(table) -> bytes:
-    """The rows of a pyarrow Table as JSON Lines: strict JSON (NaN and infinities become null)."""
-    out = []
-    for row in table.to_pylist():
-        try:
-            line = json.dumps(row, ensure_ascii=False, allow_nan=False, default=_json_value)
-        except ValueError:  # a non-finite float somewhere in the row: rare, so only then walk the row
-            line = json.dumps(_finite(row), ensure_ascii=False, allow_nan=False, default=_json_value)
-        out.append(line.encode() + b"\n")
-    return b"".join(out)
-
-
-def null_count(table, column: str | None) -> int:
-    return 0 if column is None or column not in table.column_names else table.column(column).null_count
-
-
-@dataclass
-class WriteSummary:
-    """What a write did: rows written, rows whose `null_column` is null, files written, the output."""
-    rows: int
-    null_rows: int
-    files: int
-    path: str
-
-
 def write_dataset(ds, path: str, format: str | None = None) -> int:
     """Writes every row of `ds` to `path` (a file: in order; a folder: many files, see the module's
     docstring); returns the row count."""
@@ -123,7 +71,6 @@ def write_output(ds, path: str, format: str | None = None, *, null_column: str |
     """write_dataset, with what it did: rows, how many rows hold a null in `null_column` (the score or
     embedding of invalid rows), files."""
     if is_folder(path):
-        from .sinks import write_folder
         return write_folder(ds, str(path), folder_format(path, format), null_column=null_column)
     return write_file(ds, str(path), detect_format(path, format), null_column=null_column)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..options import EngineOptions
+from ..options import EngineOptions, merge_options
 from .columns import check_on_invalid, valid_rows
 from .retries import DEFAULT_MAX_RETRIES, CrashGuard
 from .schema import conform, with_column
@@ -37,21 +37,22 @@ def actor_device() -> str:
 def actor_options(options: EngineOptions | None, device: str | None, load_kwargs: dict) -> EngineOptions:
     """The EngineOptions an actor loads its model with. `options` (or the defaults) takes the engine
     settings also given as keywords in `load_kwargs` (dtype=, backend=, max_tokens_per_batch=; they are
-    removed from it), which must agree with it. The device: `device` when given; "auto" or None: the
-    options' device when it is not the default ("cpu"), else cuda when Ray gave this actor a GPU, else
-    cpu. Progress bars stay off: many actors' bars would interleave in one log."""
+    removed from it) and `device`; None is "not given", and a setting given both ways must agree (else a
+    ValueError names both). The device: the one given (as `device` or in the options); "auto" or neither:
+    cuda when Ray gave this actor a GPU, else cpu. Progress bars stay off: many actors' bars would
+    interleave in one log."""
     if options is not None and not isinstance(options, EngineOptions):
         raise TypeError(f"options must be a zkernels.EngineOptions, got {type(options).__name__}")
-    options = options or EngineOptions()
     load_kwargs.pop("show_progress_bar", None)  # off in actors, whatever was asked (see above)
-    given = {k: load_kwargs.pop(k) for k in ENGINE_KEYWORDS if load_kwargs.get(k) is not None}
-    clash = {k: v for k, v in given.items() if getattr(options, k) is not None and getattr(options, k) != v}
-    if clash:
-        raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in clash.items())} contradicts options={options!r}; "
-                         f"give each setting once")
-    if device in (None, AUTO_DEVICE):
-        device = options.device if options.device != EngineOptions().device else actor_device()
-    return options.replace(device=device, show_progress=False, **given)
+    given = {k: load_kwargs.pop(k) for k in ENGINE_KEYWORDS if k in load_kwargs}
+    if device == AUTO_DEVICE:
+        if options is not None and options.device is not None:
+            raise ValueError(f"device='auto' contradicts options={options!r}; give the device once")
+        device = None
+    options = merge_options(options, device=device, **given)
+    if options.device is None:
+        options = options.replace(device=actor_device())
+    return options.replace(show_progress=False)
 
 
 class BatchPredictor:

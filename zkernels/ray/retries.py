@@ -6,8 +6,13 @@ raises when those run out names neither the batch nor its rows. So before scorin
 notes the batch in a small file named after its actor id, which survives a restart on the same node,
 and removes the note when the batch is done (or fails with a Python error, which is not a crash). A
 restarted actor that is handed the noted batch again knows it killed its predecessor; past the limit it
-refuses the batch with BatchKeepsFailingError instead of dying once more. Ray's own limits are set one
-higher and stay the backstop (an actor restarted on another node has no note).
+refuses the batch with BatchKeepsFailingError instead of dying once more.
+
+The budget is per batch, and it is this guard's: Ray's max_restarts counts an actor's restarts over its
+whole life, so a long job would fail with Ray's unnamed error after a few crashes on unrelated batches.
+So the actor may restart without limit (max_restarts=-1), and Ray's per-task limit, max_task_retries,
+is set one above max_retries: the actor gets to refuse the batch by name, and Ray's limit stays the
+backstop for an actor restarted on another node (where there is no note).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 DEFAULT_MAX_RETRIES = 3
+UNLIMITED = -1  # Ray's "no limit"
 
 
 class BatchKeepsFailingError(RuntimeError):
@@ -32,14 +38,15 @@ def check_max_retries(max_retries: int) -> int:
 
 
 def ray_limits(max_retries: int, max_restarts: int | None, max_task_retries: int | None) -> tuple[int, int]:
-    """(max_restarts, max_task_retries) for Ray: as given, else one more than max_retries, so that the
-    actor is restarted once more and gets to refuse the batch by name (see the module's docstring)."""
+    """(max_restarts, max_task_retries) for Ray: as given, else -1 (restarts without limit: the budget is
+    per batch, see the module's docstring) and one more than max_retries (so that the actor is handed
+    the batch once more and refuses it by name)."""
     for name, value in (("max_restarts", max_restarts), ("max_task_retries", max_task_retries)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < -1):
             raise ValueError(f"{name} must be an int >= -1 (-1: no limit) or None, got {value!r}")
-    default = check_max_retries(max_retries) + 1
-    return (default if max_restarts is None else max_restarts,
-            default if max_task_retries is None else max_task_retries)
+    per_batch = check_max_retries(max_retries) + 1
+    return (UNLIMITED if max_restarts is None else max_restarts,
+            per_batch if max_task_retries is None else max_task_retries)
 
 
 def batch_key(cells: dict[str, list]) -> str:

@@ -2,7 +2,7 @@
 machinery (path and filesystem resolution for local folders and URIs, one deterministically named file
 per write task, so a retried task rewrites its own file).
 
-The files are the bytes the single-file writer would write for the same rows (io.json_lines: strict,
+The files are the bytes the single-file writer would write for the same rows (rows.json_lines: strict,
 lossless JSON; Parquet with the batch's schema), which Ray's write_json (pandas' to_json: 10 decimals,
 so float32 values do not read back exactly) would not give. Each write task also counts the nulls of
 one column, so the job can say how many invalid rows it wrote.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 
-from .io import WriteSummary, json_lines, null_count
+from .rows import WriteSummary, json_lines, null_count
 
 _EXTENSIONS = {"parquet": "parquet", "jsonl": "jsonl"}
 
