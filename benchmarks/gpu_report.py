@@ -180,17 +180,12 @@ def _attention_inputs(s: Shape, dtype: torch.dtype, rows: int = 4):
 
 def attention_launches(s: Shape, dtype: torch.dtype, capability: int) -> list[Launch]:
     from zkernels.kernels import attention as A
-    q, k, v, cu_q, cu_k, starts, lens = _attention_inputs(s, dtype)
-    G, D = s.group, s.head_dim
-    cfg = A.attention_config(D, G)
-    out = torch.empty_like(q)
-    table = torch.zeros(4, 2, dtype=torch.int32)
-    args = (q, k, v, k, v, out, cu_q, cu_k, starts, lens, table,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1), D ** -0.5 * A._LOG2E)
-    kwargs = dict(G=G, TOKENS=cfg.tokens, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=D,
-                  PREC="ieee" if dtype == torch.float32 else "tf32", num_warps=cfg.num_warps,
-                  num_stages=cfg.num_stages)
+    from zkernels.kernels.attention_inputs import check_attention_inputs
+    x = check_attention_inputs(*_attention_inputs(s, dtype))
+    plan = A.plan_attention(x.cu_seqlens_q, x.q.shape[0], s.heads, s.kv_heads, s.head_dim, dtype=dtype,
+                            capability=capability)
+    _, args, kwargs = A.attention_launch(x.q, x.k, x.v, x.prefix_k, x.prefix_v, torch.empty_like(x.q), x.cu_seqlens_q,
+                                         x.cu_seqlens_k, x.prefix_starts, x.prefix_lens, plan, s.head_dim ** -0.5)
     return [Launch("attention", A._attention_kernel, args, kwargs)]
 
 
@@ -208,17 +203,16 @@ def attention_w1(s: Shape, dtype: torch.dtype, w: W1) -> list[tuple[int, float, 
 # ---- RMSNorm and add + RMSNorm ------------------------------------------------------------------------------
 def rms_norm_launches(s: Shape, dtype: torch.dtype, capability: int) -> list[Launch]:
     from zkernels.kernels import rms_norm as R
-    from zkernels.kernels._triton_util import warps_for_row
     H, rows = s.hidden, 4
     x, res, o, summed = (torch.empty(rows, H, dtype=dtype) for _ in range(4))
     w = torch.empty(H, dtype=dtype)
-    block = 1 << (H - 1).bit_length()
+    block, warps = R.rms_norm_launch_config(H)
     launches = []
     for label, has_res in (("rms_norm", False), ("add_rms_norm", True)):
         r2, s2 = (res, summed) if has_res else (x, o)
         args = (x, r2, w, o, s2, x.stride(0), r2.stride(0), o.stride(0), s2.stride(0), H, 1e-6)
         launches.append(Launch(label, R._rms_norm_kernel, args,
-                               dict(HAS_RESIDUAL=has_res, BLOCK=block, num_warps=warps_for_row(block))))
+                               dict(HAS_RESIDUAL=has_res, BLOCK=block, num_warps=warps)))
     return launches
 
 
@@ -245,11 +239,10 @@ def qk_norm_rope_launches(s: Shape, dtype: torch.dtype, capability: int) -> list
     qw = kw = torch.empty(D, dtype=dtype)
     cos = sin = torch.empty(64, D // 2, dtype=torch.float32)
     pos = torch.zeros(rows, dtype=torch.int64)
-    bq, bk = 1 << (s.heads - 1).bit_length(), 1 << (s.kv_heads - 1).bit_length()
+    bq, bk, warps = Q.qk_norm_rope_launch_config(s.heads, s.kv_heads, D)
     args = (q, k, qo, ko, qw, kw, cos, sin, pos, pos, rows, s.heads, s.kv_heads, q.stride(0), q.stride(1),
             k.stride(0), k.stride(1), cos.stride(0), 1e-6)
-    kwargs = dict(HALF=D // 2, BLOCK_HQ=bq, BLOCK_HK=bk, QW_ROUND=True, KW_ROUND=True,
-                  num_warps=4 if bq * D >= 2048 else 2)
+    kwargs = dict(HALF=D // 2, BLOCK_HQ=bq, BLOCK_HK=bk, QW_ROUND=True, KW_ROUND=True, num_warps=warps)
     return [Launch("qk_norm_rope", Q._qk_norm_rope_kernel, args, kwargs)]
 
 
@@ -270,9 +263,9 @@ def swiglu_launches(s: Shape, dtype: torch.dtype, capability: int) -> list[Launc
     from zkernels.kernels import swiglu as S
     I, rows = s.intermediate, 4
     gu, o = torch.empty(rows, 2 * I, dtype=dtype), torch.empty(rows, I, dtype=dtype)
-    block = min(S._BLOCK, 1 << (I - 1).bit_length())
+    block, warps = S.swiglu_launch_config(I)
     return [Launch("swiglu", S._swiglu_kernel, (gu, o, gu.stride(0), o.stride(0), I),
-                   dict(BLOCK=block, num_warps=4))]
+                   dict(BLOCK=block, num_warps=warps))]
 
 
 def swiglu_w1(s: Shape, dtype: torch.dtype, w: W1) -> list[tuple[int, float, float]]:
