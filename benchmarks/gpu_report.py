@@ -47,8 +47,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the repo root: run from a checkout without installing
 sys.path.insert(0, str(HERE))
-# The compiler, not the interpreter: must be unset before the kernel modules are imported.
-os.environ.pop("TRITON_INTERPRET", None)
 
 import torch  # noqa: E402
 from bench_common import SHAPES_DIR, causal_pairs, make_workload  # noqa: E402
@@ -538,6 +536,12 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default=None, help="results file stem (default gpu-report-<date>)")
     ap.add_argument("--out-dir", default=str(HERE / "results"))
     args = ap.parse_args(argv)
+    # The compiler, not the interpreter: unset before the kernel modules are imported (lazily, by the
+    # registry's launch builders), else @triton.jit gives interpreter functions that cannot be compiled.
+    os.environ.pop("TRITON_INTERPRET", None)
+    if any(m.startswith("zkernels.kernels.") for m in sys.modules):
+        raise SystemExit("gpu_report: the kernel modules were imported before the report could unset "
+                         "TRITON_INTERPRET; run it as its own process")
     by_name = {k.name: k for k in KERNELS}
     kernels = [by_name.get(n) or ap.error(f"unknown kernel {n!r}; known: {sorted(by_name)}")
                for n in args.kernels.split(",") if n]
