@@ -13,13 +13,13 @@
 #   build_cpp 25    the C++ extensions (setup.py build_ext --inplace), every file compiled in parallel
 #   build_cuda 40   the CUDA Hamming kernel (compiled on first use; built here, in this run's own build
 #                   folder, so later parts only load it and a killed build leaves no lock behind)
-#   gpu_tests 135   pytest -m gpu -v --durations: bf16 kernels vs torch, whole model vs transformers, CUDA
+#   gpu_tests 130   pytest -m gpu -v --durations: bf16 kernels vs torch, whole model vs transformers, CUDA
 #                   Hamming vs CPU
 #   scorer_4b 140   bench_scorer.py on the Qwen3-4B shape: W1 (1 query x 100 docs of 64-512 tokens), W2 (1, 2,
 #                   5, 10, 20, 50, 100, 200 docs of ~256 tokens), attention alone (vs flash varlen), bf16
 #                   accuracy over 100 documents, matmul rate; rows written as they are measured
 #   scorer_1_7b 70  the same on the Qwen3-1.7B shape
-#   hamming 20      bench_hamming.py's GPU section (10M x 1024-bit codes) vs copy bandwidth and plain torch
+#   hamming 25      bench_hamming.py's GPU section (10M x 1024-bit codes) vs copy bandwidth and plain torch
 #                   (the baseline timed on a slice of the codes and scaled); rows written as measured
 # Outputs in OUT_DIR (8 files, the most the device tool brings back): run.log, manifest.json (every part's
 # command, exit status, seconds), <tag>-gpu-tests.xml, <tag>-scorer-qwen3-{4b,1.7b}.json and _w2.png,
@@ -52,8 +52,8 @@ while [ $# -gt 0 ]; do
 done
 
 PARTS=(env build_cpp build_cuda gpu_tests scorer_4b scorer_1_7b hamming)
-declare -A LIMIT=([env]=20 [build_cpp]=25 [build_cuda]=40 [gpu_tests]=135 [scorer_4b]=140 [scorer_1_7b]=70
-                  [hamming]=20)
+declare -A LIMIT=([env]=20 [build_cpp]=25 [build_cuda]=40 [gpu_tests]=130 [scorer_4b]=140 [scorer_1_7b]=70
+                  [hamming]=25)
 total_limit=${RUN_GPU_TOTAL_S:-470}
 for p in ${only//,/ }; do
     [ -n "${LIMIT[$p]:-}" ] || { echo "run_gpu.sh: unknown part '$p' (parts: ${PARTS[*]})" >&2; exit 2; }
@@ -127,11 +127,10 @@ if [ $? = 3 ]; then exit 3; fi   # no CUDA device: nothing below can run
 
 # setup.py as it is, with pybind11's ParallelCompile patched in for this call: the files inside each extension
 # compile in parallel too (setuptools' -j only builds the extensions side by side).
-run_part build_cpp python3 -c 'import runpy, sys
-from pybind11.setup_helpers import ParallelCompile
-ParallelCompile(default=0).install()
-sys.argv = ["setup.py", "-q", "build_ext", "--inplace", "-j", "4"]
-runpy.run_path("setup.py", run_name="__main__")'
+parallel_setup='import runpy, sys; from pybind11.setup_helpers import ParallelCompile; '\
+'ParallelCompile(default=0).install(); sys.argv = ["setup.py", "-q", "build_ext", "--inplace", "-j", "4"]; '\
+'runpy.run_path("setup.py", run_name="__main__")'   # one line: the manifest keeps one command per line
+run_part build_cpp python3 -c "$parallel_setup"
 if [ $dry = 1 ]; then
     run_part build_cuda test -f csrc/hamming_cuda.cu   # no nvcc here: the source must be there, no more
 else
