@@ -155,9 +155,9 @@ scorer() {  # part name, model shape
 scorer scorer_4b qwen3-4b
 scorer scorer_1_7b qwen3-1.7b
 
+# Rows go straight to OUT_DIR, one at a time: a part cut short keeps the rows it measured.
 run_part hamming python3 benchmarks/bench_hamming.py --no-cpu --gpu-n 10000000 --bits 1024 --k 10 \
     --gpu-out "$out/$tag-hamming-gpu.json"
-[ -f "$out/$tag-hamming-gpu.json" ] && record   # written row by row: a part cut short keeps its rows
 
 echo "== done in $((SECONDS - started))s; $( [ $status = 0 ] && echo 'every part ok' || echo 'SOME PARTS FAILED' ); \
 results in $out: $(cd "$out" && ls | tr '\n' ' ')"
