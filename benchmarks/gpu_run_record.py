@@ -3,11 +3,12 @@
     python benchmarks/gpu_run_record.py env OUT.json --command "..." [--dry-run]
     python benchmarks/gpu_run_record.py manifest OUT_DIR --env ENV.json --parts PARTS.tsv
 
-`env` writes device, date, command, the git commit and the versions of everything the GPU run uses, and
-warns about each missing package with what it costs. Without --dry-run and without a CUDA device it exits
-3 (the GPU run is pointless there). `manifest` writes OUT_DIR/manifest.json: the env record, each part's
-command, limit, exit status and seconds, and the files in OUT_DIR. It is rewritten after every part, so a
-run cut short still says how far it got.
+`env` writes device, date, command, the git commit and the versions of everything the GPU run uses; it warns
+about each missing package with what it costs, and when the nvcc torch's extension builder will use is of
+another CUDA major version than torch (the CUDA Hamming build then fails). Without --dry-run and without a
+CUDA device it exits 3 (the GPU run is pointless there). `manifest` writes OUT_DIR/manifest.json: the env
+record, each part's command, limit, exit status and seconds, and the files in OUT_DIR. It is rewritten after
+every part, so a run cut short still says how far it got.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import datetime
 import importlib.metadata
 import json
 import platform
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +51,20 @@ def _run(cmd: list[str]) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def _cuda_release(text: str | None) -> str | None:
+    m = re.search(r"release (\d+\.\d+)", text or "")
+    return m.group(1) if m else None
+
+
+def nvcc_check(torch_cuda: str | None, cuda_home: str | None) -> dict:
+    """The nvcc torch.utils.cpp_extension builds with ($CUDA_HOME/bin/nvcc, else the one on PATH), its CUDA
+    release, and whether its major version is torch's (torch refuses to build across major versions)."""
+    nvcc = str(Path(cuda_home) / "bin" / "nvcc") if cuda_home else shutil.which("nvcc")
+    release = _cuda_release(_run([nvcc, "--version"])) if nvcc else None
+    match = None if not (release and torch_cuda) else release.split(".")[0] == torch_cuda.split(".")[0]
+    return dict(cuda_home=cuda_home, extension_nvcc=nvcc, extension_nvcc_cuda=release, nvcc_matches_torch=match)
+
+
 def environment(command: str, dry_run: bool) -> tuple[dict, bool]:
     versions, missing = {}, {}
     for dist, loss in PACKAGES.items():
@@ -68,6 +85,9 @@ def environment(command: str, dry_run: bool) -> tuple[dict, bool]:
     try:
         import torch
         env.update(torch_cuda=torch.version.cuda, cuda_available=torch.cuda.is_available())
+        if torch.version.cuda:
+            from torch.utils.cpp_extension import CUDA_HOME
+            env.update(nvcc_check(torch.version.cuda, CUDA_HOME))
         has_cuda = torch.cuda.is_available()
         if has_cuda:
             p = torch.cuda.get_device_properties(0)
@@ -87,6 +107,11 @@ def cmd_env(args) -> int:
     print("versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v))
     for dist, loss in env["missing"].items():
         print(f"WARNING: {dist} is not installed: {loss}")
+    if env.get("nvcc_matches_torch") is False:
+        print(f"WARNING: {env['extension_nvcc']} is CUDA {env['extension_nvcc_cuda']}, torch was built with CUDA "
+              f"{env['torch_cuda']}: the CUDA Hamming build will fail (set CUDA_HOME to a matching toolkit)")
+    elif env.get("torch_cuda") and not env.get("extension_nvcc_cuda"):
+        print("WARNING: no nvcc found for torch's extension builder: the CUDA Hamming build will fail")
     if not has_cuda and not args.dry_run:
         print("no CUDA device: this is the GPU run. Use `bash benchmarks/run_gpu.sh --dry-run` for the CPU check.",
               file=sys.stderr)

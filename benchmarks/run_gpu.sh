@@ -9,14 +9,18 @@
 #     bash benchmarks/run_gpu.sh --only scorer_4b,hamming [OUT_DIR]   # rerun some parts
 #
 # Parts, in order (limits in seconds; RUN_GPU_LIMIT_<PART>=N overrides one, RUN_GPU_TOTAL_S the total):
-#   env 20          device, date, command, commit, versions (torch, triton, ...) -> manifest.json
-#   build_cpp 40    the C++ Hamming extension (setup.py build_ext --inplace)
-#   build_cuda 40   the CUDA Hamming kernel (compiled on first use; built here so later parts only load it)
-#   gpu_tests 90    pytest -m gpu: bf16 kernels vs torch, whole model vs transformers, CUDA Hamming vs CPU
-#   scorer_4b 150   bench_scorer.py on the Qwen3-4B shape: W1 (1 query x 100 docs of 64-512 tokens), W2 (1, 2,
-#                   5, 10, 20, 50, 100, 200 docs of ~256 tokens), attention alone, bf16 accuracy, matmul rate
-#   scorer_1_7b 80  the same on the Qwen3-1.7B shape
-#   hamming 30      bench_hamming.py's GPU section (10M x 1024-bit codes) vs copy bandwidth and plain torch
+#   env 20          device, date, command, commit, versions (torch, triton, ...), nvcc against torch's CUDA
+#   build_cpp 25    the C++ extensions (setup.py build_ext --inplace), every file compiled in parallel
+#   build_cuda 40   the CUDA Hamming kernel (compiled on first use; built here, in this run's own build
+#                   folder, so later parts only load it and a killed build leaves no lock behind)
+#   gpu_tests 130   pytest -m gpu -v --durations: bf16 kernels vs torch, whole model vs transformers, CUDA
+#                   Hamming vs CPU
+#   scorer_4b 140   bench_scorer.py on the Qwen3-4B shape: W1 (1 query x 100 docs of 64-512 tokens), W2 (1, 2,
+#                   5, 10, 20, 50, 100, 200 docs of ~256 tokens), attention alone (vs flash varlen), bf16
+#                   accuracy over 100 documents, matmul rate; rows written as they are measured
+#   scorer_1_7b 70  the same on the Qwen3-1.7B shape
+#   hamming 25      bench_hamming.py's GPU section (10M x 1024-bit codes) vs copy bandwidth and plain torch
+#                   (the baseline timed on a slice of the codes and scaled); rows written as measured
 # Outputs in OUT_DIR (8 files, the most the device tool brings back): run.log, manifest.json (every part's
 # command, exit status, seconds), <tag>-gpu-tests.xml, <tag>-scorer-qwen3-{4b,1.7b}.json and _w2.png,
 # <tag>-hamming-gpu.json, where <tag> is e.g. h100-2026-11-27.
@@ -48,8 +52,8 @@ while [ $# -gt 0 ]; do
 done
 
 PARTS=(env build_cpp build_cuda gpu_tests scorer_4b scorer_1_7b hamming)
-declare -A LIMIT=([env]=20 [build_cpp]=40 [build_cuda]=40 [gpu_tests]=90 [scorer_4b]=150 [scorer_1_7b]=80
-                  [hamming]=30)
+declare -A LIMIT=([env]=20 [build_cpp]=25 [build_cuda]=40 [gpu_tests]=130 [scorer_4b]=140 [scorer_1_7b]=70
+                  [hamming]=25)
 total_limit=${RUN_GPU_TOTAL_S:-470}
 for p in ${only//,/ }; do
     [ -n "${LIMIT[$p]:-}" ] || { echo "run_gpu.sh: unknown part '$p' (parts: ${PARTS[*]})" >&2; exit 2; }
@@ -63,6 +67,9 @@ tee_pid=$!
 trap 'exec >&- 2>&-; wait $tee_pid; rm -rf "$scratch"' EXIT   # run.log complete when the script returns
 
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+# The CUDA Hamming kernel is built into a folder of this run: a build killed by its limit cannot leave
+# torch's extension lock in a shared folder for every later load to wait on.
+export ZKERNELS_CUDA_BUILD_DIR=$scratch/cuda-build
 if [ $dry = 1 ]; then
     export CUDA_VISIBLE_DEVICES="" TRITON_INTERPRET=1   # a CPU check even on a GPU machine
     tag=cpu-dryrun
@@ -118,7 +125,12 @@ run_part env python3 benchmarks/gpu_run_record.py env "$scratch/env.json" \
 if [ $? = 3 ]; then exit 3; fi   # no CUDA device: nothing below can run
 [ -f "$scratch/env.json" ] || echo '{}' > "$scratch/env.json"
 
-run_part build_cpp python3 setup.py -q build_ext --inplace
+# setup.py as it is, with pybind11's ParallelCompile patched in for this call: the files inside each extension
+# compile in parallel too (setuptools' -j only builds the extensions side by side).
+parallel_setup='import runpy, sys; from pybind11.setup_helpers import ParallelCompile; '\
+'ParallelCompile(default=0).install(); sys.argv = ["setup.py", "-q", "build_ext", "--inplace", "-j", "4"]; '\
+'runpy.run_path("setup.py", run_name="__main__")'   # one line: the manifest keeps one command per line
+run_part build_cpp python3 -c "$parallel_setup"
 if [ $dry = 1 ]; then
     run_part build_cuda test -f csrc/hamming_cuda.cu   # no nvcc here: the source must be there, no more
 else
@@ -127,12 +139,12 @@ fi
 
 gpu_test_files=$(grep -l 'mark\.gpu' tests/test_*.py | tr '\n' ' ')
 # shellcheck disable=SC2086  # one word per test file
-run_part gpu_tests python3 -m pytest -q -m gpu -p no:cacheprovider -rfEs --continue-on-collection-errors \
+run_part gpu_tests python3 -m pytest -v --durations=25 -m gpu -p no:cacheprovider -rfEs --continue-on-collection-errors \
     --junitxml "$out/$tag-gpu-tests.xml" $gpu_test_files
 
 scorer() {  # part name, model shape
     local cmd=(benchmarks/bench_scorer.py --shapes "$2" --name "$tag-scorer-$2" --out-dir "$out"
-               --w1-docs 100 --w2-payloads 1,2,5,10,20,50,100,200 --acc-docs 25 --hf-batch-size 16
+               --w1-docs 100 --w2-payloads 1,2,5,10,20,50,100,200 --acc-docs 100 --hf-batch-size 16
                --budget-s 0.5)
     if [ $dry = 1 ]; then
         run_part "$1" python3 benchmarks/check_cli.py --require "benchmarks/shapes/$2.json" -- "${cmd[@]}"
@@ -143,11 +155,9 @@ scorer() {  # part name, model shape
 scorer scorer_4b qwen3-4b
 scorer scorer_1_7b qwen3-1.7b
 
-touch "$scratch/before-hamming"
-run_part hamming python3 benchmarks/bench_hamming.py --no-cpu --gpu-n 10000000 --bits 1024 --k 10
-# bench_hamming writes its GPU rows to benchmarks/results/hamming-gpu-<date>.json: take this run's copy.
-new=$(find benchmarks/results -maxdepth 1 -name 'hamming-gpu-*.json' -newer "$scratch/before-hamming" | head -1)
-if [ -n "$new" ]; then cp "$new" "$out/$tag-hamming-gpu.json"; record; fi
+# Rows go straight to OUT_DIR, one at a time: a part cut short keeps the rows it measured.
+run_part hamming python3 benchmarks/bench_hamming.py --no-cpu --gpu-n 10000000 --bits 1024 --k 10 \
+    --gpu-out "$out/$tag-hamming-gpu.json"
 
 echo "== done in $((SECONDS - started))s; $( [ $status = 0 ] && echo 'every part ok' || echo 'SOME PARTS FAILED' ); \
 results in $out: $(cd "$out" && ls | tr '\n' ' ')"

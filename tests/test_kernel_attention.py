@@ -86,7 +86,7 @@ def test_separate_prefix_buffers_and_plan_reuse():
     cu = torch.tensor([0] + docs).cumsum(0).to(torch.int32).to(DEVICE)
     p_starts = torch.tensor([3, 0, 3 + 13], dtype=torch.int32, device=DEVICE)
     p_lens = torch.tensor(pre_lens, dtype=torch.int32, device=DEVICE)
-    plan = plan_attention(cu, sum(docs), Hq, Hkv, D)
+    plan = plan_attention(cu, sum(docs), Hq, Hkv, D, dtype=torch.float32)
     for _ in range(2):
         q = torch.randn(sum(docs), Hq, D, device=DEVICE)
         k = torch.randn(sum(docs), Hkv, D, device=DEVICE)
@@ -218,3 +218,41 @@ def test_both_kernels_check_their_inputs_alike():
         n = cu_q.numel()
         with pytest.raises(ValueError, match=f"cu_seqlens_k must be a 1-D int32/int64 tensor of length {n}, got list"):
             kernel(q, k, v, cu_q, cu_k.tolist(), ps, pl, scale)
+
+
+def test_more_query_rows_than_keys_is_refused_by_both_kernels():
+    # A sequence's query rows are its last key rows: 3 query rows over 1 own key (behind a 70-row prefix)
+    # would hide prefix keys from the first rows, so both kernels refuse it, naming the sequence.
+    from zkernels.kernels import cpu
+    Hq, Hkv, D = 2, 1, 32
+    k, v = torch.randn(71, Hkv, D, device=DEVICE), torch.randn(71, Hkv, D, device=DEVICE)
+    q = torch.randn(3, Hq, D, device=DEVICE)
+    i32 = dict(dtype=torch.int32, device=DEVICE)
+    cu_q, cu_k = torch.tensor([0, 0, 3], **i32), torch.tensor([0, 70, 71], **i32)
+    ps, pl = torch.zeros(2, **i32), torch.tensor([0, 70], **i32)
+    kernels = [attention_triton] + ([cpu.attention_cpu] if cpu.available() else [])
+    for kernel in kernels:
+        with pytest.raises(ValueError, match=r"more query rows than keys \(sequence 1\): 3 query rows, 1 key rows"):
+            kernel(q, k, v, cu_q, cu_k, ps, pl, 0.1)
+    # As many query rows as keys is fine; the check is remembered, and an in-place change redoes it.
+    cu_k = torch.tensor([0, 68, 71], **i32)
+    _check((q, k, v, cu_q, cu_k, ps, torch.tensor([0, 68], **i32), 0.1), torch.float32)
+    cu_k[1] = 70
+    with pytest.raises(ValueError, match=r"more query rows than keys \(sequence 1\): 3 query rows, 1 key rows"):
+        attention_triton(q, k, v, cu_q, cu_k, ps, pl, 0.1)
+
+
+def test_unaligned_kv_is_launched_without_the_alignment_hint():
+    # K/V rows that do not start on 16 bytes (a view one float in) must not be declared aligned to the
+    # compiler; the result is still right.
+    from zkernels.kernels.attention import attention_launch, plan_attention
+    args = list(_pack([(5, [7, 3])], 4, 2, 32, torch.float32))
+    k_buf = torch.randn(args[1].numel() + 1, device=DEVICE)
+    args[1] = k_buf[1:].view(args[1].shape)
+    q, k, v, cu_q, cu_k, ps, pl, scale = args
+    plan = plan_attention(cu_q, q.shape[0], 4, 2, 32, dtype=torch.float32)
+    _, _, kwargs = attention_launch(q, k, v, k, v, torch.empty_like(q), cu_q, cu_k, ps, pl, plan, scale)
+    assert kwargs["KV_ALIGNED"] is False
+    _, _, kwargs = attention_launch(q, k.clone(), v, k.clone(), v, torch.empty_like(q), cu_q, cu_k, ps, pl, plan, scale)
+    assert kwargs["KV_ALIGNED"] is True
+    _check(tuple(args), torch.float32)

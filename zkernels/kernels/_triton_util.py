@@ -1,6 +1,7 @@
 """Small helpers shared by the Triton wrappers (argument checks, launch sizes)."""
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -36,6 +37,21 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 def interpreting() -> bool:
     """True when triton runs kernels on the CPU through its interpreter (tests)."""
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def device_capability(device) -> int | None:
+    """The compute capability of a CUDA device as one number (sm_90 -> 90); None for any other device.
+    Kernel configurations are chosen by it (see attention_config)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return _cuda_capability(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _cuda_capability(index: int) -> int:
+    major, minor = torch.cuda.get_device_capability(index)
+    return 10 * major + minor
 
 
 def check_float(name: str, t: torch.Tensor) -> None:

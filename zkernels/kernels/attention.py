@@ -53,7 +53,16 @@ def attention_torch(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_l
 # ---------------------------------------------------------------------------------------------------
 from dataclasses import dataclass  # noqa: E402
 
-from ._triton_util import check_out, check_same_device, interpreting, is_pow2, require_triton, tl, triton  # noqa: E402,E501
+from ._triton_util import (  # noqa: E402
+    check_out,
+    check_same_device,
+    device_capability,
+    interpreting,
+    is_pow2,
+    require_triton,
+    tl,
+    triton,
+)
 from .attention_inputs import check_attention_inputs  # noqa: E402
 
 _LOG2E = 1.4426950408889634
@@ -62,7 +71,7 @@ _LOG2E = 1.4426950408889634
 @triton.jit
 def _attend_tile(acc, m_i, l_i, q, pk_base, pv_base, spk_t, spv_t, k_base, v_base, sk_t, sv_t,
                  j0, p_len, n_keys, row_limit, qk_scale, offs_n, offs_d,
-                 MASKED: tl.constexpr, PREC: tl.constexpr):
+                 MASKED: tl.constexpr, PREC: tl.constexpr, KV_ALIGNED: tl.constexpr):
     """Key tile [j0, j0 + BLOCK_N) of the virtual key sequence [prefix ++ own] into the running
     softmax (fp32, base 2). Key c < p_len comes from the prefix buffer, key c >= p_len from the
     sequence's own rows; a tile may straddle the two."""
@@ -72,6 +81,13 @@ def _attend_tile(acc, m_i, l_i, q, pk_base, pv_base, spk_t, spv_t, k_base, v_bas
     in_prefix = cols < p_len
     k_rows = tl.where(in_prefix, pk_base + c64 * spk_t, k_base + own * sk_t)
     v_rows = tl.where(in_prefix, pv_base + c64 * spv_t, v_base + own * sv_t)
+    if KV_ALIGNED:
+        # The compiler cannot see through the select above that every row starts on 16 bytes, and
+        # then loads K/V one element at a time, with a 64-bit address per element: register spills
+        # and no cp.async pipelining. The launcher sets KV_ALIGNED only when the base pointers and
+        # row/head strides of k, v, prefix_k and prefix_v are all multiples of 16 bytes.
+        k_rows = tl.multiple_of(k_rows, 16)
+        v_rows = tl.multiple_of(v_rows, 16)
     if MASKED:
         in_bounds = cols[:, None] < n_keys
         k = tl.load(k_rows[:, None] + offs_d[None, :], mask=in_bounds, other=0.0)
@@ -100,7 +116,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, pk_ptr, pv_ptr, o_ptr,
                       sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, spk_t, spk_h, spv_t, spv_h, so_t, so_h,
                       qk_scale,
                       G: tl.constexpr, TOKENS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      HEAD_DIM: tl.constexpr, PREC: tl.constexpr):
+                      HEAD_DIM: tl.constexpr, PREC: tl.constexpr, KV_ALIGNED: tl.constexpr):
     pid = tl.program_id(0)
     kvh = tl.program_id(1)
     seq = tl.load(table_ptr + 2 * pid)
@@ -144,11 +160,11 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, pk_ptr, pv_ptr, o_ptr,
         for j0 in range(0, full_end, BLOCK_N):
             acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, pk_base, pv_base, spk_t, spv_t, k_base, v_base,
                                          sk_t, sv_t, j0, p_len, n_keys, row_limit, qk_scale, offs_n, offs_d,
-                                         False, PREC)
+                                         False, PREC, KV_ALIGNED)
         for j0 in range(full_end, end, BLOCK_N):
             acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, pk_base, pv_base, spk_t, spv_t, k_base, v_base,
                                          sk_t, sv_t, j0, p_len, n_keys, row_limit, qk_scale, offs_n, offs_d,
-                                         True, PREC)
+                                         True, PREC, KV_ALIGNED)
 
         out = acc / l_i[:, None]
         o_rows = (q_beg + tok).to(tl.int64) * so_t + head.to(tl.int64) * so_h
@@ -165,18 +181,43 @@ class AttentionConfig:
     num_stages: int
 
 
-def attention_config(head_dim: int, group: int) -> AttentionConfig:
-    """Tile sizes by head_dim. GPU values are untuned first choices for H100 (64-128 tile rows, 64-key
-    tiles); under the interpreter small tiles keep tests fast and still exercise several tiles."""
+# GPU tile configurations (block_m, block_n, num_warps, num_stages) by head_dim bucket and dtype. Every one
+# the model shapes select compiles for sm_80 (A100), sm_89 (RTX 4090) and sm_90 (H100) with no register
+# spills (0 bytes of stack and local memory), within each target's per-block shared memory, with both dots
+# on the tensor cores in bf16/fp16 (wgmma on sm_90, mma.sync on sm_80/89): benchmarks/gpu_report.py
+# records it and tests/test_gpu_compile.py keeps it so. A per-capability entry overrides where one
+# configuration does not fit every target.
+_GPU_CONFIGS = {
+    # (head_dim bucket, "tc" = bf16/fp16 on tensor cores | "fp32" = ieee dots on CUDA cores): config
+    (64, "tc"): (128, 64, 8, 3),
+    (128, "tc"): (128, 64, 8, 3),
+    (256, "tc"): (64, 32, 8, 3),
+    # float32 keeps ieee dots (exact products) on CUDA cores; larger tiles spill on sm_90
+    (64, "fp32"): (32, 16, 8, 2),
+    (128, "fp32"): (32, 16, 8, 2),
+    (256, "fp32"): (16, 16, 8, 2),
+}
+_GPU_CONFIGS_BY_CAPABILITY: dict[tuple[int, int, str], tuple[int, int, int, int]] = {
+    # (capability, head_dim bucket, dtype class): config, where the shared table does not fit
+    (89, 256, "tc"): (64, 32, 8, 2),  # 3 stages need 100 KB of shared memory, over the RTX 4090's 99 KB
+}
+
+
+def attention_config(head_dim: int, group: int, dtype: torch.dtype | None = None,
+                     capability: int | None = None) -> AttentionConfig:
+    """Tile sizes for head_dim, the GQA group, the dtype (None: bf16/fp16) and the GPU's compute
+    capability (e.g. 90 for sm_90; None: the shared table). The launcher and benchmarks/gpu_report.py
+    both call this, so the report checks exactly what runs. Under the interpreter small tiles keep the
+    tests fast and still exercise several tiles."""
     g2 = triton.next_power_of_2(group)
     if interpreting():
         block_m, block_n, warps, stages = max(16, 8 * g2), 16, 4, 1
-    elif head_dim <= 64:
-        block_m, block_n, warps, stages = max(128, g2), 64, 4, 3
-    elif head_dim <= 128:
-        block_m, block_n, warps, stages = max(128, g2), 64, 8, 2
     else:
-        block_m, block_n, warps, stages = max(64, g2), 32, 8, 2
+        bucket = 64 if head_dim <= 64 else 128 if head_dim <= 128 else 256
+        kind = "fp32" if dtype == torch.float32 else "tc"
+        block_m, block_n, warps, stages = _GPU_CONFIGS_BY_CAPABILITY.get((capability, bucket, kind),
+                                                                         _GPU_CONFIGS[bucket, kind])
+        block_m = max(block_m, g2)
     return AttentionConfig(block_m, block_n, block_m // group, warps, stages)
 
 
@@ -190,10 +231,13 @@ class AttentionPlan:
 
 
 def plan_attention(cu_seqlens_q: torch.Tensor, n_q_rows: int, n_heads: int, n_kv_heads: int,
-                   head_dim: int) -> AttentionPlan:
+                   head_dim: int, *, dtype: torch.dtype | None = None, capability: int | None = None) -> AttentionPlan:
     """Maps program ids to (sequence, first token) with device ops only (no host sync). Programs:
-    ceil(n_q_rows / tokens) + n_seqs, an upper bound on sum_i ceil(n_q_i / tokens)."""
-    cfg = attention_config(head_dim, n_heads // n_kv_heads)
+    ceil(n_q_rows / tokens) + n_seqs, an upper bound on sum_i ceil(n_q_i / tokens). dtype: q's (None:
+    bf16/fp16); capability: the GPU's (default: that of cu_seqlens_q's device)."""
+    if capability is None:
+        capability = device_capability(cu_seqlens_q.device)
+    cfg = attention_config(head_dim, n_heads // n_kv_heads, dtype, capability)
     cu = cu_seqlens_q.to(torch.int64)
     n_seqs = cu.numel() - 1
     counts = (cu[1:] - cu[:-1] + cfg.tokens - 1) // cfg.tokens  # blocks per sequence (0 if no rows)
@@ -211,7 +255,7 @@ def plan_attention(cu_seqlens_q: torch.Tensor, n_q_rows: int, n_heads: int, n_kv
     return AttentionPlan(table.to(torch.int32).contiguous(), cfg, n_q_rows)
 
 
-def _cached_plan(cu_seqlens_q, n_q_rows, n_heads, n_kv_heads, head_dim) -> AttentionPlan:
+def _cached_plan(cu_seqlens_q, n_q_rows, n_heads, n_kv_heads, head_dim, dtype=None) -> AttentionPlan:
     """The plan for this cu_seqlens_q tensor, built once and kept on the tensor object itself.
 
     The model calls attention once per layer with the same cu_seqlens tensor; building the table
@@ -222,11 +266,12 @@ def _cached_plan(cu_seqlens_q, n_q_rows, n_heads, n_kv_heads, head_dim) -> Atten
         version = cu_seqlens_q._version
     except RuntimeError:  # inference tensors track no version
         version = None
-    key = (version, n_q_rows, n_heads, n_kv_heads, head_dim, interpreting())
+    capability = device_capability(cu_seqlens_q.device)
+    key = (version, n_q_rows, n_heads, n_kv_heads, head_dim, dtype, capability, interpreting())
     cached = getattr(cu_seqlens_q, "_zkernels_attention_plan", None)
     if cached is not None and cached[0] == key:
         return cached[1]
-    plan = plan_attention(cu_seqlens_q, n_q_rows, n_heads, n_kv_heads, head_dim)
+    plan = plan_attention(cu_seqlens_q, n_q_rows, n_heads, n_kv_heads, head_dim, dtype=dtype, capability=capability)
     try:
         cu_seqlens_q._zkernels_attention_plan = (key, plan)
     except (AttributeError, RuntimeError):
@@ -238,8 +283,8 @@ def attention_triton(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_
                      prefix_k=None, prefix_v=None, *, out=None, plan=None):
     """Triton attention_torch (see the module docstring). `out`: optional preallocated contiguous
     output; `plan`: optional plan_attention(...) result (default: built once per cu_seqlens_q tensor
-    object and reused, see _cached_plan). Index tensors are not
-    range-checked (that would need a device sync): they must describe rows that exist."""
+    object and reused, see _cached_plan). Index tensors are not range-checked (that would need a
+    device sync): they must describe rows that exist."""
     require_triton()
     if q.dim() != 3:
         raise ValueError(f"q must be [tokens, heads, head_dim], got {tuple(q.shape)}")
@@ -257,22 +302,38 @@ def attention_triton(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_
     if out is None:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if plan is None:
-        plan = _cached_plan(cu_seqlens_q, Tq, Hq, Hkv, D)
-    elif plan.n_q_rows != Tq or plan.config != attention_config(D, Hq // Hkv):
-        raise ValueError("plan was built for a different q shape or head layout")
+        plan = _cached_plan(cu_seqlens_q, Tq, Hq, Hkv, D, q.dtype)
+    elif plan.n_q_rows != Tq or plan.config != attention_config(D, Hq // Hkv, q.dtype,
+                                                                device_capability(q.device)):
+        raise ValueError("plan was built for a different q shape, head layout or dtype: build it with "
+                         "plan_attention(cu_seqlens_q, q.shape[0], n_heads, n_kv_heads, head_dim, dtype=q.dtype)")
     if Tq == 0 or S == 0:
         return out
-    cfg = plan.config
-    grid = (plan.table.shape[0], Hkv)
-    _attention_kernel[grid](
-        q, k, v, prefix_k, prefix_v, out, cu_q, cu_k, p_start, p_len, plan.table,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        prefix_k.stride(0), prefix_k.stride(1), prefix_v.stride(0), prefix_v.stride(1),
-        out.stride(0), out.stride(1), float(scale) * _LOG2E,
-        G=Hq // Hkv, TOKENS=cfg.tokens, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=D,
-        PREC="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    grid, args, kwargs = attention_launch(q, k, v, prefix_k, prefix_v, out, cu_q, cu_k, p_start, p_len, plan, scale)
+    _attention_kernel[grid](*args, **kwargs)
     return out
+
+
+def _aligned16(*tensors) -> bool:
+    """Every tensor starts on 16 bytes and steps its rows and heads by multiples of 16 bytes."""
+    return all(t.data_ptr() % 16 == 0 and all(st * t.element_size() % 16 == 0 for st in t.stride()[:2])
+               for t in tensors)
+
+
+def attention_launch(q, k, v, prefix_k, prefix_v, out, cu_q, cu_k, p_start, p_len, plan: AttentionPlan, scale):
+    """What attention_triton launches for checked inputs: (grid, args, kwargs) of _attention_kernel.
+    benchmarks/gpu_report.py compiles exactly this for each GPU target."""
+    cfg, G, D = plan.config, q.shape[1] // k.shape[1], q.shape[2]
+    grid = (plan.table.shape[0], k.shape[1])
+    args = (q, k, v, prefix_k, prefix_v, out, cu_q, cu_k, p_start, p_len, plan.table,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            prefix_k.stride(0), prefix_k.stride(1), prefix_v.stride(0), prefix_v.stride(1),
+            out.stride(0), out.stride(1), float(scale) * _LOG2E)
+    kwargs = dict(G=G, TOKENS=cfg.tokens, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=D,
+                  PREC="ieee" if q.dtype == torch.float32 else "tf32",
+                  KV_ALIGNED=_aligned16(k, v, prefix_k, prefix_v),
+                  num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return grid, args, kwargs
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ the index tensors, normalised to what a kernel reads (unit-stride head vectors, 
 indices). What only one kernel requires (its dtypes, head_dim, device) stays with that kernel."""
 from __future__ import annotations
 
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -45,10 +46,44 @@ def _index(name: str, t, n: int) -> torch.Tensor:
     return t.to(torch.int32).contiguous()
 
 
+def _version(t: torch.Tensor):
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors track no version
+        return None
+
+
+def _check_query_rows_fit(cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor) -> None:
+    """Each sequence's query rows are its last rows (the causal mask is bottom-right aligned), so it
+    cannot have more query rows than key rows: with more, the kernels would hide prefix keys from the
+    first rows. On a GPU the answer costs a device sync, so it is paid once per pair of index tensors
+    (a forward passes the same ones to every layer), remembered on cu_seqlens_q with both versions."""
+    stamp = (_version(cu_seqlens_q), _version(cu_seqlens_k))
+    memo = getattr(cu_seqlens_q, "_zkernels_rows_checked", None)
+    if memo is not None and memo[0]() is cu_seqlens_k and memo[1] == stamp:
+        return
+    n_q = cu_seqlens_q[1:] - cu_seqlens_q[:-1]
+    n_k = cu_seqlens_k[1:] - cu_seqlens_k[:-1]
+    over = (n_q > n_k).nonzero()
+    # Decreasing offsets (negative counts) are another defect, which a kernel that range-checks its
+    # indices names itself; the counts then say nothing about query rows against keys.
+    if over.numel() and not bool((n_q < 0).any() or (n_k < 0).any()):
+        i = int(over[0, 0])
+        raise ValueError(f"more query rows than keys (sequence {i}): {int(n_q[i])} query rows, {int(n_k[i])} key "
+                         "rows (cu_seqlens_q / cu_seqlens_k); a sequence's query rows are its last key rows, so "
+                         "there can be no more of them, whatever its prefix")
+    try:
+        cu_seqlens_q._zkernels_rows_checked = (weakref.ref(cu_seqlens_k), stamp)
+    except (AttributeError, RuntimeError, TypeError):
+        pass
+
+
 def check_attention_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, prefix_lens,
                            prefix_k=None, prefix_v=None) -> AttentionInputs:
     """The arguments of attention_torch (see attention.py), checked and normalised; a ValueError names
-    the first wrong one. Index values are not range-checked here (on a GPU that needs a sync)."""
+    the first wrong one. Each sequence must have no more query rows than key rows (checked once per pair
+    of cu_seqlens tensors: on a GPU that is one sync). Other index values are not range-checked here (on a
+    GPU each check would need a sync)."""
     if not isinstance(q, torch.Tensor) or q.dim() != 3:
         raise ValueError(f"q must be [tokens, heads, head_dim], got {_shape(q)}")
     n_q_heads, head_dim = q.shape[1], q.shape[2]
@@ -71,8 +106,13 @@ def check_attention_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, prefix_starts, p
     if not isinstance(cu_seqlens_q, torch.Tensor) or cu_seqlens_q.dim() != 1 or cu_seqlens_q.numel() < 1:
         raise ValueError(f"cu_seqlens_q must be 1-D [n_seqs + 1], got {_shape(cu_seqlens_q)}")
     n_seqs = cu_seqlens_q.numel() - 1
-    return AttentionInputs(q, k, v, pk, pv,
-                           _index("cu_seqlens_q", cu_seqlens_q, n_seqs + 1),
-                           _index("cu_seqlens_k", cu_seqlens_k, n_seqs + 1),
-                           _index("prefix_starts", prefix_starts, n_seqs),
-                           _index("prefix_lens", prefix_lens, n_seqs), n_seqs)
+    inputs = AttentionInputs(q, k, v, pk, pv,
+                             _index("cu_seqlens_q", cu_seqlens_q, n_seqs + 1),
+                             _index("cu_seqlens_k", cu_seqlens_k, n_seqs + 1),
+                             _index("prefix_starts", prefix_starts, n_seqs),
+                             _index("prefix_lens", prefix_lens, n_seqs), n_seqs)
+    if cu_seqlens_q.device != cu_seqlens_k.device:
+        raise ValueError(f"cu_seqlens_q and cu_seqlens_k are on different devices: {cu_seqlens_q.device} and "
+                         f"{cu_seqlens_k.device}")
+    _check_query_rows_fit(cu_seqlens_q, cu_seqlens_k)
+    return inputs

@@ -84,6 +84,13 @@ def _qk_norm_rope_kernel(q_ptr, k_ptr, qo_ptr, ko_ptr, qw_ptr, kw_ptr, cos_ptr, 
                        Hk, eps, HALF, BLOCK_HK, KW_ROUND)
 
 
+def qk_norm_rope_launch_config(n_q_heads: int, n_kv_heads: int, head_dim: int) -> tuple[int, int, int]:
+    """(BLOCK_HQ, BLOCK_HK, num_warps): every head of a token in one program. The launcher and
+    benchmarks/gpu_report.py (which compiles it for sm_80/89/90 and checks for spills) both call this."""
+    block_hq, block_hk = triton.next_power_of_2(max(n_q_heads, 1)), triton.next_power_of_2(max(n_kv_heads, 1))
+    return block_hq, block_hk, 4 if block_hq * head_dim >= 2048 else 2
+
+
 def _check_side(name, x, w, pos):
     check_float(name, x)
     check_float(f"{name}_weight", w)
@@ -130,8 +137,7 @@ def qk_norm_rope_triton(q, k, q_weight, k_weight, cos, sin, q_positions, k_posit
     Tq, Hq, Tk, Hk = q.shape[0], q.shape[1], k.shape[0], k.shape[1]
     if Tq + Tk == 0:
         return q_out, k_out
-    block_hq, block_hk = triton.next_power_of_2(max(Hq, 1)), triton.next_power_of_2(max(Hk, 1))
-    warps = 4 if block_hq * D >= 2048 else 2
+    block_hq, block_hk, warps = qk_norm_rope_launch_config(Hq, Hk, D)
     _qk_norm_rope_kernel[(Tq + Tk,)](
         q, k, q_out, k_out, q_weight, k_weight, cos, sin, q_positions, k_positions,
         Tq, Hq, Hk, q.stride(0), q.stride(1), k.stride(0), k.stride(1), cos.stride(0), eps,

@@ -49,6 +49,13 @@ def _rms_norm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, sum_ptr,
     tl.store(out_ptr + row * stride_o + cols, (normed * w).to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def rms_norm_launch_config(hidden: int) -> tuple[int, int]:
+    """(BLOCK, num_warps) for rows of `hidden` values. The launcher and benchmarks/gpu_report.py (which
+    compiles it for sm_80/89/90 and checks for spills) both call this."""
+    block = triton.next_power_of_2(hidden)
+    return block, warps_for_row(block)
+
+
 def _as_rows(t):
     """[..., H] -> [T, H] with a contiguous last dim (a view when possible, else a copy)."""
     t2 = t.reshape(-1, t.shape[-1]) if t.dim() != 2 else t
@@ -84,10 +91,10 @@ def _launch(x, residual, weight, eps, out, residual_out):
     o2 = out.view(-1, H)
     s2 = residual_out.view(-1, H) if residual is not None else o2
     w = weight if weight.stride(0) == 1 else weight.contiguous()
-    block = triton.next_power_of_2(H)
+    block, warps = rms_norm_launch_config(H)
     _rms_norm_kernel[(x2.shape[0],)](
         x2, r2, w, o2, s2, x2.stride(0), r2.stride(0), o2.stride(0), s2.stride(0), H, eps,
-        HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=warps_for_row(block))
+        HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=warps)
     return out, residual_out
 
 

@@ -16,6 +16,12 @@ from ._triton_util import check_float, check_out, require_triton, tl, triton  # 
 _BLOCK = 1024
 
 
+def swiglu_launch_config(intermediate: int) -> tuple[int, int]:
+    """(BLOCK, num_warps) for rows of `intermediate` outputs. The launcher and benchmarks/gpu_report.py
+    (which compiles it for sm_80/89/90 and checks for spills) both call this."""
+    return min(_BLOCK, triton.next_power_of_2(intermediate)), 4
+
+
 @triton.jit
 def _swiglu_kernel(gu_ptr, out_ptr, stride_gu, stride_out, I, BLOCK: tl.constexpr):
     # Grid (rows, column blocks): purely elementwise, so one read of gate and up and one write.
@@ -46,9 +52,9 @@ def swiglu_triton(gate_up: torch.Tensor, *, out=None) -> torch.Tensor:
     if gu.stride(-1) != 1:
         gu = gu.contiguous()
     o = out.view(-1, I)
-    block = min(_BLOCK, triton.next_power_of_2(I))
+    block, warps = swiglu_launch_config(I)
     grid = (gu.shape[0], triton.cdiv(I, block))
-    _swiglu_kernel[grid](gu, o, gu.stride(0), o.stride(0), I, BLOCK=block, num_warps=4)
+    _swiglu_kernel[grid](gu, o, gu.stride(0), o.stride(0), I, BLOCK=block, num_warps=warps)
     return out
 
 
