@@ -20,6 +20,7 @@
 
 #include "cpu_ops.h"
 #include "cpu_pool.h"
+#include "cpu_quant_bindings.h"
 
 namespace py = pybind11;
 using namespace zk::cpu;
@@ -318,4 +319,5 @@ PYBIND11_MODULE(_cpu_ops, m) {
     m.def("attention", &py_attention);
     m.attr("QUERY_ROWS") = kQueryRows;
     m.attr("KEY_TILE") = kKeyTile;
+    zk::quant::register_bindings(m);  // per-token int8 quantization (csrc/cpu_quant.cpp)
 }

@@ -23,7 +23,7 @@ FLOORS = [
     ["reference", "qwen_vocab"],  # the recipes through transformers, Qwen's tokenizer offline
     ["formats", "declared", "projections", "ranking", "binary"],
     ["scoring"],
-    ["model"],
+    ["model", "quantization"],
     ["loading", "packing"],
     ["kernels"],
     ["options", "config", "paths", *EXTENSIONS],

@@ -1,6 +1,7 @@
 """`EngineOptions`: how a model runs (device, dtype, kernel backend, token budget per forward, progress
-bars), in one place. The CLI, the server and the Ray adapter build one and pass it by keyword through
-`Reranker.from_pretrained` / `Embedder.from_pretrained` to `ScoringEngine`; every default lives here.
+bars, weight quantization), in one place. The CLI, the server and the Ray adapter build one and pass it
+by keyword through `Reranker.from_pretrained` / `Embedder.from_pretrained` to `ScoringEngine`; every
+default lives here.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import torch
 # Prompt tokens packed into one forward, by device kind. On CUDA a bigger forward keeps the GPU busy; on
 # CPU a forward costs in proportion to its tokens, so a smaller one bounds memory and latency for free.
 DEFAULT_TOKENS_PER_BATCH = {"cuda": 32_768, "cpu": 8_192}
+# Weight quantization modes: "none" (the model dtype throughout), "int8" (CPU: int8 weights, per-token uint8
+# activations) and "fp8" (CUDA sm_89+: e4m3 weights and activations). See docs/quantization.md.
+QUANTIZE_MODES = ("none", "int8", "fp8")
 TOKENS_PER_BATCH_HELP = (f"prompt tokens packed into one forward (default: {DEFAULT_TOKENS_PER_BATCH['cpu']} on cpu, "
                          f"{DEFAULT_TOKENS_PER_BATCH['cuda']} on cuda)")
 
@@ -21,12 +25,14 @@ class EngineOptions:
     """device: "cpu", "cuda" or "cuda:N". dtype: a torch dtype or its name (None: float32 on CPU, bfloat16
     on CUDA). backend: a kernel backend name (None: zkernels.kernels.resolve_backend's default).
     max_tokens_per_batch: prompt tokens per forward (None: DEFAULT_TOKENS_PER_BATCH for the device).
-    show_progress: progress bars while loading (None: when stderr is a terminal)."""
+    show_progress: progress bars while loading (None: when stderr is a terminal). quantize: one of
+    QUANTIZE_MODES (None: what the checkpoint records, written by `zkernels quantize`, else "none")."""
     device: str = "cpu"
     dtype: torch.dtype | str | None = None
     backend: str | None = None
     max_tokens_per_batch: int | None = None
     show_progress: bool | None = None
+    quantize: str | None = None
 
     def __post_init__(self):
         try:
@@ -37,6 +43,12 @@ class EngineOptions:
         n = self.max_tokens_per_batch
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise ValueError(f"max_tokens_per_batch must be a positive int or None, got {n!r}")
+        q = self.quantize
+        if q is not None:
+            if not isinstance(q, str) or q.lower() not in QUANTIZE_MODES:
+                raise ValueError(f"quantize must be one of {QUANTIZE_MODES} or None, got {q!r}")
+            object.__setattr__(self, "quantize", q.lower())
+            check_quantize_device(self.quantize, device)
 
     @property
     def device_kind(self) -> str:
@@ -51,9 +63,19 @@ class EngineOptions:
         return dataclasses.replace(self, **changes)
 
 
+def check_quantize_device(quantize: str | None, device: str) -> None:
+    """int8 runs on CPU devices, fp8 on CUDA ones: the other pairing is an error before anything loads."""
+    on_cuda = str(device).startswith("cuda")
+    if quantize == "fp8" and not on_cuda:
+        raise ValueError(f"quantize='fp8' runs on CUDA devices (sm_89 or newer), not {device!r}; on a CPU use "
+                         f"quantize='int8'")
+    if quantize == "int8" and on_cuda:
+        raise ValueError(f"quantize='int8' runs on CPU devices, not {device!r}; on CUDA use quantize='fp8'")
+
+
 def merge_options(options: EngineOptions | None, **given) -> EngineOptions:
     """`options` (or the defaults) with the keyword arguments a loader was also given (device=, dtype=,
-    backend=, max_tokens_per_batch=, show_progress=). The loaders keep those arguments for direct use;
+    backend=, max_tokens_per_batch=, show_progress=, quantize=). The loaders keep those arguments for direct use;
     with options= as well, a value set both ways must agree, so that neither silently wins (a value equal
     to the loader's default counts as not given)."""
     if options is None:
