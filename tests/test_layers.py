@@ -21,7 +21,7 @@ FLOORS = [
     ["pipeline"],
     ["reranker", "embedder"],
     ["reference", "qwen_vocab"],  # the recipes through transformers, Qwen's tokenizer offline
-    ["formats", "declared", "projections", "ranking", "binary"],
+    ["formats", "declared", "projections", "ranking", "binary", "calibration", "agreement"],
     ["scoring"],
     ["model", "quantization"],
     ["loading", "packing"],

@@ -15,7 +15,7 @@ from .config import Qwen3Config
 from .kernels import resolve_backend
 from .loading import load_qwen3_weights, resolve_dtype
 from .model import Qwen3Forward
-from .options import EngineOptions
+from .options import EngineOptions, check_quantize_device
 from .packing import PackedBatch, concat_batches, plan_batches
 from .quantization import check_quantize_runs, layer_quantizer, read_recipe, resolve_quantize, weight_bytes
 
@@ -34,6 +34,7 @@ class ScoringEngine:
         self.config = config
         recipe = read_recipe(source, config.hidden_size) if isinstance(source, Path) else None
         self.quantize = resolve_quantize(options.quantize, recipe)  # "none", "int8" or "fp8"
+        check_quantize_device(self.quantize, device)
         check_quantize_runs(self.quantize, device)
         weights = load_qwen3_weights(source, self.config, score_token_ids, device, self.dtype, options.show_progress,
                                      prepare_layer=layer_quantizer(self.quantize, self.dtype, recipe))
