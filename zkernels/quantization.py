@@ -10,8 +10,12 @@ Smoothing (SmoothQuant): Qwen3's inputs to q|k|v and gate|up carry a few channel
 rest in every token. Dividing channel j of those inputs by s_j and multiplying weight column j by s_j
 leaves the product unchanged and evens the channels out; the division is folded into the norm weight
 that produces the input (input_layernorm for q|k|v, post_attention_layernorm for gate|up), so it costs
-nothing at run time. The scales live in the checkpoint folder (SMOOTHING_FILE) beside the untouched
-original weights, and the recipe in config.json under RECIPE_KEY; a float load ignores both.
+nothing at run time. Calibrated scales (`zkernels quantize`, s_j = max|X_j|^a / max|W_j|^(1-a)) live in
+the checkpoint folder (SMOOTHING_FILE) beside the untouched original weights, and the recipe in
+config.json under RECIPE_KEY; a float load ignores both. Without them, the scales come from the weights
+alone: the norm's gain |g_j| stands for max|X_j| (the normalised input has no preferred channel, so a
+channel that is large in every token is one the norm weight makes large; cf. "gamma migration" in Wei et
+al., Outlier Suppression), s_j = |g_j|^0.5 / max|W_j|^0.5.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ RECIPE_KEY = "zkernels_quantization"
 SMOOTHING_FILE = "smoothing.safetensors"
 LINEARS = ("qkv", "o", "gate_up", "down")
 SMOOTHED = {"qkv": "input_norm", "gate_up": "post_norm"}  # linear -> the norm weight that absorbs 1 / s
+# The migration strength of the calibration-free scales (None: no smoothing without a calibrated recipe).
+NORM_GAIN_ALPHA: float | None = 0.5
 
 
 @dataclass
@@ -102,10 +108,13 @@ def layer_quantizer(mode: str, dtype: torch.dtype, recipe: QuantRecipe | None = 
     else:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {mode!r}")
     smoothing = recipe.smoothing if recipe is not None else {}
+    alpha = NORM_GAIN_ALPHA
 
     def prepare(i: int, layer: LayerWeights) -> LayerWeights:
         for name in LINEARS:
             s = smoothing.get(f"layers.{i}.{name}")
+            if s is None and not smoothing and alpha is not None and name in SMOOTHED:
+                s = norm_gain_scales(getattr(layer, SMOOTHED[name]), getattr(layer, name), alpha)
             if s is not None:
                 norm = SMOOTHED[name]
                 w = getattr(layer, norm)
@@ -114,6 +123,13 @@ def layer_quantizer(mode: str, dtype: torch.dtype, recipe: QuantRecipe | None = 
         return layer
 
     return prepare
+
+
+def norm_gain_scales(norm_weight: torch.Tensor, weight: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Calibration-free smoothing scales [in]: |g|^alpha / max|W column|^(1 - alpha), floored away from 0."""
+    g = norm_weight.float().abs().clamp_min(1e-5)
+    w = weight.float().abs().amax(dim=0).clamp_min(1e-5)
+    return (g ** alpha / w ** (1 - alpha)).clamp(1e-4, 1e4)
 
 
 def tensor_bytes(t) -> int:
