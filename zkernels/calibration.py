@@ -66,7 +66,8 @@ def smoothing_scales(x_amax: torch.Tensor, w_amax: torch.Tensor, alpha: float) -
 
 
 def calibrate(folder: Path, texts: Sequence[str], alpha: float = DEFAULT_ALPHA,
-              max_tokens: int = MAX_CALIBRATION_TOKENS) -> tuple[dict[str, torch.Tensor], int]:
+              max_tokens: int = MAX_CALIBRATION_TOKENS, show_progress: bool | None = None
+              ) -> tuple[dict[str, torch.Tensor], int]:
     """Smoothing scales {"layers.{i}.qkv" / "layers.{i}.gate_up": [hidden]} from a float32 forward over
     `texts` (each tokenized alone, at most max_tokens tokens), and the number of tokens seen."""
     if not 0.0 <= alpha <= 1.0:
@@ -77,7 +78,7 @@ def calibrate(folder: Path, texts: Sequence[str], alpha: float = DEFAULT_ALPHA,
     config = Qwen3Config.from_file(folder / "config.json")
     tokenizer = load_tokenizer(folder)
     engine = ScoringEngine(folder, config, [], options=EngineOptions(dtype="float32", backend="torch",
-                                                                      quantize="none"))
+                                                                      quantize="none", show_progress=show_progress))
     observers = {}
     for i, layer in enumerate(engine.forward.weights.layers):
         for name in SMOOTHED:
@@ -85,7 +86,8 @@ def calibrate(folder: Path, texts: Sequence[str], alpha: float = DEFAULT_ALPHA,
             setattr(layer, name, obs)
     prompts = [tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens] for t in texts]
     prompts = [p for p in prompts if p]
-    for _ in engine.iter_batches(prompts, list(range(len(prompts))), use_prefix_cache=False):
+    for _ in engine.iter_batches(prompts, list(range(len(prompts))), use_prefix_cache=False,
+                                 show_progress_bar=show_progress, desc="Calibrating"):
         pass
     scales = {name: smoothing_scales(obs.amax, obs.weight.float().abs().amax(dim=0), alpha)
               for name, obs in observers.items()}
@@ -94,7 +96,7 @@ def calibrate(folder: Path, texts: Sequence[str], alpha: float = DEFAULT_ALPHA,
 
 def write_quantized_checkpoint(source: str | os.PathLike, out: str | os.PathLike, *, quantize: str = "int8",
                                texts: Sequence[str] | None = None, calibration_name: str | None = None,
-                               alpha: float = DEFAULT_ALPHA) -> Path:
+                               alpha: float = DEFAULT_ALPHA, show_progress: bool | None = None) -> Path:
     """Calibrates `source` and writes `out`: the source's files (hard links where the file system allows,
     else copies), config.json with the recipe under RECIPE_KEY, and the scales in SMOOTHING_FILE.
     `from_pretrained(out)` then loads in `quantize` mode; quantize="none" there loads the original model."""
@@ -108,7 +110,7 @@ def write_quantized_checkpoint(source: str | os.PathLike, out: str | os.PathLike
         raise ValueError(f"quantize must be 'int8' or 'fp8', got {quantize!r}")
     if texts is None:
         texts, calibration_name = BUILTIN_TEXTS, "built-in texts"
-    scales, n_tokens = calibrate(folder, texts, alpha)
+    scales, n_tokens = calibrate(folder, texts, alpha, show_progress=show_progress)
     config = read_json(folder / "config.json")
     config[RECIPE_KEY] = {"quantize": quantize, "method": "smoothquant", "alpha": alpha,
                           "smoothing_file": SMOOTHING_FILE, "calibration": calibration_name or "texts",

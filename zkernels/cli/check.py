@@ -8,7 +8,7 @@ import json
 from .checkpoints import EMBEDDER, RERANKER, check_checkpoint
 from .documents import read_documents
 from .messages import UsageError
-from .options import DTYPES, add_backend, add_format, add_progress, positive_int
+from .options import add_device, add_format, add_progress, engine_options, positive_int
 
 KINDS = ("reranker", "embedder")
 
@@ -22,15 +22,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face hub id")
     p.add_argument("--kind", choices=KINDS, default="reranker",
                    help="reranker (scores of each query's documents) or embedder (cosine similarities)")
-    p.add_argument("--quantize", choices=("int8", "fp8"), default="int8", help="the quantized mode (default: int8)")
     p.add_argument("--queries", required=True, metavar="FILE", help="queries, one per line (or .jsonl)")
     p.add_argument("--documents", required=True, metavar="FILE",
                    help="documents, one per line (or .jsonl): every query's list is all of them")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu; fp8 needs cuda)")
-    p.add_argument("--dtype", default=None, choices=DTYPES,
-                   help="the reference's dtype, and the quantized model's outside its linears (default: float32 on "
-                        "cpu, bfloat16 on cuda)")
-    add_backend(p)
+    add_device(p)  # --dtype: the reference's, and the quantized model's outside its linears; --quantize: int8
     add_format(p)
     p.add_argument("--top-k", type=positive_int, default=10, metavar="K", help="k of the top-k overlap (default: 10)")
     p.add_argument("--json", action="store_true", help="print one JSON object per list, then the summary")
@@ -40,9 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _load(args, quantize: str):
-    from ..options import EngineOptions
-    options = EngineOptions(device=args.device, dtype=args.dtype, backend=args.backend, show_progress=args.progress,
-                            quantize=quantize)
+    options = engine_options(args).replace(quantize=quantize)
     if args.kind == "embedder":
         from ..embedder import Embedder
         return Embedder.from_pretrained(args.model, options=options)
@@ -61,12 +54,14 @@ def _score_lists(model, kind: str, queries: list[str], documents: list[str], pro
 
 def run(args) -> int:
     from ..agreement import summarize
-    from ..options import EngineOptions
 
     if args.kind == "embedder" and args.format is not None:
         raise UsageError("--format applies to rerankers only")
+    if args.quantize == "none":
+        raise UsageError("--quantize none leaves nothing to compare; choose int8 (cpu) or fp8 (cuda)")
+    args.quantize = args.quantize or ("fp8" if args.device.startswith("cuda") else "int8")
     queries, documents = read_documents(args.queries), read_documents(args.documents)
-    EngineOptions(device=args.device, quantize=args.quantize)  # a mode this device cannot run: before loading
+    engine_options(args)  # a mode this device cannot run is an error before anything loads
     check_checkpoint(args.model, "--model", RERANKER if args.kind == "reranker" else EMBEDDER)
     reference = _load(args, "none")
     ref_scores = _score_lists(reference, args.kind, queries, documents, args.progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .documents import read_documents
+from .options import add_progress
 
 
 def _alpha(text: str) -> float:
@@ -32,6 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="SmoothQuant's migration strength in [0, 1] (default: 0.5)")
     p.add_argument("--quantize", choices=("int8", "fp8"), default="int8",
                    help="the mode OUT loads in (default: int8)")
+    add_progress(p)
     p.set_defaults(func=run)
     return p
 
@@ -41,6 +43,7 @@ def run(args) -> int:
 
     texts = read_documents(args.calibration) if args.calibration else None
     out = write_quantized_checkpoint(args.model, args.out, quantize=args.quantize, texts=texts,
-                                     calibration_name=args.calibration, alpha=args.alpha)
+                                     calibration_name=args.calibration, alpha=args.alpha,
+                                     show_progress=args.progress)
     print(f"wrote {out} ({args.quantize}, SmoothQuant alpha {args.alpha}); load it with --model {out}")
     return 0
