@@ -154,3 +154,15 @@ def test_cli_flags_fail_before_loading(folders, tmp_path, capsys):
     assert main(["quantize", str(folders["base"]), str(tmp_path / "x"), "--alpha", "2"]) == 2
     assert main(rerank + ["--quantize", "int8", "--json"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_the_server_and_ray_front_doors_pass_quantize_through(folders):
+    from zkernels.ray.predictors import actor_options
+    from zkernels.serve.models import load_served_models
+    served, _, demo = load_served_models(str(folders["base"]), None, EngineOptions(quantize="int8"))
+    assert not demo and served.model.engine.quantize == "int8"
+    assert actor_options(EngineOptions(quantize="int8"), "cpu", {}).quantize == "int8"
+    kwargs = {"quantize": "int8"}
+    assert actor_options(None, "cpu", kwargs).quantize == "int8" and kwargs == {}
+    with pytest.raises(ValueError, match="quantize='int8' runs on CPU devices"):
+        actor_options(EngineOptions(quantize="int8"), "cuda", {})
