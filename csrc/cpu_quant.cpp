@@ -82,6 +82,28 @@ int64_t quantize_rows_scalar(const QuantRowsArgs& a, int64_t r0, int64_t r1) {
     return bad;
 }
 
+inline uint16_t f32_to_bf16_rne(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+void scale_rows_scalar(const ScaleRowsArgs& a, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+        const float s = a.scale[r];
+        const float* y = a.y + r * a.sy;
+        if (a.bf16) {
+            uint16_t* o = (uint16_t*)a.out + r * a.so;
+            for (int64_t j = 0; j < a.cols; ++j) o[j] = f32_to_bf16_rne(y[j] * s);
+        } else {
+            float* o = (float*)a.out + r * a.so;
+            for (int64_t j = 0; j < a.cols; ++j) o[j] = y[j] * s;
+        }
+    }
+}
+
 #if defined(__x86_64__) || defined(_M_X64)
 bool avx512_runs() {
     __builtin_cpu_init();
@@ -132,6 +154,31 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) int64_t quantize_rows_avx51
     return bad;
 }
 
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void scale_rows_avx512(const ScaleRowsArgs& a, int64_t r0,
+                                                                             int64_t r1) {
+    const __m512i round_bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf_bits = _mm512_set1_epi32(0x7f800000);
+    const __m512i quiet_nan = _mm512_set1_epi32(0x7fc00000);
+    for (int64_t r = r0; r < r1; ++r) {
+        const __m512 s = _mm512_set1_ps(a.scale[r]);
+        const float* y = a.y + r * a.sy;
+        for (int64_t j = 0; j < a.cols; j += 16) {
+            const __mmask16 m = a.cols - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (a.cols - j)) - 1);
+            const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, y + j), s);
+            if (!a.bf16) {
+                _mm512_mask_storeu_ps((float*)a.out + r * a.so + j, m, v);
+                continue;
+            }
+            // round to nearest even on the bits, NaN kept quiet: f32_to_bf16_rne, 16 at a time
+            __m512i u = _mm512_castps_si512(v);
+            const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf_bits);
+            u = _mm512_add_epi32(u, _mm512_add_epi32(round_bias, _mm512_and_si512(_mm512_srli_epi32(u, 16), one)));
+            u = _mm512_mask_mov_epi32(u, nan, quiet_nan);
+            _mm512_mask_cvtepi32_storeu_epi16((uint16_t*)a.out + r * a.so + j, m, _mm512_srli_epi32(u, 16));
+        }
+    }
+}
+
 Int8Isa int8_isa() {
     Int8Isa out{false, false, false};
     unsigned a, b, c, d;
@@ -149,6 +196,7 @@ Int8Isa int8_isa() {
 }
 #else
 bool avx512_runs() { return false; }
+void scale_rows_avx512(const ScaleRowsArgs& a, int64_t r0, int64_t r1) { scale_rows_scalar(a, r0, r1); }
 int64_t quantize_rows_avx512(const QuantRowsArgs& a, int64_t r0, int64_t r1) {
     return quantize_rows_scalar(a, r0, r1);
 }
@@ -216,6 +264,59 @@ void py_quantize_rows(py::array x, const std::string& dtype, py::array q, py::ar
                      "finite activations");
 }
 
+template <class Fn>
+void over_rows(int threads, int64_t rows, int64_t cols, Fn fn) {
+    if (threads <= 1 || rows * cols < 65536) {
+        fn(0, rows);
+        return;
+    }
+    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(rows / (4 * threads) + 1, 65536 / cols + 1));
+    const int64_t tasks = (rows + chunk - 1) / chunk;
+    zk::cpu::Pool::instance().run(threads, tasks, 1, [&](int64_t t, int) {
+        fn(t * chunk, std::min(rows, (t + 1) * chunk));
+    });
+}
+
+void py_scale_rows(py::array y, py::array scale, py::array out, const std::string& out_dtype, const std::string& isa,
+                   int threads) {
+    auto need = [](bool ok, const std::string& what) {
+        if (!ok) throw py::value_error("scale_rows: " + what);
+    };
+    need(out_dtype == "float32" || out_dtype == "bfloat16",
+         "out_dtype must be 'float32' or 'bfloat16', got '" + out_dtype + "'");
+    const bool bf16 = out_dtype == "bfloat16";
+    need(y.dtype().kind() == 'f' && y.dtype().itemsize() == 4, "y must be float32");
+    need(y.ndim() == 2, "y must be 2-D [rows, cols]");
+    const int64_t rows = y.shape(0), cols = y.shape(1);
+    need(y.strides(1) == 4 && (rows <= 1 || (y.strides(0) % 4 == 0 && y.strides(0) >= 4 * cols)),
+         "y's rows must be contiguous");
+    need(scale.dtype().kind() == 'f' && scale.dtype().itemsize() == 4 && scale.ndim() == 1 && scale.shape(0) == rows &&
+             (rows <= 1 || scale.strides(0) == 4),
+         "scale must be contiguous float32 [rows]");
+    const int64_t item = bf16 ? 2 : 4;
+    if (bf16)
+        need(out.dtype().itemsize() == 2 && (out.dtype().kind() == 'i' || out.dtype().kind() == 'u'),
+             "out must be a 16-bit integer view of bfloat16 values");
+    else
+        need(out.dtype().kind() == 'f' && out.dtype().itemsize() == 4, "out must be float32");
+    need(out.ndim() == 2 && out.shape(0) == rows && out.shape(1) == cols, "out must have y's shape");
+    need(out.writeable(), "out must be writable");
+    need(out.strides(1) == item && (rows <= 1 || (out.strides(0) % item == 0 && out.strides(0) >= item * cols)),
+         "out's rows must be contiguous");
+    need(isa == "auto" || isa == "avx512" || isa == "scalar", "isa must be 'auto', 'avx512' or 'scalar'");
+    const bool wide = isa != "scalar" && avx512_runs();
+    need(isa != "avx512" || wide, "this CPU cannot run isa 'avx512'");
+    ScaleRowsArgs a{(const float*)y.data(), rows > 1 ? (int64_t)(y.strides(0) / 4) : cols, (const float*)scale.data(),
+                    out.mutable_data(), rows > 1 ? (int64_t)(out.strides(0) / item) : cols, bf16, rows, cols};
+    py::gil_scoped_release nogil;
+    over_rows(threads, rows, cols, [&](int64_t r0, int64_t r1) {
+        if (wide)
+            scale_rows_avx512(a, r0, r1);
+        else
+            scale_rows_scalar(a, r0, r1);
+    });
+}
+
 py::dict py_int8_isa() {
     const Int8Isa i = int8_isa();
     py::dict d;
@@ -231,6 +332,9 @@ void register_bindings(py::module_& m) {
     m.def("quantize_rows", &py_quantize_rows, py::arg("x"), py::arg("dtype"), py::arg("q"), py::arg("scale"),
           py::arg("isa") = "auto", py::arg("threads") = 1,
           "Per-row uint8 quantization (zero point 128) of x [rows, cols] into q [rows, cols] and scale [rows].");
+    m.def("scale_rows", &py_scale_rows, py::arg("y"), py::arg("scale"), py::arg("out"), py::arg("out_dtype"),
+          py::arg("isa") = "auto", py::arg("threads") = 1,
+          "out[r] = y[r] * scale[r], rounded once to out_dtype ('float32' or 'bfloat16'); out may be y.");
     m.def("int8_isa", &py_int8_isa, "The CPU's int8 dot-product extensions: avx512_vnni, avx_vnni, amx_int8.");
 }
 

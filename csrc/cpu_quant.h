@@ -24,6 +24,18 @@ int64_t quantize_rows_scalar(const QuantRowsArgs& a, int64_t r0, int64_t r1);
 int64_t quantize_rows_avx512(const QuantRowsArgs& a, int64_t r0, int64_t r1);  // AVX-512 F/BW/VL
 bool avx512_runs();
 
+// out[r, j] = round(y[r, j] * scale[r]): the int8 matmul's float32 rows times their activation scale, rounded
+// once to the output type (float32, or bfloat16 with torch's round-to-nearest-even); out may be y itself.
+struct ScaleRowsArgs {
+    const float* y; int64_t sy;
+    const float* scale;
+    void* out; int64_t so;
+    bool bf16;
+    int64_t rows, cols;
+};
+void scale_rows_scalar(const ScaleRowsArgs& a, int64_t r0, int64_t r1);
+void scale_rows_avx512(const ScaleRowsArgs& a, int64_t r0, int64_t r1);
+
 // The instruction-set extensions oneDNN's fast int8 matmuls need, as this CPU reports them (cpuid, with
 // the OS saving the wide registers).
 struct Int8Isa {
