@@ -133,3 +133,33 @@ def test_a_cpu_without_vnni_or_amx_gets_an_error_naming_them(monkeypatch):
         check_int8_cpu()
     with pytest.raises(RuntimeError, match="AVX512-VNNI"):
         QuantizedLinear.from_float(torch.randn(8, 16))
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("isa", ["auto", "scalar"])
+def test_scale_rows_matches_the_torch_reference_bit_for_bit(dtype, isa):
+    from zkernels.kernels.linear_int8 import scale_rows, scale_rows_torch
+    g = torch.Generator().manual_seed(11)
+    for shape in ((1, 1), (7, 33), (64, 200)):
+        y, s = torch.randn(shape, generator=g) * 300, torch.rand(shape[0], generator=g)
+        expected = scale_rows_torch(y, s, dtype)
+        assert torch.equal(scale_rows(y.clone(), s, dtype, isa=isa), expected)
+    y = torch.randn(3, 40)
+    y[1, 7] = float("nan")
+    assert scale_rows(y, torch.ones(3), dtype, isa=isa).isnan().sum() == 1
+
+
+@needs_ext
+def test_scale_rows_binding_checks_its_arguments():
+    ext = linear_int8._ext
+    y, s = np.zeros((4, 8), np.float32), np.ones(4, np.float32)
+    for change, message in ((dict(y=y.astype(np.float64)), "y must be float32"),
+                            (dict(scale=np.ones(3, np.float32)), "scale must be contiguous float32"),
+                            (dict(out=np.zeros((4, 9), np.float32)), "out must have y's shape"),
+                            (dict(out_dtype="bfloat16"), "16-bit integer view"),
+                            (dict(out_dtype="float16"), "out_dtype must be")):
+        args = dict(y=y, scale=s, out=np.zeros((4, 8), np.float32), out_dtype="float32", **{})
+        args.update(change)
+        with pytest.raises(ValueError, match=message):
+            ext.scale_rows(**args)
