@@ -106,35 +106,44 @@ def ov_int8_runner(export, threads: int):
                  f"activation quantization group size {group}, bf16 elsewhere, {threads} threads")
 
 
-def weight_bytes_from_config(cfg: dict, quantize: str, dtype_bytes: int = 2) -> int:
+def weight_bytes_from_config(cfg: dict, quantize: str, dtype_bytes: int = 2, score_rows: int = 1) -> int:
     """A loaded model's weight bytes computed from its shape (as zkernels.quantization.weight_bytes counts
     them): embedding table and norms in `dtype_bytes` (bf16: 2), the four linears per layer in 2 bytes
-    (bf16) or 1 byte plus a float32 scale per output channel (int8); tied embeddings, two score rows."""
+    (bf16) or 1 byte plus a float32 scale per output channel (int8); tied embeddings, `score_rows` score rows
+    (zerank: 1; qwen3-reranker: 2), float32 when quantized."""
     H, L = cfg["hidden_size"], cfg["num_hidden_layers"]
     shapes = linear_shapes(cfg).values()
     linears = sum(n * k for n, k in shapes)
     per_layer = linears + 4 * sum(n for n, _ in shapes) if quantize == "int8" else 2 * linears
     norms = (2 * H + 2 * cfg["head_dim"]) * dtype_bytes
-    score_rows = 2 * H * (4 if quantize == "int8" else dtype_bytes)
-    return cfg["vocab_size"] * H * 2 + L * (per_layer + norms) + H * dtype_bytes + score_rows
+    rows = score_rows * H * (4 if quantize == "int8" else dtype_bytes)
+    return cfg["vocab_size"] * H * 2 + L * (per_layer + norms) + H * dtype_bytes + rows
 
 
 _LOAD_SCRIPT = r"""
-import json, resource, sys, torch
+import json, sys, torch
+from pathlib import Path
 from zkernels import Reranker
+
+def vm(key):  # kB, from /proc/self/status
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+
 torch.set_num_threads(1)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kw = json.loads(sys.argv[2])
+before = vm("VmRSS")
+Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set, to the current one
 r = Reranker.from_pretrained(sys.argv[1], format="zerank", **kw)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_kib": peak, "before_load_kib": base, "weight_bytes": r.weight_bytes}))
+print(json.dumps({"peak_kib": vm("VmHWM"), "before_load_kib": before, "after_load_kib": vm("VmRSS"),
+                  "weight_bytes": r.weight_bytes}))
 """
 
 
 def load_memory(hf_bf16, folder: Path, log) -> list[dict]:
     """Saves the benchmark model as a bf16 checkpoint, then loads it in fresh processes (bf16; int8 with
     float32 elsewhere; int8 with bf16 elsewhere) and reports each load's weight bytes and peak resident
-    memory (ru_maxrss, less the process's before the load)."""
+    memory (VmHWM after a reset just before the load, less the resident memory before it; Linux)."""
     hf_bf16.save_pretrained(str(folder))
     rows = []
     for name, kw in (("bfloat16", {"dtype": "bfloat16"}), ("int8 (float32 elsewhere)", {"quantize": "int8"}),
