@@ -261,9 +261,13 @@ def load_qwen3_weights(source: Path | Mapping[str, torch.Tensor], config: Qwen3C
         embed_dtype = dtype if prepare_layer is None else _lossless_narrowest(
             reader.stored_dtype("embed_tokens.weight"), dtype)
         embed = reader.get("embed_tokens.weight", (c.vocab_size, c.hidden_size), dtype=embed_dtype)
+        # a quantized load reads each linear in its stored precision where that is exact (a bf16
+        # checkpoint: bf16), so the one layer held before quantization is no larger than in the checkpoint
+        linear_dtype = None if prepare_layer is None else _lossless_narrowest(
+            reader.stored_dtype("layers.0.self_attn.q_proj.weight"), dtype)
         layers = []
         for i in range(c.num_layers):
-            layer = _load_layer(reader, c, i)
+            layer = _load_layer(reader, c, i, linear_dtype)
             layers.append(layer if prepare_layer is None else prepare_layer(i, layer))
         final_norm = reader.get("norm.weight", (c.hidden_size,))
         if c.classifier:  # a sequence-classification conversion: its one score row, and no LM head
@@ -283,26 +287,28 @@ def load_qwen3_weights(source: Path | Mapping[str, torch.Tensor], config: Qwen3C
     return Qwen3Weights(embed=embed, layers=layers, final_norm=final_norm, score_rows=score_rows)
 
 
-def _load_layer(reader: _TensorReader, c: Qwen3Config, i: int) -> LayerWeights:
+def _load_layer(reader: _TensorReader, c: Qwen3Config, i: int, linear_dtype: torch.dtype | None = None
+                ) -> LayerWeights:
+    """Layer i; its linear weights in linear_dtype (default: the reader's dtype)."""
     p = f"layers.{i}."
     h, d = c.hidden_size, c.head_dim
-    q = reader.get(p + "self_attn.q_proj.weight", (c.q_width, h))
-    k = reader.get(p + "self_attn.k_proj.weight", (c.kv_width, h))
-    v = reader.get(p + "self_attn.v_proj.weight", (c.kv_width, h))
+    q = reader.get(p + "self_attn.q_proj.weight", (c.q_width, h), dtype=linear_dtype)
+    k = reader.get(p + "self_attn.k_proj.weight", (c.kv_width, h), dtype=linear_dtype)
+    v = reader.get(p + "self_attn.v_proj.weight", (c.kv_width, h), dtype=linear_dtype)
     qkv_bias = o_bias = None
     if c.attention_bias:
         qkv_bias = torch.cat([reader.get(p + f"self_attn.{n}_proj.bias", (w,))
                               for n, w in (("q", c.q_width), ("k", c.kv_width), ("v", c.kv_width))])
         o_bias = reader.get(p + "self_attn.o_proj.bias", (h,))
-    gate = reader.get(p + "mlp.gate_proj.weight", (c.intermediate_size, h))
-    up = reader.get(p + "mlp.up_proj.weight", (c.intermediate_size, h))
+    gate = reader.get(p + "mlp.gate_proj.weight", (c.intermediate_size, h), dtype=linear_dtype)
+    up = reader.get(p + "mlp.up_proj.weight", (c.intermediate_size, h), dtype=linear_dtype)
     return LayerWeights(
         input_norm=reader.get(p + "input_layernorm.weight", (h,)),
         qkv=torch.cat((q, k, v)), qkv_bias=qkv_bias,
         q_norm=reader.get(p + "self_attn.q_norm.weight", (d,)),
         k_norm=reader.get(p + "self_attn.k_norm.weight", (d,)),
-        o=reader.get(p + "self_attn.o_proj.weight", (h, c.q_width)), o_bias=o_bias,
+        o=reader.get(p + "self_attn.o_proj.weight", (h, c.q_width), dtype=linear_dtype), o_bias=o_bias,
         post_norm=reader.get(p + "post_attention_layernorm.weight", (h,)),
         gate_up=torch.cat((gate, up)),
-        down=reader.get(p + "mlp.down_proj.weight", (h, c.intermediate_size)),
+        down=reader.get(p + "mlp.down_proj.weight", (h, c.intermediate_size), dtype=linear_dtype),
     )

@@ -67,17 +67,26 @@ def quantize_weight(weight: torch.Tensor, smoothing: torch.Tensor | None = None)
     (int8 [out, in], float32 scale [out]) with weight ~= q * scale[:, None], symmetric, |q| <= 127."""
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or not weight.is_floating_point():
         raise ValueError(f"weight must be a 2-D float tensor, got {_describe(weight)}")
-    w = weight.float()
-    if smoothing is not None:
-        if smoothing.shape != (w.shape[1],):
-            raise ValueError(f"smoothing must have shape [{w.shape[1]}], got {tuple(smoothing.shape)}")
-        w = w * smoothing.float().to(w.device)[None, :]
-    if not torch.isfinite(w).all():
-        raise ValueError(f"weight [{w.shape[0]}, {w.shape[1]}] holds a NaN or an infinity: it cannot be quantized")
-    amax = w.abs().amax(dim=1)
-    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
-    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    n, k = weight.shape
+    if smoothing is not None and smoothing.shape != (k,):
+        raise ValueError(f"smoothing must have shape [{k}], got {tuple(smoothing.shape)}")
+    q = torch.empty((n, k), dtype=torch.int8, device=weight.device)
+    scale = torch.empty(n, dtype=torch.float32, device=weight.device)
+    # blocks of rows, so the float32 temporaries stay small beside a weight read in bf16 (loading's peak)
+    for r0 in range(0, n, _WEIGHT_BLOCK_ROWS):
+        w = weight[r0:r0 + _WEIGHT_BLOCK_ROWS].float()
+        if smoothing is not None:
+            w = w * smoothing.float().to(w.device)[None, :]
+        if not torch.isfinite(w).all():
+            raise ValueError(f"weight [{n}, {k}] holds a NaN or an infinity: it cannot be quantized")
+        amax = w.abs().amax(dim=1)
+        s = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+        q[r0:r0 + len(w)] = torch.round(w / s[:, None]).clamp_(-127, 127)
+        scale[r0:r0 + len(w)] = s
     return q, scale
+
+
+_WEIGHT_BLOCK_ROWS = 256
 
 
 def quantize_rows_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
