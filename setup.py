@@ -27,10 +27,11 @@ ext_modules = [
     Pybind11Extension(
         "zkernels._cpu_ops",
         ["csrc/cpu_ops.cpp", "csrc/cpu_isa_scalar.cpp", "csrc/cpu_isa_avx2.cpp", "csrc/cpu_isa_avx512.cpp",
-         "csrc/cpu_isa_avx512bf16.cpp"],
+         "csrc/cpu_isa_avx512bf16.cpp", "csrc/cpu_quant.cpp"],
         include_dirs=["csrc"],
         depends=["csrc/cpu_ops.h", "csrc/cpu_pool.h", "csrc/cpu_kernels.h", "csrc/cpu_vec_scalar.h",
-                 "csrc/cpu_vec_avx2.h", "csrc/cpu_vec_avx512.h", "csrc/cpu_tensor_view.h", "csrc/isa_features.h"],
+                 "csrc/cpu_vec_avx2.h", "csrc/cpu_vec_avx512.h", "csrc/cpu_tensor_view.h", "csrc/isa_features.h",
+                 "csrc/cpu_quant.h", "csrc/cpu_quant_bindings.h"],
         cxx_std=17,
         extra_compile_args=["-O3", "-ffp-contract=off"],
     ),

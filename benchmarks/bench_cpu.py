@@ -16,7 +16,12 @@ Measured in the same run:
     best rate measured for the dtype;
   - rerank workloads: 1 query x 20 documents of 50-250 tokens; 1 x 50; a 400-token query x 20 short
     documents; embed workloads: 32 documents of 50-250 tokens; 64 queries of 5-30 tokens;
-  - implementations: zkernels (cpu backend) fp32 and bf16; transformers fp32 and bf16 (sdpa,
+  - int8: the Qwen3-4B linears at 128 rows, bf16 prepacked against int8 (bench_int8.py); a bf16 checkpoint
+    of the benchmark model loaded in fresh processes as bf16 and as int8 (weight bytes, peak memory);
+  - implementations: zkernels (cpu backend) fp32, bf16 and int8 (quantize="int8": int8 linears, float32
+    elsewhere, from the bf16 weights); OpenVINO int8 (nncf.compress_weights INT8_SYM + its dynamic
+    activation quantization, bf16 elsewhere) on the export below;
+    transformers fp32 and bf16 (sdpa,
     logits_to_keep=1, batches of 16 sorted by length, left-padded); ONNX Runtime fp32 and OpenVINO bf16
     on one Qwen3ForSequenceClassification ONNX export of the same weights (right-padded batches of 16
     sorted by length), when onnxruntime / openvino / onnx are installed;
@@ -95,6 +100,8 @@ def machine() -> dict:
         "avx512_bf16": "avx512_bf16" in flags,
         "avx512f": "avx512f" in flags,
         "avx512_vnni": "avx512_vnni" in flags,
+        "avx_vnni": "avx_vnni" in flags,
+        "amx_int8": "amx_int8" in flags,
         "avx2": "avx2" in flags,
     }
     return dict(
@@ -139,7 +146,7 @@ def _rate(fn, flops, reps=5) -> tuple[float, float]:
 
 def matmul_rates(n: int, shapes: dict) -> list[dict]:
     """GFLOP/s of torch.mm and of oneDNN with a prepacked weight, on n^3 and on the model's shapes."""
-    from zkernels.kernels.cpu import PackedLinear, packing_available
+    from zkernels.kernels.linear import PackedLinear, packing_available
 
     rows = []
     for dtype in (torch.float32, torch.bfloat16):
@@ -420,11 +427,16 @@ def ov_runner(export: SeqClsExport, threads: int):
 
 
 # ------------------------------------------------------------------------------------------ zkernels
-def zk_runner(hf_model, cfg: dict, dtype):
+def zk_runner(hf_model, cfg: dict, dtype, quantize: str | None = None):
     from zkernels.random_checkpoints import random_model_from_config
+    from zkernels.reranker import Reranker
     from zkernels.scoring import gather_rows
 
-    reranker = random_model_from_config(cfg, dtype, "cpu", "cpu", hf_model=hf_model)
+    if quantize:  # the weights as the model holds them (bf16 for a bf16 checkpoint); activations in dtype
+        reranker = Reranker.from_state_dict(hf_model.state_dict(), cfg, "zerank", None, "cpu", dtype, backend="cpu",
+                                            quantize=quantize)
+    else:
+        reranker = random_model_from_config(cfg, dtype, "cpu", "cpu", hf_model=hf_model)
 
     def run(wl, batch=None):
         if wl.kind == "rerank":
@@ -480,7 +492,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=4.0, help="timing budget per measurement (>= --min-reps)")
     ap.add_argument("--min-reps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=16, help="padded peers' batch size")
-    ap.add_argument("--skip", default="", help="comma-separated impls to skip (transformers, onnxruntime, openvino)")
+    ap.add_argument("--skip", default="", help="comma-separated impls or parts to skip (transformers, onnxruntime, "
+                    "openvino, openvino_int8, load_memory)")
     ap.add_argument("--smoke", action="store_true", help="tiny shape, a few prompts, one rep: checks the plumbing")
     args = ap.parse_args(argv)
     from zkernels.kernels import cpu
@@ -558,12 +571,55 @@ def main(argv=None) -> int:
             f"(best of torch.linear and oneDNN packed on {sq['shape']})"
         )
 
+    import bench_int8
+
+    from zkernels.kernels.linear_int8 import int8_isa, int8_unsupported_reason
+
+    int8_reason = int8_unsupported_reason()
+    log(f"int8: CPU extensions {int8_isa()}; {'runs' if int8_reason is None else 'cannot run: ' + int8_reason}")
+    if int8_reason is None:
+        cfg4b = dict(TINY_SHAPE) if args.smoke else bench_int8.shape_4b()
+        log(f"int8 linears on the {'tiny' if args.smoke else 'Qwen3-4B'} shape (median of 5):")
+        rows += [dict(common, **r) for r in bench_int8.int8_linear_rates(16 if args.smoke else 128, cfg4b, _rate, log)]
+        yard["int8"], yard_cpu["int8"] = bench_int8.int8_square_rate(256 if args.smoke else 2048, _rate)
+        log(f"yardstick int8: {yard['int8']:.1f} GOP/s wall clock, {yard_cpu['int8']:.1f} on the CPU clock "
+            f"(QuantizedLinear, per-token quantization included, on square_{256 if args.smoke else 2048})")
+        shape4b = bench_int8.shape_4b()
+        b16, b8 = (bench_int8.weight_bytes_from_config(shape4b, q) for q in ("none", "int8"))
+        rows.append(dict(common, workload="weight_bytes_4b", impl="computed", bf16_bytes=b16, int8_bytes=b8,
+                         ratio=b8 / b16))
+        log(f"weight bytes at the Qwen3-4B shape (computed, embeddings bf16): bf16 {b16 / 1e9:.2f} GB, int8 "
+            f"{b8 / 1e9:.2f} GB = {100 * b8 / b16:.1f}% (target <= 55%: {'met' if b8 <= 0.55 * b16 else 'NOT met'})")
+
     hf32 = build_hf(cfg, torch.float32)
     hf16 = copy.deepcopy(hf32).to(torch.bfloat16)
     impls = {}
     for dt, hf in (("float32", hf32), ("bfloat16", hf16)):
         run, _ = zk_runner(hf, cfg, getattr(torch, dt))
         impls[f"zkernels_{dt}"] = (run, f"zkernels cpu backend {dt} ({mach['zkernels_cpu_isa']})", dt, "zk")
+    if int8_reason is None:
+        run, _ = zk_runner(hf16, cfg, torch.float32, quantize="int8")
+        impls["zkernels_int8"] = (run, "zkernels cpu backend, int8 linears (per-token uint8 activations), float32 "
+                                       "elsewhere, from the bf16 weights", "int8", "zk")
+        run, _ = zk_runner(hf16, cfg, torch.bfloat16, quantize="int8")
+        impls["zkernels_int8bf16"] = (run, "zkernels cpu backend, int8 linears (per-token uint8 activations), "
+                                           "bfloat16 elsewhere", "int8", "zk")
+        if args.smoke or "load_memory" in skip:
+            log("load memory: skipped (--smoke or --skip load_memory)")
+        else:
+            log("load memory (fresh processes, one bf16 checkpoint of the benchmark model):")
+            with tempfile.TemporaryDirectory() as folder:
+                tokenizer.save_pretrained(folder)
+                mem = bench_int8.load_memory(hf16, Path(folder), log)
+            rows += [dict(common, **r) for r in mem]
+            by_name = {r["impl"]: r for r in mem}
+            if "bfloat16" in by_name and "int8 (float32 elsewhere)" in by_name:
+                b, q = by_name["bfloat16"], by_name["int8 (float32 elsewhere)"]
+                log(f"  int8 load peak {q['load_peak_bytes'] / 2**20:.1f} MiB against bf16's "
+                    f"{b['load_peak_bytes'] / 2**20:.1f} MiB (target <=: "
+                    f"{'met' if q['load_peak_bytes'] <= b['load_peak_bytes'] else 'NOT met'}); the computed weight "
+                    f"bytes of this shape: int8 {bench_int8.weight_bytes_from_config(cfg, 'int8', 4)}, measured "
+                    f"{q['weight_bytes']}")
     if "transformers" not in skip:
         for dt, hf in (("float32", hf32), ("bfloat16", hf16)):
             impls[f"transformers_{dt}"] = (
@@ -584,8 +640,9 @@ def main(argv=None) -> int:
                 "skipping ONNX Runtime and OpenVINO: the seq-cls ONNX export failed "
                 f"({type(e).__name__}: {str(e)[:200]})"
             )
-    for impl, make in (("onnxruntime_float32", ort_runner), ("openvino_bfloat16", ov_runner)):
-        if export is None or impl.split("_")[0] in skip:
+    for impl, make in (("onnxruntime_float32", ort_runner), ("openvino_bfloat16", ov_runner),
+                       ("openvino_int8", bench_int8.ov_int8_runner)):
+        if export is None or impl.split("_")[0] in skip or impl in skip or (impl.endswith("int8") and int8_reason):
             continue
         try:
             run, note = make(export, torch.get_num_threads())
@@ -700,6 +757,21 @@ def summarize(rows, workloads) -> dict:
                     f"CPU clock {100 * fc:5.1f}% (target >= {100 * goal:.0f}%: {'met' if f >= goal else 'NOT met'} / "
                     f"{'met' if fc >= goal else 'NOT met'})"
                 )
+        for mine8 in ("zkernels_int8", "zkernels_int8bf16"):
+            r8, r16 = by.get((wl.name, mine8)), by.get((wl.name, "zkernels_bfloat16"))
+            if r8 and r16:
+                x, xc = r16["median_ms"] / r8["median_ms"], r16["cpu_ms"] / r8["cpu_ms"]
+                out[f"{wl.name}_{mine8}_speedup_vs_zkernels_bfloat16"] = x
+                out[f"{wl.name}_{mine8}_speedup_vs_zkernels_bfloat16_cpu_clock"] = xc
+                log(f"  {wl.name:16s} {mine8:17s} vs zkernels_bfloat16       {x:6.2f}x (CPU clock {xc:6.2f}x) "
+                    f"(target >= 1.5x: {'met' if x >= 1.5 else 'NOT met'} / {'met' if xc >= 1.5 else 'NOT met'})")
+            r8, rov = by.get((wl.name, mine8)), by.get((wl.name, "openvino_int8"))
+            if r8 and rov:
+                x, xc = rov["median_ms"] / r8["median_ms"], rov["cpu_ms"] / r8["cpu_ms"]
+                out[f"{wl.name}_{mine8}_speedup_vs_openvino_int8"] = x
+                out[f"{wl.name}_{mine8}_speedup_vs_openvino_int8_cpu_clock"] = xc
+                log(f"  {wl.name:16s} {mine8:17s} vs openvino_int8           {x:6.2f}x (CPU clock {xc:6.2f}x) "
+                    f"(target >= 2x: {'met' if x >= 2 else 'NOT met'} / {'met' if xc >= 2 else 'NOT met'})")
         for peer, goal in (
             ("openvino_bfloat16", {"rerank_1x20": 2.0, "rerank_q400x20": 8.0}),
             ("transformers_bfloat16", {}),

@@ -159,6 +159,19 @@ scorer scorer_1_7b qwen3-1.7b
 run_part hamming python3 benchmarks/bench_hamming.py --no-cpu --gpu-n 10000000 --bits 1024 --k 10 \
     --gpu-out "$out/$tag-hamming-gpu.json"
 
+# ---------------------------------------------------------------------------------------- part: fp8
+# fp8 20   bench_fp8.py: the fp8 Triton linear (per-token e4m3 activations, per-channel e4m3 weights) against
+#          bf16 F.linear at the Qwen3-4B linear shapes, 128/1024/4096 rows: times, error, batch invariance.
+#          Its table and JSON line go to run.log (no file of its own: the run already brings back 8).
+PARTS+=(fp8)
+LIMIT[fp8]=20
+if [ $dry = 1 ]; then
+    run_part fp8 python3 benchmarks/bench_fp8.py --dry-run
+else
+    run_part fp8 python3 benchmarks/bench_fp8.py --shapes qwen3-4b --rows 128,1024,4096
+fi
+# ------------------------------------------------------------------------------------ end of part: fp8
+
 echo "== done in $((SECONDS - started))s; $( [ $status = 0 ] && echo 'every part ok' || echo 'SOME PARTS FAILED' ); \
 results in $out: $(cd "$out" && ls | tr '\n' ' ')"
 exit $status

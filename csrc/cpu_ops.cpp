@@ -26,6 +26,7 @@
 #include "cpu_pool.h"
 #include "cpu_tensor_view.h"
 #include "isa_features.h"
+#include "cpu_quant_bindings.h"
 
 namespace py = pybind11;
 using namespace zk::cpu;
@@ -453,4 +454,5 @@ PYBIND11_MODULE(_cpu_ops, m) {
           "Shared-prefix varlen attention (zkernels/kernels/attention.py) into out [Tq, Hq, D].");
     m.attr("QUERY_ROWS") = kQueryRows;
     m.attr("KEY_TILE") = kKeyTile;
+    zk::quant::register_bindings(m);  // per-token int8 quantization (csrc/cpu_quant.cpp)
 }

@@ -142,7 +142,7 @@ def test_every_option_has_help_and_every_command_the_shared_options(monkeypatch,
     monkeypatch.setattr(zkernels.kernels, "BACKENDS", zkernels.kernels.BACKENDS + ("registered-later",))
     commands = _commands()
     assert set(commands) == {"rerank", "index build", "index search", "serve", "rerank-dataset", "embed-dataset",
-                             "demo"}
+                             "demo", "quantize", "check-quantized"}
     for name, parser in commands.items():
         options = {s: a for a in parser._actions for s in a.option_strings}
         for action in parser._actions:
@@ -150,8 +150,9 @@ def test_every_option_has_help_and_every_command_the_shared_options(monkeypatch,
                 assert name == "serve" and options["--max-tokens-per-batch"].dest == action.dest
                 continue
             assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
-        if name != "demo":  # every command that loads a model for a job (demo picks its own)
-            for flag in ("--device", "--dtype", "--backend", "--max-tokens-per-batch"):
+        if name not in ("demo", "quantize"):  # every command that loads a model for a job (demo picks its own,
+            # quantize calibrates in float32 on the CPU)
+            for flag in ("--device", "--dtype", "--backend", "--max-tokens-per-batch", "--quantize"):
                 assert flag in options, (name, flag)
         assert options["--progress"] is options["--no-progress"] and options["--progress"].default is None, name
         for flag in ("--format", "--backend"):

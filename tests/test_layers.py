@@ -21,9 +21,9 @@ FLOORS = [
     ["pipeline"],
     ["reranker", "embedder"],
     ["reference", "qwen_vocab"],  # the recipes through transformers, Qwen's tokenizer offline
-    ["formats", "declared", "projections", "ranking", "binary"],
+    ["formats", "declared", "projections", "ranking", "binary", "calibration", "agreement"],
     ["scoring"],
-    ["model"],
+    ["model", "quantization"],
     ["loading", "packing"],
     ["kernels"],
     ["options", "config", "paths", *EXTENSIONS],

@@ -101,16 +101,17 @@ class Embedder:
     def from_pretrained(cls, path: str | os.PathLike, device=None, dtype=None, *, suffix: str | None = None,
                         max_seq_length: int | None = None, backend: str | None = None,
                         max_tokens_per_batch: int | None = None, show_progress_bar: bool | None = None,
-                        options: EngineOptions | None = None) -> Embedder:
+                        options: EngineOptions | None = None, quantize: str | None = None) -> Embedder:
         """Loads a sentence-transformers-style Qwen3 embedding checkpoint (local folder or hub id).
 
-        device / dtype / backend / max_tokens_per_batch / options as for `Reranker.from_pretrained`. suffix: text
-        appended to every input after truncation (default: what the checkpoint declares: a "suffix" key
+        device / dtype / backend / max_tokens_per_batch / options / quantize as for `Reranker.from_pretrained`.
+        suffix: text appended to every input after truncation (default: what the checkpoint declares: a "suffix" key
         in config_sentence_transformers.json, or "<|im_end|>\\n" for zembed-1; else none). max_seq_length:
         tokens per text, suffix included (default: sentence_bert_config.json's).
         """
         options = merge_options(options, device=device, dtype=dtype, backend=backend,
-                                max_tokens_per_batch=max_tokens_per_batch, show_progress=show_progress_bar)
+                                max_tokens_per_batch=max_tokens_per_batch, show_progress=show_progress_bar,
+                                quantize=quantize)
         folder = resolve_checkpoint(path)
         config = Qwen3Config.from_file(folder / "config.json")
         recipe = read_embedding_recipe(folder, str(path))
@@ -131,6 +132,11 @@ class Embedder:
     @property
     def device(self) -> str:
         return self.engine.device
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes the loaded model's weights take (see `quantize=`)."""
+        return self.engine.weight_bytes
 
     @property
     def dimensions(self) -> list[int]:

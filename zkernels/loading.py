@@ -8,7 +8,7 @@ at load so each runs as one matmul.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,7 +161,21 @@ class _TensorReader:
     def has(self, short: str) -> bool:
         return self.name(short) in self.files
 
-    def get(self, short: str, shape: tuple[int, ...], rows: Sequence[int] | None = None) -> torch.Tensor:
+    def stored_dtype(self, short: str) -> torch.dtype | None:
+        """The dtype the tensor is stored in (None where the file does not say in a form known here)."""
+        name = self.name(short)
+        if name not in self.files:
+            return None
+        try:
+            stored = self._slice(name).get_dtype()
+        except Exception:
+            return None
+        if isinstance(stored, torch.dtype):
+            return stored
+        return {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}.get(str(stored))
+
+    def get(self, short: str, shape: tuple[int, ...], rows: Sequence[int] | None = None,
+            dtype: torch.dtype | None = None) -> torch.Tensor:
         name = self.name(short)
         if name not in self.files:
             raise CheckpointError(f"tensor {name!r} is missing from the checkpoint")
@@ -180,7 +194,7 @@ class _TensorReader:
             raise
         except Exception as e:
             raise CheckpointError(f"could not read tensor {name!r} from {file}: {e}") from None
-        return tensor.to(device=self.device, dtype=self.dtype)
+        return tensor.to(device=self.device, dtype=dtype or self.dtype)
 
     def close(self):
         self._open.clear()
@@ -196,6 +210,9 @@ class _Sliceable:
 
     def get_shape(self):
         return list(self.tensor.shape)
+
+    def get_dtype(self):
+        return self.tensor.dtype
 
     def __getitem__(self, index):
         return self.tensor[index]
@@ -213,10 +230,25 @@ class _StateDictReader(_TensorReader):
         return _Sliceable(self.tensors[name])
 
 
+# The narrowest of two float dtypes that holds a value of either exactly: float32 (wider than both 16-bit
+# types), else the 16-bit type both are.
+def _lossless_narrowest(stored: torch.dtype | None, target: torch.dtype) -> torch.dtype:
+    if stored in (torch.bfloat16, torch.float16) and target == torch.float32:
+        return stored
+    return target
+
+
 def load_qwen3_weights(source: Path | Mapping[str, torch.Tensor], config: Qwen3Config,
                        score_token_ids: Sequence[int], device="cpu", dtype=torch.float32,
-                       show_progress: bool | None = None) -> Qwen3Weights:
-    """source: a checkpoint folder, or a state dict (tensor name -> tensor) with the same names."""
+                       show_progress: bool | None = None,
+                       prepare_layer: Callable[[int, LayerWeights], LayerWeights] | None = None) -> Qwen3Weights:
+    """source: a checkpoint folder, or a state dict (tensor name -> tensor) with the same names.
+
+    prepare_layer(i, layer), when given, transforms each layer as soon as it is read (quantization), so
+    that at most one layer is ever held in `dtype` beside the prepared ones; the embedding table is then
+    kept in its stored precision where that is narrower than `dtype` and holds the same values (a bf16
+    table for a float32 model: rows are converted as the forward reads them), and the score rows in
+    float32."""
     c = config
     for t in score_token_ids:
         if not 0 <= t < c.vocab_size:
@@ -226,8 +258,17 @@ def load_qwen3_weights(source: Path | Mapping[str, torch.Tensor], config: Qwen3C
     else:
         reader = _TensorReader(source, device, dtype, show_progress)
     try:
-        embed = reader.get("embed_tokens.weight", (c.vocab_size, c.hidden_size))
-        layers = [_load_layer(reader, c, i) for i in range(c.num_layers)]
+        embed_dtype = dtype if prepare_layer is None else _lossless_narrowest(
+            reader.stored_dtype("embed_tokens.weight"), dtype)
+        embed = reader.get("embed_tokens.weight", (c.vocab_size, c.hidden_size), dtype=embed_dtype)
+        # a quantized load reads each linear in its stored precision where that is exact (a bf16
+        # checkpoint: bf16), so the one layer held before quantization is no larger than in the checkpoint
+        linear_dtype = None if prepare_layer is None else _lossless_narrowest(
+            reader.stored_dtype("layers.0.self_attn.q_proj.weight"), dtype)
+        layers = []
+        for i in range(c.num_layers):
+            layer = _load_layer(reader, c, i, linear_dtype)
+            layers.append(layer if prepare_layer is None else prepare_layer(i, layer))
         final_norm = reader.get("norm.weight", (c.hidden_size,))
         if c.classifier:  # a sequence-classification conversion: its one score row, and no LM head
             if reader.has("score.bias"):
@@ -241,29 +282,33 @@ def load_qwen3_weights(source: Path | Mapping[str, torch.Tensor], config: Qwen3C
             score_rows = reader.get("lm_head.weight", (c.vocab_size, c.hidden_size), rows=score_token_ids)
     finally:
         reader.close()
+    if prepare_layer is not None:
+        score_rows = score_rows.float()
     return Qwen3Weights(embed=embed, layers=layers, final_norm=final_norm, score_rows=score_rows)
 
 
-def _load_layer(reader: _TensorReader, c: Qwen3Config, i: int) -> LayerWeights:
+def _load_layer(reader: _TensorReader, c: Qwen3Config, i: int, linear_dtype: torch.dtype | None = None
+                ) -> LayerWeights:
+    """Layer i; its linear weights in linear_dtype (default: the reader's dtype)."""
     p = f"layers.{i}."
     h, d = c.hidden_size, c.head_dim
-    q = reader.get(p + "self_attn.q_proj.weight", (c.q_width, h))
-    k = reader.get(p + "self_attn.k_proj.weight", (c.kv_width, h))
-    v = reader.get(p + "self_attn.v_proj.weight", (c.kv_width, h))
+    q = reader.get(p + "self_attn.q_proj.weight", (c.q_width, h), dtype=linear_dtype)
+    k = reader.get(p + "self_attn.k_proj.weight", (c.kv_width, h), dtype=linear_dtype)
+    v = reader.get(p + "self_attn.v_proj.weight", (c.kv_width, h), dtype=linear_dtype)
     qkv_bias = o_bias = None
     if c.attention_bias:
         qkv_bias = torch.cat([reader.get(p + f"self_attn.{n}_proj.bias", (w,))
                               for n, w in (("q", c.q_width), ("k", c.kv_width), ("v", c.kv_width))])
         o_bias = reader.get(p + "self_attn.o_proj.bias", (h,))
-    gate = reader.get(p + "mlp.gate_proj.weight", (c.intermediate_size, h))
-    up = reader.get(p + "mlp.up_proj.weight", (c.intermediate_size, h))
+    gate = reader.get(p + "mlp.gate_proj.weight", (c.intermediate_size, h), dtype=linear_dtype)
+    up = reader.get(p + "mlp.up_proj.weight", (c.intermediate_size, h), dtype=linear_dtype)
     return LayerWeights(
         input_norm=reader.get(p + "input_layernorm.weight", (h,)),
         qkv=torch.cat((q, k, v)), qkv_bias=qkv_bias,
         q_norm=reader.get(p + "self_attn.q_norm.weight", (d,)),
         k_norm=reader.get(p + "self_attn.k_norm.weight", (d,)),
-        o=reader.get(p + "self_attn.o_proj.weight", (h, c.q_width)), o_bias=o_bias,
+        o=reader.get(p + "self_attn.o_proj.weight", (h, c.q_width), dtype=linear_dtype), o_bias=o_bias,
         post_norm=reader.get(p + "post_attention_layernorm.weight", (h,)),
         gate_up=torch.cat((gate, up)),
-        down=reader.get(p + "mlp.down_proj.weight", (h, c.intermediate_size)),
+        down=reader.get(p + "mlp.down_proj.weight", (h, c.intermediate_size), dtype=linear_dtype),
     )

@@ -26,7 +26,10 @@ MIN_CPU_MATMUL_ROWS = 16
 def linear(x: torch.Tensor, weight: torch.Tensor | PackedLinear, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear (or a prepacked weight's oneDNN matmul), batch-invariant per row on CPU. oneDNN's packed
     path also rounds a lone row differently (measured: 1 row differs from 2+ in float32), so it gets the
-    same padding."""
+    same padding. A quantized layer (`row_invariant`: each row's result from its own values alone) runs as
+    is."""
+    if getattr(weight, "row_invariant", False):
+        return weight(x, bias)
     n = x.shape[0]
     matmul = weight if isinstance(weight, PackedLinear) else (lambda a, b: torch.nn.functional.linear(a, weight, b))
     if n >= MIN_CPU_MATMUL_ROWS or x.device.type != "cpu":
@@ -55,7 +58,8 @@ class Qwen3Forward:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.weights.embed.dtype
+        """The activations' dtype (a quantized model may keep its embedding table narrower)."""
+        return self.weights.final_norm.dtype
 
     @torch.inference_mode()
     def hidden_at_read_rows(self, batch: PackedBatch) -> torch.Tensor:
@@ -75,6 +79,8 @@ class Qwen3Forward:
         b = batch.to(self.device)                            # token_ids, positions [T]; read_rows [R]
         n_rows = b.token_ids.shape[0]                        # T
         hidden = w.embed[b.token_ids]                        # [T, H]
+        if hidden.dtype != self.dtype:
+            hidden = hidden.to(self.dtype)
         residual = None                                      # then [T, H]; [R, H] once the last layer selects
         for i, layer in enumerate(w.layers):
             last = i == len(w.layers) - 1

@@ -1,6 +1,7 @@
 """`EngineOptions`: how a model runs (device, dtype, kernel backend, token budget per forward, progress
-bars), in one place. The CLI, the server and the Ray adapter build one and pass it by keyword through
-`Reranker.from_pretrained` / `Embedder.from_pretrained` to `ScoringEngine`; every default lives here.
+bars, weight quantization), in one place. The CLI, the server and the Ray adapter build one and pass it
+by keyword through `Reranker.from_pretrained` / `Embedder.from_pretrained` to `ScoringEngine`; every
+default lives here.
 
 None means "not given", in every field and in every loader argument that mirrors one: a setting given
 both in `options=` and as an argument must agree, whatever its value (an explicit device="cpu" beside
@@ -17,6 +18,9 @@ import torch
 # CPU a forward costs in proportion to its tokens, so a smaller one bounds memory and latency for free.
 DEFAULT_TOKENS_PER_BATCH = {"cuda": 32_768, "cpu": 8_192}
 DEFAULT_DEVICE = "cpu"
+# Weight quantization modes: "none" (the model dtype throughout), "int8" (CPU: int8 weights, per-token uint8
+# activations) and "fp8" (CUDA sm_89+: e4m3 weights and activations). See docs/quantization.md.
+QUANTIZE_MODES = ("none", "int8", "fp8")
 TOKENS_PER_BATCH_HELP = (f"prompt tokens packed into one forward (default: {DEFAULT_TOKENS_PER_BATCH['cpu']} on cpu, "
                          f"{DEFAULT_TOKENS_PER_BATCH['cuda']} on cuda)")
 
@@ -27,12 +31,15 @@ class EngineOptions:
     (None: float32 on CPU, bfloat16 on CUDA). backend: a kernel backend name (None:
     zkernels.kernels.resolve_backend's default). max_tokens_per_batch: prompt tokens per forward (None:
     DEFAULT_TOKENS_PER_BATCH for the device). show_progress: progress bars while loading (None: when
-    stderr is a terminal). A plain dataclass: a new setting is a new field whose None means "not given"."""
+    stderr is a terminal). quantize: one of QUANTIZE_MODES (None: what the checkpoint records, written by
+    `zkernels quantize`, else "none"). A plain dataclass: a new setting is a new field whose None means
+    "not given"."""
     device: str | None = None
     dtype: torch.dtype | str | None = None
     backend: str | None = None
     max_tokens_per_batch: int | None = None
     show_progress: bool | None = None
+    quantize: str | None = None
 
     def __post_init__(self):
         if self.device is not None:
@@ -40,6 +47,12 @@ class EngineOptions:
         n = self.max_tokens_per_batch
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise ValueError(f"max_tokens_per_batch must be a positive int or None, got {n!r}")
+        q = self.quantize
+        if q is not None:
+            if not isinstance(q, str) or q.lower() not in QUANTIZE_MODES:
+                raise ValueError(f"quantize must be one of {QUANTIZE_MODES} or None, got {q!r}")
+            object.__setattr__(self, "quantize", q.lower())
+            check_quantize_device(self.quantize, self.resolved_device)
 
     def _normalise_device(self):
         try:
@@ -84,18 +97,31 @@ def _setting(value):
     return str(value).removeprefix("torch.") if isinstance(value, (torch.dtype, str)) else value
 
 
+def check_quantize_device(quantize: str | None, device: str) -> None:
+    """int8 runs on CPU devices, fp8 on CUDA ones: the other pairing is an error before anything loads."""
+    on_cuda = str(device).startswith("cuda")
+    if quantize == "fp8" and not on_cuda:
+        raise ValueError(f"quantize='fp8' runs on CUDA devices (sm_89 or newer), not {device!r}; on a CPU use "
+                         f"quantize='int8'")
+    if quantize == "int8" and on_cuda:
+        raise ValueError(f"quantize='int8' runs on CPU devices, not {device!r}; on CUDA use quantize='fp8'")
+
+
 def merge_options(options: EngineOptions | None, **given) -> EngineOptions:
     """`options` (or the defaults) with the keyword arguments a loader was also given (device=, dtype=,
-    backend=, max_tokens_per_batch=, show_progress=; None: not given). The loaders keep those arguments
-    for direct use; a setting given both ways must agree, so that neither silently wins: a contradiction
-    is a ValueError naming the argument and the options."""
+    backend=, max_tokens_per_batch=, show_progress=, quantize=; None: not given). The loaders keep those
+    arguments for direct use; a setting given both ways must agree, so that neither silently wins: a
+    contradiction is a ValueError naming the argument and the options."""
     if options is None:
         return EngineOptions(**{k: v for k, v in given.items() if v is not None})
     if not isinstance(options, EngineOptions):
         raise TypeError(f"options must be a zkernels.EngineOptions, got {type(options).__name__}")
     given = {k: v for k, v in given.items() if v is not None}
     # Compared after the same normalisation EngineOptions applies (torch.device("cpu") is "cpu").
-    normalised = given_settings(EngineOptions(**given))
+    # (with options' device where none is given, so that a device-bound setting such as quantize='fp8'
+    # beside options=EngineOptions(device="cuda") is checked against the device it will run on).
+    probe = EngineOptions(**{"device": options.device, **given})
+    normalised = {k: v for k, v in given_settings(probe).items() if k in given}
     clash = {k: given[k] for k, v in normalised.items() if not agrees(getattr(options, k), v)}
     if clash:
         raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in clash.items())} contradicts options={options!r}; "

@@ -92,7 +92,8 @@ class Reranker:
                         max_length: int | None = None, *, instruction: str | None = None,
                         activation_fn=None, clip_chars: bool | None = None,
                         backend: str | None = None, max_tokens_per_batch: int | None = None,
-                        show_progress_bar: bool | None = None, options: EngineOptions | None = None) -> Reranker:
+                        show_progress_bar: bool | None = None, options: EngineOptions | None = None,
+                        quantize: str | None = None) -> Reranker:
         """Loads a zerank or Qwen3-Reranker checkpoint (local folder or hub id): the causal LM, or a
         Qwen3ForSequenceClassification conversion (score.weight [1, hidden]).
 
@@ -104,12 +105,15 @@ class Reranker:
         zerank only, clip texts to 2,000 / 10,000 characters (default True, as modeling_zeranker.py;
         False: strip only, as ZeroEntropy's serving code); backend: "cpu", "triton" or "torch" (default:
         triton on CUDA, the C++ cpu ops on CPU when built, else torch; env ZKERNELS_BACKEND overrides the
-        default); max_tokens_per_batch: prompt tokens per forward; options: an EngineOptions holding
-        device, dtype, backend, max_tokens_per_batch and show_progress at once (an argument given beside it
-        must agree with it, else a ValueError names both; None is "not given").
+        default); max_tokens_per_batch: prompt tokens per forward; quantize: "int8" (CPU with AVX512-VNNI,
+        AVX-VNNI or AMX-INT8), "fp8" (CUDA sm_89+) or "none" (default: what the checkpoint records, else
+        "none"); the score head stays float32 (docs/quantization.md); options: an EngineOptions holding
+        device, dtype, backend, max_tokens_per_batch, show_progress and quantize at once (an argument given
+        beside it must agree with it, else a ValueError names both; None is "not given").
         """
         options = merge_options(options, device=device, dtype=dtype, backend=backend,
-                                max_tokens_per_batch=max_tokens_per_batch, show_progress=show_progress_bar)
+                                max_tokens_per_batch=max_tokens_per_batch, show_progress=show_progress_bar,
+                                quantize=quantize)
         if format is not None and format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; choose one of {FORMATS}")
         folder = resolve_checkpoint(path)
@@ -141,7 +145,8 @@ class Reranker:
     def from_state_dict(cls, state_dict, config: dict | Qwen3Config, format: str = "zerank", tokenizer=None,
                         device=None, dtype=None, *, max_length: int | None = None, instruction: str | None = None,
                         backend: str | None = None, max_tokens_per_batch: int | None = None,
-                        activation_fn=None, options: EngineOptions | None = None) -> Reranker:
+                        activation_fn=None, options: EngineOptions | None = None,
+                        quantize: str | None = None) -> Reranker:
         """A Reranker over weights already in memory (e.g. a transformers model's state_dict()), named as
         in a checkpoint. Without a tokenizer only score_token_ids works, with Qwen's score-token ids."""
         if not isinstance(config, Qwen3Config):
@@ -149,13 +154,18 @@ class Reranker:
         fmt = make_format(format, tokenizer, instruction)
         score_ids = [] if config.classifier else fmt.score_token_ids
         options = merge_options(options, device=device, dtype=dtype, backend=backend,
-                                max_tokens_per_batch=max_tokens_per_batch)
+                                max_tokens_per_batch=max_tokens_per_batch, quantize=quantize)
         engine = ScoringEngine(state_dict, config, score_ids, options=options)
         return cls(engine, tokenizer, fmt, max_length, activation_fn=activation_fn)
 
     @property
     def device(self) -> str:
         return self.engine.device
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes the loaded model's weights take (see `quantize=`)."""
+        return self.engine.weight_bytes
 
     def score_hidden(self, hidden: torch.Tensor, activation_fn=None) -> torch.Tensor:
         """The score head: final-norm hidden states [R, hidden] (as `ScoringEngine.iter_batches` yields

@@ -15,8 +15,9 @@ from .config import Qwen3Config
 from .kernels import resolve_backend
 from .loading import load_qwen3_weights, resolve_dtype
 from .model import Qwen3Forward
-from .options import EngineOptions
+from .options import EngineOptions, check_quantize_device
 from .packing import PackedBatch, concat_batches, plan_batches
+from .quantization import check_quantize_runs, layer_quantizer, read_recipe, resolve_quantize, weight_bytes
 
 
 class ScoringEngine:
@@ -31,13 +32,23 @@ class ScoringEngine:
         self.device = device
         self.dtype = resolve_dtype(options.dtype, device)
         self.config = config
-        weights = load_qwen3_weights(source, self.config, score_token_ids, device, self.dtype, options.show_progress)
+        recipe = read_recipe(source, config.hidden_size) if isinstance(source, Path) else None
+        self.quantize = resolve_quantize(options.quantize, recipe)  # "none", "int8" or "fp8"
+        check_quantize_device(self.quantize, device)
+        check_quantize_runs(self.quantize, device)
+        weights = load_qwen3_weights(source, self.config, score_token_ids, device, self.dtype, options.show_progress,
+                                     prepare_layer=layer_quantizer(self.quantize, self.dtype, recipe))
         self.forward = Qwen3Forward(self.config, weights, resolve_backend(options.backend, device))
         self.max_tokens_per_batch = options.tokens_per_batch
 
     @property
     def backend(self) -> str:
         return self.forward.backend
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes the loaded weights take (quantized layers at their quantized size)."""
+        return weight_bytes(self.forward.weights)
 
     @property
     def score_rows(self) -> torch.Tensor:

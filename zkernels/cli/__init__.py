@@ -17,10 +17,10 @@ import os
 import signal
 import sys
 
-from . import dataset, demo, index, rerank, serve
+from . import check, dataset, demo, index, quantize, rerank, serve
 from .messages import UsageError, cli_warnings, print_error
 
-COMMANDS = [rerank, index, serve, dataset, demo]
+COMMANDS = [rerank, index, serve, dataset, demo, quantize, check]
 # Bad input, files and checkpoints raise these (CheckpointError is a ValueError): their message is the
 # whole story. Any other exception is a bug in zkernels, reported with its type.
 RUNTIME_ERRORS = (ValueError, TypeError, OSError, RuntimeError)

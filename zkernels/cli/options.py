@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import formats, kernels
-from ..options import TOKENS_PER_BATCH_HELP, EngineOptions
+from ..options import QUANTIZE_MODES, TOKENS_PER_BATCH_HELP, EngineOptions
 
 DTYPES = ("float32", "bfloat16", "float16")  # what zkernels' loaders accept by name (bf16/fp16 aliases aside)
 
@@ -59,13 +59,20 @@ def add_backend(p: argparse.ArgumentParser) -> None:
 
 
 def add_device(p: argparse.ArgumentParser, default: str | None = "cpu", default_help: str = "cpu") -> None:
-    """The engine options (zkernels.EngineOptions): --device, --dtype, --backend, --max-tokens-per-batch.
-    `engine_options(args)` turns them into an EngineOptions."""
+    """The engine options (zkernels.EngineOptions): --device, --dtype, --backend, --max-tokens-per-batch,
+    --quantize. `engine_options(args)` turns them into an EngineOptions."""
     p.add_argument("--device", default=default, help=f"torch device: cpu, cuda or cuda:N (default: {default_help})")
     p.add_argument("--dtype", default=None, choices=DTYPES,
                    help="weights and activations dtype (default: float32 on cpu, bfloat16 on cuda)")
     add_backend(p)
     p.add_argument("--max-tokens-per-batch", type=positive_int, default=None, metavar="N", help=TOKENS_PER_BATCH_HELP)
+    add_quantize(p)
+
+
+def add_quantize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quantize", default=None, choices=QUANTIZE_MODES,
+                   help="linear weights and activations: int8 (cpu with AVX512-VNNI, AVX-VNNI or AMX-INT8), fp8 "
+                        "(cuda sm_89+) or none (default: what the checkpoint records, else none)")
 
 
 def add_engine_flags(p: argparse.ArgumentParser, default: str | None = "cpu", default_help: str = "cpu") -> None:
@@ -78,7 +85,8 @@ def engine_options(args: argparse.Namespace, device: str | None = None) -> Engin
     """The EngineOptions the command line asks for (add_device's and add_progress's flags); `device`
     replaces --device where the command resolves it itself."""
     return EngineOptions(device=device or args.device, dtype=args.dtype, backend=args.backend,
-                         max_tokens_per_batch=args.max_tokens_per_batch, show_progress=args.progress)
+                         max_tokens_per_batch=args.max_tokens_per_batch, show_progress=args.progress,
+                         quantize=getattr(args, "quantize", None))
 
 
 def add_format(p: argparse.ArgumentParser) -> None:

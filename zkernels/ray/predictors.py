@@ -24,7 +24,7 @@ ROW_PRECISIONS = ("float32", "binary", "ubinary")
 INPUT_TYPES = ("query", "document")
 CODE_DTYPES = {"float32": np.float32, "binary": np.int8, "ubinary": np.uint8}
 # from_pretrained keywords that are engine options (EngineOptions fields of the same name).
-ENGINE_KEYWORDS = ("dtype", "backend", "max_tokens_per_batch")
+ENGINE_KEYWORDS = ("dtype", "backend", "max_tokens_per_batch", "quantize")
 AUTO_DEVICE = "auto"
 
 
@@ -36,8 +36,8 @@ def actor_device() -> str:
 
 def actor_options(options: EngineOptions | None, device: str | None, load_kwargs: dict) -> EngineOptions:
     """The EngineOptions an actor loads its model with. `options` (or the defaults) takes the engine
-    settings also given as keywords in `load_kwargs` (dtype=, backend=, max_tokens_per_batch=; they are
-    removed from it) and `device`; None is "not given", and a setting given both ways must agree (else a
+    settings also given as keywords in `load_kwargs` (dtype=, backend=, max_tokens_per_batch=, quantize=;
+    they are removed from it) and `device`; None is "not given", and a setting given both ways must agree (else a
     ValueError names both). The device: the one given (as `device` or in the options); "auto" or neither:
     cuda when Ray gave this actor a GPU, else cpu. Progress bars stay off: many actors' bars would
     interleave in one log."""
