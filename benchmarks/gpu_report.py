@@ -272,11 +272,45 @@ def swiglu_w1(s: Shape, dtype: torch.dtype, w: W1) -> list[tuple[int, float, flo
     return [(s.layers - 1, 8 * w.tokens * I, 3 * w.tokens * I * e), (1, 8 * w.reads * I, 3 * w.reads * I * e)]
 
 
+# ---- fp8 linear (quantize="fp8") ----------------------------------------------------------------------------
+def _linear_shapes(s: Shape) -> list[tuple[str, int, int]]:
+    """(name, out features N, in features K) of the model's fused linears."""
+    D = s.head_dim
+    return [("qkv", (s.heads + 2 * s.kv_heads) * D, s.hidden), ("o", s.hidden, s.heads * D),
+            ("gate_up", 2 * s.intermediate, s.hidden), ("down", s.hidden, s.intermediate)]
+
+
+def fp8_linear_launches(s: Shape, dtype: torch.dtype, capability: int) -> list[Launch]:
+    from zkernels.kernels import fp8_linear as F
+    rows, launches = 4, []
+    for name, N, K in _linear_shapes(s):
+        xq, wq = torch.empty(rows, K, dtype=torch.float8_e4m3fn), torch.empty(N, K, dtype=torch.float8_e4m3fn)
+        xs, ws, out = torch.empty(rows), torch.empty(N), torch.empty(rows, N, dtype=dtype)
+        args = (xq, wq, xs, ws, ws, out, rows, N, K, xq.stride(0), wq.stride(0), out.stride(0))
+        launches.append(Launch(name, F._fp8_linear_kernel, args,
+                               dict(HAS_BIAS=False, BLOCK_M=F.BLOCK_M, BLOCK_N=F.BLOCK_N, BLOCK_K=F.BLOCK_K,
+                                    GROUP_M=F.GROUP_M, num_warps=F.NUM_WARPS, num_stages=F.NUM_STAGES)))
+    return launches
+
+
+def fp8_linear_w1(s: Shape, dtype: torch.dtype, w: W1) -> list[tuple[int, float, float]]:
+    """Per layer, each linear: 2 N K FLOPs a row; bytes: e4m3 weights and activations read once, the output
+    written in the model dtype. Rows: T (R in the last layer after attention: o, gate_up, down)."""
+    e, work = _size(dtype), []
+    for name, N, K in _linear_shapes(s):
+        for count, rows in ((s.layers - 1, w.tokens), (1, w.tokens if name == "qkv" else w.reads)):
+            work.append((count, 2 * rows * N * K, N * K + rows * K + rows * N * e))
+    return work
+
+
 KERNELS: list[KernelEntry] = [
     KernelEntry("attention", attention_launches, attention_w1, matmul=True),
     KernelEntry("rms_norm", rms_norm_launches, rms_norm_w1),
     KernelEntry("qk_norm_rope", qk_norm_rope_launches, qk_norm_rope_w1),
     KernelEntry("swiglu", swiglu_launches, swiglu_w1),
+    # fp8 tensor cores start at sm_89; the out dtype is the model's (bf16/fp16)
+    KernelEntry("fp8_linear", fp8_linear_launches, fp8_linear_w1, matmul=True, dtypes=("bf16", "fp16"),
+                targets=(89, 90)),
 ]
 
 
