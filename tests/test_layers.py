@@ -120,16 +120,8 @@ def import_cycles(package: Path = PACKAGE) -> list[list[str]]:
     return cycles
 
 
-# serve/routes/__init__.py imports its route modules inside routers(), and each route module imports the
-# package's helpers (server_of, ranked): a circle that only the serve package can break, by moving those
-# helpers into a module of their own. Each entry is one cycle exactly as import_cycles reports it, so any
-# other circle, or a longer one through these modules, still fails.
-SERVE_ROUTES_CYCLES = [["zkernels.serve.routes", f"zkernels.serve.routes.{m}", "zkernels.serve.routes"]
-                       for m in ("cohere", "openai", "operations", "tei", "zeroentropy")]
-
-
 def test_no_import_cycle():
-    cycles = [c for c in import_cycles() if c not in SERVE_ROUTES_CYCLES]
+    cycles = import_cycles()
     assert not cycles, cycles
 
 

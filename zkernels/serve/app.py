@@ -44,6 +44,7 @@ def create_app(reranker: ServedReranker | None = None, embedder: ServedEmbedder 
     app = FastAPI(title="zkernels serve", version=version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.server = server
+    app.state.paths = paths()  # for /info (the operations routes cannot import the list they are in)
     app.add_exception_handler(ServeError, on_serve_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
 

@@ -3,7 +3,7 @@
 1,000 embeddings of 2,560 floats are about 52 MB of JSON. Built by FastAPI (jsonable_encoder, then
 json.dumps) that took seconds on the event loop, during which no other request was answered. Here the
 embedding rows are written row by row (`json.dumps(row.tolist())`: the shortest decimal that reads
-back as the same float, as before) into the answer's text, in a worker thread when the answer is big;
+back as the same float) into the answer's text, in a worker thread when the answer is big;
 the thread gives the interpreter lock back between rows, so the event loop keeps running.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from ..encoding import json_response
 from ..schemas import CohereRerankRequest
-from . import ranked, server_of
+from .common import ranked, server_of
 
 router = APIRouter()
 

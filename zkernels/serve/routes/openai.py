@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 
 from ..encoding import Rows, json_response
 from ..schemas import OpenAIEmbeddingRequest
-from . import server_of
+from .common import server_of
 
 router = APIRouter()
 

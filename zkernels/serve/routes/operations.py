@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from ..errors import RETRY_AFTER_S
-from . import server_of
+from .common import server_of
 
 router = APIRouter()
 
@@ -36,13 +36,13 @@ async def health(request: Request):
 
 @router.get("/info")
 async def info(request: Request):
-    from . import paths
     server = server_of(request)
     some = server.models[0].engine if server.models else None
     return {"version": version(), "demo_models": server.demo,
             "models": {m.kind: m.describe() for m in server.models},
             "device": some.device if some else None, "dtype": str(some.dtype).replace("torch.", "") if some else None,
-            "limits": server.limits.as_dict(), "api_key_required": server.api_key_required, "routes": list(paths()),
+            "limits": server.limits.as_dict(), "api_key_required": server.api_key_required,
+            "routes": list(request.app.state.paths),
             "scheduler": {"policy": server.policy_name,
                           "max_tokens_per_batch": {m.kind: m.engine.max_tokens_per_batch for m in server.models},
                           "request_tokens_per_forward": {m.kind: server.slice_tokens(m) for m in server.models

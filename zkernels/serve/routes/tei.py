@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 
 from ..encoding import Rows, json_response
 from ..schemas import TeiEmbedRequest, TeiRerankRequest
-from . import ranked, server_of
+from .common import ranked, server_of
 
 router = APIRouter()
 

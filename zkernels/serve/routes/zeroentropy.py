@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from ..encoding import Rows, json_response
 from ..schemas import ZeEmbedRequest, ZeRerankRequest
-from . import ranked, server_of, text_bytes
+from .common import ranked, server_of, text_bytes
 
 router = APIRouter()
 
