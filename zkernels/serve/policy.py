@@ -81,7 +81,21 @@ def _retry_alone(jobs) -> list:
     return [(job, job.slices[0])]
 
 
-class ShortestFirst:
+class _Policy:
+    """What the policies share: `next_forward` runs a request re-planned after a failure alone, else the
+    policy's own choice (`_choose_forward`)."""
+
+    def next_forward(self, jobs, now: float) -> list:
+        """jobs: tokenized ones. [(job, its next slice)]."""
+        if not jobs:
+            return []
+        retry = _retry_alone(jobs)
+        if retry:
+            return retry
+        return self._choose_forward(jobs)
+
+
+class ShortestFirst(_Policy):
     """Shortest remaining work first, at step granularity.
 
     Each step is one of:
@@ -135,13 +149,7 @@ class ShortestFirst:
             return _smallest_pieces(jobs, self.tokenize_chars, first if oldest else None)
         return Forward(self._forward(ready, oldest))
 
-    def next_forward(self, jobs, now: float) -> list:
-        """jobs: tokenized ones. [(job, its next slice)]."""
-        if not jobs:
-            return []
-        retry = _retry_alone(jobs)
-        if retry:
-            return retry
+    def _choose_forward(self, jobs) -> list:
         return self._forward(jobs, self._starving(jobs))
 
     def _forward(self, jobs, oldest: list) -> list:
@@ -164,7 +172,7 @@ class ShortestFirst:
         return [(job, job.slices[0]) for job in chosen]
 
 
-class Rounds:
+class Rounds(_Policy):
     """The round scheduler, to measure `ShortestFirst` against: queued requests are tokenized whole,
     taken in arrival order up to one forward's token budget (at least one request), planned into
     full-budget forwards, and the round runs to its end before anything newly queued is looked at (a
@@ -194,12 +202,7 @@ class Rounds:
         chosen = self.next_forward(ready, now)
         return Forward(chosen) if chosen else None
 
-    def next_forward(self, jobs, now: float) -> list:
-        if not jobs:
-            return []
-        retry = _retry_alone(jobs)
-        if retry:
-            return retry
+    def _choose_forward(self, jobs) -> list:
         self._round = self._current(jobs)
         if not self._round:
             engine, tokens = None, 0
