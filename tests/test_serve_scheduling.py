@@ -14,14 +14,7 @@ import torch
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from _serve_util import (  # noqa: E402
-    ForwardGate,
-    LiveServer,
-    assert_rerank_matches_predict,
-    count_submits,
-    make_app,
-    wait_until,
-)
+from _serve_util import ForwardGate, LiveServer, assert_rerank_matches_predict, count_submits, make_app, wait_until  # noqa: E402
 
 from zkernels.serve import ServeLimits  # noqa: E402
 from zkernels.serve.policy import STARVATION_FORWARDS, Rounds, ShortestFirst  # noqa: E402
