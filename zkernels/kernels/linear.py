@@ -22,7 +22,20 @@ def packing_available(dtype: torch.dtype) -> bool:
     return True
 
 
-class PackedLinear:
+class CpuLinear:
+    """What the prepacked CPU linears (PackedLinear, QuantizedLinear) share: `shape` [out, in] from their
+    `out_features` and `in_features`, and the cpu device."""
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.out_features, self.in_features))
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+
+class PackedLinear(CpuLinear):
     """A linear layer's weight [out, in] reordered once into oneDNN's blocked layout.
 
     Why: torch's F.linear in float32 runs MKL's sgemm, which on AMD CPUs takes a slower path than
@@ -39,14 +52,6 @@ class PackedLinear:
         self.out_features, self.in_features = weight.shape
         self.dtype = weight.dtype
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), _PACK_ROWS_HINT)
-
-    @property
-    def shape(self) -> torch.Size:
-        return torch.Size((self.out_features, self.in_features))
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
 
     def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         if x.dtype != self.dtype or x.shape[-1] != self.in_features:

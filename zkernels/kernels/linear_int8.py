@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from .linear import CpuLinear
+
 try:
     from .. import _cpu_ops as _ext
 except ImportError:  # not built: the torch quantizer below does the same, slower
@@ -152,7 +154,7 @@ def _describe(t) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the layer
-class QuantizedLinear:
+class QuantizedLinear(CpuLinear):
     """A linear layer [out, in] held as prepacked int8 (1 byte a weight, plus 4 per output channel).
 
     Call it on float32 or bfloat16 rows [n, in]; the result [n, out] is in the input's dtype, each row
@@ -178,14 +180,6 @@ class QuantizedLinear:
     def from_float(cls, weight: torch.Tensor, smoothing: torch.Tensor | None = None) -> QuantizedLinear:
         """Quantizes a float weight [out, in] (quantize_weight) and prepacks it."""
         return cls(*quantize_weight(weight, smoothing))
-
-    @property
-    def shape(self) -> torch.Size:
-        return torch.Size((self.out_features, self.in_features))
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
 
     @property
     def nbytes(self) -> int:
