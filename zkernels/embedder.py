@@ -34,7 +34,7 @@ from .formats import ChatTemplateSlots, PromptTooLong, fit_to_length
 from .loading import load_tokenizer, resolve_checkpoint
 from .options import EngineOptions, merge_options
 from .projections import Projections, load_projections
-from .scoring import ScoringEngine, gather_rows, pad_rows
+from .scoring import OnScoringEngine, ScoringEngine, gather_rows, pad_rows
 
 
 def _message_format(inputs: InputSpec, tokenizer) -> str:
@@ -76,7 +76,7 @@ def _check_texts(texts, what: str = "texts") -> list[str]:
     return texts
 
 
-class Embedder:
+class Embedder(OnScoringEngine):
     """Embeds texts exactly as sentence-transformers does for the checkpoint, on a packed, prefix-cached
     Qwen3 forward."""
 
@@ -128,15 +128,6 @@ class Embedder:
         embedder = cls(engine, tokenizer, recipe, projections)
         embedder.folder = folder
         return embedder
-
-    @property
-    def device(self) -> str:
-        return self.engine.device
-
-    @property
-    def weight_bytes(self) -> int:
-        """Bytes the loaded model's weights take (see `quantize=`)."""
-        return self.engine.weight_bytes
 
     @property
     def dimensions(self) -> list[int]:

@@ -22,7 +22,7 @@ from .formats import FORMATS, ZERANK_QWEN_YES, EncodedPrompts, PromptFormat, mak
 from .loading import load_tokenizer, resolve_checkpoint
 from .options import EngineOptions, merge_options
 from .ranking import best_first
-from .scoring import ScoringEngine, gather_rows, pad_rows
+from .scoring import OnScoringEngine, ScoringEngine, gather_rows, pad_rows
 
 
 def detect_format(folder: Path, name: str) -> str | None:
@@ -61,7 +61,7 @@ def _check_pairs(pairs) -> list[tuple[str, str]]:
     return out
 
 
-class Reranker:
+class Reranker(OnScoringEngine):
     """Scores (query, document) pairs exactly as the checkpoint's reference recipe, on a packed,
     prefix-cached Qwen3 forward."""
 
@@ -157,15 +157,6 @@ class Reranker:
                                 max_tokens_per_batch=max_tokens_per_batch, quantize=quantize)
         engine = ScoringEngine(state_dict, config, score_ids, options=options)
         return cls(engine, tokenizer, fmt, max_length, activation_fn=activation_fn)
-
-    @property
-    def device(self) -> str:
-        return self.engine.device
-
-    @property
-    def weight_bytes(self) -> int:
-        """Bytes the loaded model's weights take (see `quantize=`)."""
-        return self.engine.weight_bytes
 
     def score_hidden(self, hidden: torch.Tensor, activation_fn=None) -> torch.Tensor:
         """The score head: final-norm hidden states [R, hidden] (as `ScoringEngine.iter_batches` yields

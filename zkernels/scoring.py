@@ -130,6 +130,22 @@ class ScoringEngine:
                 progress.close()
 
 
+class OnScoringEngine:
+    """What the Reranker and the Embedder share: their `engine` (a ScoringEngine) gives their device and
+    weight bytes."""
+
+    engine: ScoringEngine
+
+    @property
+    def device(self) -> str:
+        return self.engine.device
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes the loaded model's weights take (see `quantize=`)."""
+        return self.engine.weight_bytes
+
+
 class BatchPlan:
     """`ScoringEngine.plan`'s result: the packed batches, and which caller prompts each planned prompt
     stands for (identical (group, prompt) pairs are planned once)."""
