@@ -404,6 +404,19 @@ def ort_runner(export: SeqClsExport, threads: int):
     return run, f"onnxruntime {ort.__version__} CPUExecutionProvider fp32, {threads} threads"
 
 
+def ov_scores(req, export: SeqClsExport):
+    """run(workload, batch) -> the workload's scores [n] from an OpenVINO infer request of `export`'s
+    model: its first output's column 0, prompts batched by length."""
+    def run(wl, batch):
+        out = torch.empty(len(wl.prompts))
+        for idx, chunk in batches_by_length(wl.prompts, batch):
+            res = req.infer(export.feeds(chunk))
+            out[idx] = torch.from_numpy(next(iter(res.values()))[:, 0].copy()).float()
+        return out
+
+    return run
+
+
 def ov_runner(export: SeqClsExport, threads: int):
     import openvino as ov
 
@@ -416,14 +429,7 @@ def ov_runner(export: SeqClsExport, threads: int):
     precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
     req = compiled.create_infer_request()
 
-    def run(wl, batch):
-        out = torch.empty(len(wl.prompts))
-        for idx, chunk in batches_by_length(wl.prompts, batch):
-            res = req.infer(export.feeds(chunk))
-            out[idx] = torch.from_numpy(next(iter(res.values()))[:, 0].copy()).float()
-        return out
-
-    return run, f"openvino {ov.__version__} CPU, inference precision {precision}, {threads} threads"
+    return ov_scores(req, export), f"openvino {ov.__version__} CPU, inference precision {precision}, {threads} threads"
 
 
 # ------------------------------------------------------------------------------------------ zkernels

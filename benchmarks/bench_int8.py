@@ -84,7 +84,7 @@ def ov_int8_runner(export, threads: int):
     and the CPU plugin's dynamic quantization of activations (group size 32, its default for int8 weights)."""
     import nncf
     import openvino as ov
-    from bench_cpu import batches_by_length  # noqa: PLC0415 (bench_cpu imports this module lazily)
+    from bench_cpu import ov_scores  # noqa: PLC0415 (bench_cpu imports this module lazily)
 
     core = ov.Core()
     model = core.read_model(str(export.path))
@@ -95,13 +95,7 @@ def ov_int8_runner(export, threads: int):
     group = compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")
     req = compiled.create_infer_request()
 
-    def run(wl, batch):
-        out = torch.empty(len(wl.prompts))
-        for idx, chunk in batches_by_length(wl.prompts, batch):
-            res = req.infer(export.feeds(chunk))
-            out[idx] = torch.from_numpy(next(iter(res.values()))[:, 0].copy()).float()
-        return out
-
+    run = ov_scores(req, export)
     return run, (f"openvino {ov.__version__} CPU + nncf {nncf.__version__} compress_weights INT8_SYM, dynamic "
                  f"activation quantization group size {group}, bf16 elsewhere, {threads} threads")
 
