@@ -26,6 +26,7 @@ The servers run with --torch-threads (default 1, as bench_serve_mixed.py: see th
 """
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -87,28 +88,38 @@ def head_of_line(rng, scheduler):
             "big_answered_after_s": out["big"][1]}
 
 
+@contextlib.contextmanager
+def _health_polled(srv, timeout: float):
+    """Polls srv's /health every 20 ms from a thread (with an httpx client of `timeout` seconds) while the
+    block runs, the block starting 0.3 s after the polling; yields [the slowest answer's seconds]."""
+    import httpx
+    slowest, stop = [0.0], threading.Event()
+
+    def poll():
+        with httpx.Client(timeout=timeout) as http:
+            while not stop.is_set():
+                t = time.perf_counter()
+                http.get(srv.url + "/health")
+                slowest[0] = max(slowest[0], time.perf_counter() - t)
+                time.sleep(0.02)
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.3)
+    try:
+        yield slowest
+    finally:
+        stop.set()
+        poller.join()
+
+
 def million_ints():
     import httpx
     body = b'{"model": "m", "query": "q", "documents": [' + b"0," * 999_999 + b"0]}"
-    with _serve() as srv:
-        slowest, stop = [0.0], threading.Event()
-
-        def poll():
-            with httpx.Client(timeout=30) as http:
-                while not stop.is_set():
-                    t = time.perf_counter()
-                    http.get(srv.url + "/health")
-                    slowest[0] = max(slowest[0], time.perf_counter() - t)
-                    time.sleep(0.02)
-        poller = threading.Thread(target=poll)
-        poller.start()
-        time.sleep(0.3)
+    with _serve() as srv, _health_polled(srv, 30) as slowest:
         t = time.perf_counter()
         r = httpx.post(srv.url + RERANK, content=body, headers={"content-type": "application/json"}, timeout=60)
         took = time.perf_counter() - t
         time.sleep(0.3)
-        stop.set()
-        poller.join()
     return {"status": r.status_code, "json": r.headers["content-type"].startswith("application/json"),
             "message": r.json()["error"]["message"], "answer_s": took, "slowest_health_s": slowest[0]}
 
@@ -117,27 +128,13 @@ def hostile_query():
     import httpx
     body = {"model": "m", "query": "the query goes on " * 55_556, "documents": ["x"] * 1000}
     small = {"model": "m", "query": "a small query", "documents": ["first document", "second document"]}
-    with _serve() as srv:
-        slowest, stop = [0.0], threading.Event()
-
-        def poll():
-            with httpx.Client(timeout=60) as http:
-                while not stop.is_set():
-                    t = time.perf_counter()
-                    http.get(srv.url + "/health")
-                    slowest[0] = max(slowest[0], time.perf_counter() - t)
-                    time.sleep(0.02)
-        poller = threading.Thread(target=poll)
-        poller.start()
-        time.sleep(0.3)
+    with _serve() as srv, _health_polled(srv, 60) as slowest:
         t = time.perf_counter()
         r = httpx.post(srv.url + RERANK, json=body, timeout=120)
         took = time.perf_counter() - t
         t = time.perf_counter()
         after = httpx.post(srv.url + RERANK, json=small, timeout=120)
         after_s = time.perf_counter() - t
-        stop.set()
-        poller.join()
     return {"query_chars": len(body["query"]), "documents": len(body["documents"]), "status": r.status_code,
             "message": r.json()["error"]["message"] if r.status_code != 200 else None, "answer_s": took,
             "slowest_health_s": slowest[0], "small_after_status": after.status_code, "small_after_s": after_s}
