@@ -36,10 +36,10 @@ def run_demo(device: str = "cpu", backend: str | None = None, top_k: int | None 
     from ..reranker import Reranker
 
     folder = demo_checkpoint()
-    print("NOTE: the demo model is a tiny Qwen3 reranker (4 layers, 128 wide, Qwen's real tokenizer) trained\n"
-          "      offline to match words and phrases: its ranking makes sense on plain English, but it is no\n"
-          "      substitute for zerank. The demo shows the pipeline end to end and checks that zkernels equals\n"
-          "      the reference.\n")
+    print("NOTE: the demo model is a tiny Qwen3 reranker (4 layers, 128 wide, Qwen's real tokenizer) distilled\n"
+          "      offline from a small sentence-transformers model to match words and phrases: its ranking makes\n"
+          "      sense on plain English, but it is no substitute for zerank. The demo shows the pipeline end to\n"
+          "      end and checks that zkernels equals the reference.\n")
     reranker = Reranker.from_pretrained(folder, device=device, dtype=torch.float32, backend=backend,
                                         show_progress_bar=show_progress_bar)
     print(f"model: {folder}  format: {reranker.format.name}  device: {reranker.device}  "

@@ -1,13 +1,15 @@
-"""The built-in demo models: a tiny zerank-format Qwen3 reranker and a tiny zembed-style embedder, trained
+"""The built-in demo models: a tiny zerank-format Qwen3 reranker and a tiny zembed-style embedder made
 offline (scripts/train_demo.py) to rank as a small sentence-transformers model does, with Qwen's real
 tokenizer. `zkernels demo`, `index build|search` and `zkernels serve` without models and the README's CPU
-examples all use these two. They are tiny models trained to match words and phrases: their rankings make
-sense on plain English, but they are no substitute for zerank or zembed-1.
+examples all use these two. They are tiny models that match words and phrases (a mean of word vectors
+distilled from the teacher, compared by a fitted similarity): their rankings make sense on plain English,
+but they are no substitute for zerank or zembed-1.
 
 What ships (weights/, a few MB) is not a checkpoint: a Qwen3 table of 151,936 token embeddings would be
 most of it. The build regenerates the table as a seeded random matrix, puts back the rows of English word
-tokens (one int8 row per word, shared by both models), adds each model's float16 layers, and writes an
-ordinary Hugging Face folder into the zkernels cache (`zkernels.paths.cache_dir`), once.
+tokens (one int8 row per word, shared by both models) and of the template's tokens, adds each model's
+float16 layers, and writes an ordinary Hugging Face folder into the zkernels cache
+(`zkernels.paths.cache_dir`), once. docs/demo-models.md has the details.
 
 The random-weight checkpoints stay for tests where random weights are the point:
 `random_demo_checkpoint` and `random_demo_embedder_checkpoint`.
@@ -50,7 +52,8 @@ def demo_qwen3_config() -> dict:
 
 
 def base_embedding_table():
-    """The seeded random token table [vocab, hidden] (rows of norm about 1), regenerated at build time."""
+    """The seeded random token table [vocab, hidden] (standard normal / sqrt(hidden)), regenerated at build
+    time; the shipped `base_scale` says how much of it each dimension keeps."""
     import torch
     config = demo_qwen3_config()
     gen = torch.Generator().manual_seed(BASE_TABLE_SEED)
@@ -58,10 +61,16 @@ def base_embedding_table():
 
 
 def embedding_table(shared: dict, base):
-    """`base` with every English word token's row replaced by its word's row (dequantized)."""
+    """The demo token table from the shipped rows (`tokens.safetensors`) and the random `base`: every row is
+    base * base_scale + row_offset; each English word token's row has its word's row (dequantized) in the
+    first dimensions instead of the random part; the template tokens have rows of their own."""
     words = shared["word_rows"].float() * shared["word_scale"].float()[:, None]
-    table = base.clone()
-    table[shared["token_ids"].long()] = words[shared["token_words"].long()]
+    offset = shared["row_offset"].float()
+    table = base * shared["base_scale"].float() + offset
+    rows = offset.repeat(len(shared["token_ids"]), 1)
+    rows[:, :words.shape[1]] += words[shared["token_words"].long()]
+    table[shared["token_ids"].long()] = rows
+    table[shared["special_ids"].long()] = shared["special_rows"].float()
     return table
 
 
