@@ -86,7 +86,7 @@ def test_demo_server_sigterm_answers_queued_requests(tmp_path, qwen_tokenizer):
         output = proc.stdout.read()
         assert "DEMO models" in output
         from zkernels import Reranker
-        reranker = Reranker.from_pretrained(tmp_path / "demo-zerank-v1", dtype=torch.float32)
+        reranker = Reranker.from_pretrained(next(tmp_path.glob("demo-zerank-trained-*")), dtype=torch.float32)
         for body, r in zip(bodies, responses):
             assert_rerank_matches_predict(reranker, body, r)
     finally:

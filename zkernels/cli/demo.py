@@ -1,8 +1,9 @@
 """`zkernels demo`: the main job on a built-in default that works offline.
 
-It builds (once, then caches) a small zerank-format Qwen3 checkpoint with RANDOM weights and Qwen's real
-tokenizer, ranks a bundled query's documents with zkernels, and checks the scores against the reference
-recipe run through transformers' own Qwen3ForCausalLM on the same checkpoint.
+It builds (once, then caches) the demo reranker, a tiny zerank-format Qwen3 checkpoint trained offline with
+Qwen's real tokenizer (zkernels.demo_models), ranks a bundled query's documents with zkernels, and checks
+the scores against the reference recipe run through transformers' own Qwen3ForCausalLM on the same
+checkpoint.
 """
 from __future__ import annotations
 
@@ -14,25 +15,31 @@ import torch
 from ..demo_models import demo_checkpoint, quiet_transformers
 from .options import add_backend, add_progress, add_top_k
 
-QUERY = "How do shared-prefix caches speed up cross-encoder reranking?"
+# Distractors share a word with the query: word overlap alone ranks them high. The last two documents are
+# there for the tokenization (leading whitespace, a newline, nothing at all), not for their meaning.
+QUERY = "how do I make pancakes?"
 DOCUMENTS = [
-    "A cross-encoder reads the query and the document together, so every document repeats the query tokens.",
-    "Prefix caching computes the keys and values of the shared query prefix once and reuses them for every document.",
+    "Make sure the tyres are pumped up before a long drive.",
+    "Whisk flour, milk and eggs into a smooth batter, then fry spoonfuls in a hot buttered pan.",
     "The Eiffel Tower is 330 metres tall and was completed in 1889.",
-    "Packed variable-length batches avoid padding: no compute is spent on tokens that are not there.",
-    "  Leading whitespace and\nnewlines are part of some documents, and tokenization must handle them.",
-    "Binary quantization turns each embedding dimension into one bit; Hamming distance compares codes.",
+    "Pancake Day falls on the Tuesday before Lent.",
     "Sourdough bread needs a starter, flour, water and salt.",
+    "How do I reset my password? Use the link on the sign-in page.",
+    "  Leading whitespace and\nnewlines are part of some documents, and tokenization must handle them.",
     "",
 ]
+
+
 def run_demo(device: str = "cpu", backend: str | None = None, top_k: int | None = None,
              show_progress_bar: bool | None = None) -> int:
     from ..reference import load_reference_model, zerank_reference
     from ..reranker import Reranker
 
     folder = demo_checkpoint()
-    print("NOTE: the demo model has RANDOM weights and Qwen's real tokenizer: the ranking below is meaningless;\n"
-          "      the demo shows the pipeline end to end and checks that zkernels equals the reference.\n")
+    print("NOTE: the demo model is a tiny Qwen3 reranker (4 layers, 128 wide, Qwen's real tokenizer) distilled\n"
+          "      offline from a small sentence-transformers model to match words and phrases: its ranking makes\n"
+          "      sense on plain English, but it is no substitute for zerank. The demo shows the pipeline end to\n"
+          "      end and checks that zkernels equals the reference.\n")
     reranker = Reranker.from_pretrained(folder, device=device, dtype=torch.float32, backend=backend,
                                         show_progress_bar=show_progress_bar)
     print(f"model: {folder}  format: {reranker.format.name}  device: {reranker.device}  "
@@ -59,8 +66,8 @@ def run_demo(device: str = "cpu", backend: str | None = None, top_k: int | None 
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("demo", help="run the built-in offline demo (random-weight model) with a parity check",
-                              description="Rank a bundled query's documents with a tiny random-weight zerank "
+    p = subparsers.add_parser("demo", help="run the built-in offline demo (a tiny trained model) with a parity check",
+                              description="Rank a bundled query's documents with the tiny trained demo zerank "
                                           "checkpoint and check the scores against transformers.")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default: cpu)")
     add_backend(p)

@@ -1,8 +1,8 @@
 """`zkernels index build` / `zkernels index search`: the retrieve-then-rerank pipeline on a folder.
 
-Without --model / --reranker, the demo models are used: a tiny embedding checkpoint and a tiny reranker
-with RANDOM weights, built once under the zkernels cache folder. They show the machinery runs; their
-rankings mean nothing.
+Without --model / --reranker, the demo models are used: a tiny embedder and a tiny reranker trained offline
+to match words and phrases (zkernels.demo_models), built once under the zkernels cache folder. They show
+the machinery runs with rankings that make sense on plain English; they are no substitute for real models.
 """
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def _demo_folder(name: str) -> Path:
 
 def _resolve_model(value: str | None, demo: str, flag: str, kind: str, other_flag: str) -> str:
     if value in (None, "demo"):
-        print(f"using the built-in {demo} (random weights, for trying the machinery: results mean nothing)",
-              file=sys.stderr)
+        print(f"using the built-in {demo} (a tiny model trained to match words and phrases, for trying the "
+              f"machinery: not a substitute for a real model)", file=sys.stderr)
         return str(_demo_folder(demo))
     check_checkpoint(value, flag, kind, other_flag)
     return value

@@ -16,7 +16,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "serve", help="serve a reranker and/or embedder over HTTP (ZeroEntropy, Cohere/Jina, TEI and OpenAI APIs)",
         description="HTTP server with cross-request batching. With neither --reranker nor --embedder it serves the "
-                    "built-in demo models (random weights).")
+                    "built-in demo models (tiny trained models).")
     p.add_argument("--reranker", default=None, metavar="PATH",
                    help="zerank / Qwen3-Reranker checkpoint folder or hub id (rerank routes answer 404 without one)")
     p.add_argument("--embedder", default=None, metavar="PATH",
@@ -93,8 +93,9 @@ def run(args) -> int:
               file=sys.stderr, flush=True)
     reranker, embedder, demo = load_served_models(args.reranker, args.embedder, engine_options(args))
     if demo:
-        print("zkernels serve: no --reranker or --embedder given: serving the built-in DEMO models (random "
-              "weights, Qwen's real tokenizer; their scores mean nothing)", file=sys.stderr, flush=True)
+        print("zkernels serve: no --reranker or --embedder given: serving the built-in DEMO models (tiny models "
+              "trained to match words and phrases, Qwen's real tokenizer; not a substitute for real ones)",
+              file=sys.stderr, flush=True)
     for served in (reranker, embedder):
         if served is not None:
             print(f"zkernels serve: {served.kind} {served.name} on {served.engine.device} "
