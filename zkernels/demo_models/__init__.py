@@ -159,24 +159,23 @@ def demo_checkpoint(kind: str = "zerank") -> Path:
     zerank one is trained."""
     if kind != "zerank":
         return random_demo_checkpoint(kind)
-    from ..paths import cache_dir
-    folder = cache_dir() / f"demo-zerank-trained-{_weights_digest()}"
-    if not (folder / "model.safetensors").is_file():
-        print(f"building the demo reranker (trained, tiny) in {folder}", file=sys.stderr, flush=True)
-        with quiet_transformers():
-            _build_trained_reranker(folder)
-    return folder
+    return _cached_build("demo-zerank-trained", "reranker", _build_trained_reranker)
 
 
 def demo_embedder_checkpoint() -> Path:
     """The cached demo embedder (trained; zembed-1's prompts and suffix, last-token pooling, learned
     projections to 64 and 32 dimensions), built on first use next to the demo reranker."""
+    return _cached_build("demo-embedder-trained", "embedder", _build_trained_embedder)
+
+
+def _cached_build(name: str, what: str, build) -> Path:
+    """The cache folder <name>-<digest of the shipped weights>, built by build(folder) on first use."""
     from ..paths import cache_dir
-    folder = cache_dir() / f"demo-embedder-trained-{_weights_digest()}"
+    folder = cache_dir() / f"{name}-{_weights_digest()}"
     if not (folder / "model.safetensors").is_file():
-        print(f"building the demo embedder (trained, tiny) in {folder}", file=sys.stderr, flush=True)
+        print(f"building the demo {what} (trained, tiny) in {folder}", file=sys.stderr, flush=True)
         with quiet_transformers():
-            _build_trained_embedder(folder)
+            build(folder)
     return folder
 
 

@@ -42,6 +42,22 @@ def _pieces(texts: Sequence[str], piece_chars: int | None) -> Iterator[tuple[int
         yield start, len(texts)
 
 
+def _encode_in_pieces(texts: Sequence[str], piece_chars: int | None, max_tokens: int | None, encode_run):
+    """Generator: encode_run(start, end) -> token id lists, over runs of about piece_chars characters of
+    texts, yielding between runs; returns every run's ids in order. Passing max_tokens is a 413 as soon as
+    the running count shows it."""
+    ids, n_tokens = [], 0
+    for start, end in _pieces(texts, piece_chars):
+        part = encode_run(start, end)
+        ids += part
+        n_tokens += sum(map(len, part))
+        if max_tokens is not None and n_tokens > max_tokens:
+            raise _too_many_tokens(n_tokens, max_tokens, exact=end == len(texts))
+        if end < len(texts):
+            yield
+    return ids
+
+
 def _too_many_tokens(n_tokens: int, max_tokens: int, exact: bool) -> ServeError:
     what = f"{n_tokens}" if exact else f"at least {n_tokens}"
     return ServeError(413, f"the request's prompts are {what} tokens, over the limit of {max_tokens} tokens per "
@@ -78,15 +94,8 @@ class ServedReranker:
                 yield
             if max_tokens is not None and pairs.shortest_prompt * len(documents) > max_tokens:
                 raise _too_many_tokens(pairs.shortest_prompt * len(documents), max_tokens, exact=False)
-            ids, n_tokens = [], 0
-            for start, end in _pieces(documents, piece_chars):
-                part = pairs.encode(documents[start:end])
-                ids += part
-                n_tokens += sum(map(len, part))
-                if max_tokens is not None and n_tokens > max_tokens:
-                    raise _too_many_tokens(n_tokens, max_tokens, exact=end == len(documents))
-                if end < len(documents):
-                    yield
+            ids = yield from _encode_in_pieces(documents, piece_chars, max_tokens,
+                                               lambda start, end: pairs.encode(documents[start:end]))
             pairs.finish()
         except PromptTooLong as e:
             raise ServeError(413, f"{e}", field=field) from None
@@ -134,15 +143,10 @@ class ServedEmbedder:
     def tokenize_pieces(self, texts: list[str], prompt: str | None, truncate: bool = True, field: str = "input",
                         piece_chars: int | None = None, max_tokens: int | None = None):
         """Generator: about piece_chars characters of texts per piece; returns the Encoded prompts."""
-        ids, n_tokens = [], 0
-        for start, end in _pieces(texts, piece_chars):
-            part = self._tokenize(texts, start, end, prompt, truncate, field)
-            ids += part
-            n_tokens += sum(map(len, part))
-            if max_tokens is not None and n_tokens > max_tokens:
-                raise _too_many_tokens(n_tokens, max_tokens, exact=end == len(texts))
-            if end < len(texts):
-                yield
+        def encode_run(start, end):
+            return self._tokenize(texts, start, end, prompt, truncate, field)
+
+        ids = yield from _encode_in_pieces(texts, piece_chars, max_tokens, encode_run)
         return Encoded(ids, [0] * len(ids))
 
     def _tokenize(self, texts, start: int, end: int, prompt, truncate: bool, field: str) -> list[list[int]]:
