@@ -101,6 +101,16 @@ DType dtype_of(const TensorView& v) {
     return v.elem == Elem::BF16 ? DType::BF16 : DType::F32;
 }
 
+// The first operand of a row op: 2-D float rows [rows, cols] with contiguous rows and cols > 0.
+TensorView float_rows(const std::string& op, const char* name, py::handle t) {
+    TensorView v = view_of(op, name, t);
+    v.expect_dim(2);
+    v.expect_float();
+    v.expect_unit_last_stride();
+    if (v.size(1) <= 0) v.fail("must have a non-empty last dim, got shape " + v.shape_str());
+    return v;
+}
+
 // A floating operand of the same dtype as `first`, with contiguous rows (last-dim stride 1).
 TensorView operand(const std::string& op, const char* name, py::handle t, const TensorView& first,
                    const std::vector<int64_t>& shape) {
@@ -151,12 +161,8 @@ void parallel_rows(int threads, int64_t rows, int64_t values_per_row, Fn fn) {
 void py_rms_norm(py::handle x_, py::handle weight_, py::handle out_, py::handle residual_, py::handle sum_out_,
                  double eps, const std::string& isa, int threads) {
     const std::string op = "rms_norm";
-    const TensorView x = view_of(op, "x", x_);
-    x.expect_dim(2);
-    x.expect_float();
-    x.expect_unit_last_stride();
+    const TensorView x = float_rows(op, "x", x_);
     const int64_t rows = x.size(0), cols = x.size(1);
-    if (cols <= 0) x.fail("must have a non-empty last dim, got shape " + x.shape_str());
     const TensorView w = operand(op, "weight", weight_, x, {cols});
     const TensorView out = output(op, "out", out_, x, {rows, cols});
     if (residual_.is_none() != sum_out_.is_none())
@@ -236,12 +242,8 @@ void py_qk_norm_rope(py::handle q_, py::handle k_, py::handle q_weight, py::hand
 
 void py_swiglu(py::handle gate_, py::handle up_, py::handle out_, const std::string& isa, int threads) {
     const std::string op = "swiglu";
-    const TensorView gate = view_of(op, "gate", gate_);
-    gate.expect_dim(2);
-    gate.expect_float();
-    gate.expect_unit_last_stride();
+    const TensorView gate = float_rows(op, "gate", gate_);
     const int64_t rows = gate.size(0), cols = gate.size(1);
-    if (cols <= 0) gate.fail("must have a non-empty last dim, got shape " + gate.shape_str());
     const TensorView up = operand(op, "up", up_, gate, {rows, cols});
     const TensorView out = output(op, "out", out_, gate, {rows, cols});
     const KernelTable* t = pick(isa);
