@@ -60,14 +60,8 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             fn()
             return (time.perf_counter() - t) * 1e3
-        times = []
-        for _ in range(args.repeats):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
+        from bench_common import time_cuda_events
+        times = time_cuda_events(fn, warmup=0, reps=args.repeats)  # warmed up by the call above
         return sorted(times)[len(times) // 2]
 
     results, totals = [], {}
