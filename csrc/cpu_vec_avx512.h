@@ -33,6 +33,14 @@ struct Vec {
     static inline void store_bf16_n(uint16_t* p, F v, int n) { _mm256_mask_storeu_epi16(p, first(n), to_bf16(v)); }
     static inline F round_bf16(F v) { return _mm512_castsi512_ps(round_bits(v)); }
 
+    // Values already integral in [0, 255] (quantization codes) -> uint8; _n: the first n lanes.
+    static inline void store_u8(uint8_t* p, F v) {
+        _mm_storeu_si128((__m128i*)p, _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v)));
+    }
+    static inline void store_u8_n(uint8_t* p, F v, int n) {
+        _mm512_mask_cvtusepi32_storeu_epi8(p, first(n), _mm512_cvtps_epi32(v));
+    }
+
     static inline F add(F a, F b) { return _mm512_add_ps(a, b); }
     static inline F sub(F a, F b) { return _mm512_sub_ps(a, b); }
     static inline F mul(F a, F b) { return _mm512_mul_ps(a, b); }

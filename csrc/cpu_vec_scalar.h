@@ -54,6 +54,14 @@ struct Vec {
         return a;
     }
 
+    // Values already integral in [0, 255] (quantization codes) -> uint8; _n: the first n lanes.
+    static inline void store_u8(uint8_t* p, F a) {
+        for (int i = 0; i < W; ++i) p[i] = (uint8_t)(int)a.v[i];
+    }
+    static inline void store_u8_n(uint8_t* p, F a, int n) {
+        for (int i = 0; i < n; ++i) p[i] = (uint8_t)(int)a.v[i];
+    }
+
 #define ZK_LANEWISE(name, expr)                          \
     static inline F name(F a, F b) {                     \
         F r;                                             \
