@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--impls", default="bfloat16,int8,int8bf16")
     args = ap.parse_args(argv)
     import bench_cpu
+
     from zkernels.qwen_vocab import build_qwen_tokenizer
 
     print("profile_int8: python " + " ".join([sys.argv[0]] + sys.argv[1:] if argv is None else argv))

@@ -166,3 +166,17 @@ def test_the_server_and_ray_front_doors_pass_quantize_through(folders):
     assert actor_options(None, "cpu", kwargs).quantize == "int8" and kwargs == {}
     with pytest.raises(ValueError, match="quantize='int8' runs on CPU devices"):
         actor_options(EngineOptions(quantize="int8"), "cuda", {})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_fused_int8_forward_gives_the_generic_paths_scores_bit_for_bit(folders, dtype):
+    """The cpu backend quantizes the linears' inputs inside add+RMSNorm and SwiGLU and applies the row scales
+    as the next op reads the matmul's output; the scores are those of the layer-by-layer path, exactly."""
+    r8 = Reranker.from_pretrained(folders["planted"], quantize="int8", dtype=dtype, backend="cpu")
+    forward = r8.engine.forward
+    assert forward.fused_int8
+    fused = r8.predict(PAIRS, activation_fn="identity")
+    forward.fused_int8 = False
+    generic = r8.predict(PAIRS, activation_fn="identity")
+    forward.fused_int8 = True
+    assert np.array_equal(fused, generic)

@@ -12,6 +12,7 @@ import torch
 from .config import Qwen3Config
 from .kernels import get_ops
 from .kernels.linear import PackedLinear
+from .kernels.linear_int8 import QuantizedLinear, quantize_rows, scale_rows
 from .kernels.qk_norm_rope import rope_tables
 from .loading import Qwen3Weights
 from .packing import PackedBatch
@@ -49,6 +50,8 @@ class Qwen3Forward:
                 layer.qkv, layer.o, layer.gate_up, layer.down = (pack(layer.qkv), pack(layer.o),
                                                                  pack(layer.gate_up), pack(layer.down))
         device = weights.embed.device
+        # int8 linears whose inputs the C++ ops can quantize as they produce them (see _hidden_int8)
+        self.fused_int8 = _fused_int8_runs(self.ops, weights)
         self.cos, self.sin = rope_tables(config.head_dim, config.rope_theta, config.max_position_embeddings, device)
         self.scale = config.head_dim ** -0.5
 
@@ -76,6 +79,8 @@ class Qwen3Forward:
                              f"max_position_embeddings {c.max_position_embeddings}")
         if int(batch.token_ids.max()) >= c.vocab_size:
             raise ValueError(f"token id {int(batch.token_ids.max())} is outside the vocabulary (size {c.vocab_size})")
+        if self.fused_int8:
+            return self._hidden_int8(batch)
         b = batch.to(self.device)                            # token_ids, positions [T]; read_rows [R]
         n_rows = b.token_ids.shape[0]                        # T
         hidden = w.embed[b.token_ids]                        # [T, H]
@@ -108,3 +113,53 @@ class Qwen3Forward:
             hidden = linear(ops.swiglu(linear(x, layer.gate_up)), layer.down)
         out, _ = ops.add_rms_norm(hidden, residual, w.final_norm, c.rms_norm_eps)  # [R, H]
         return out
+
+    def _hidden_int8(self, batch: PackedBatch) -> torch.Tensor:
+        """hidden_at_read_rows for int8 linears on the cpu backend: the same ops and the same values, bit for
+        bit, as the generic path, with the per-token quantization inside the ops that produce the linears'
+        inputs. The o, gate|up and down products leave the matmul in float32 without their per-row
+        activation scale; the op that reads them applies it (rounded to the model dtype, as the layer
+        would): add+RMSNorm after o and down, SwiGLU after gate|up. Shapes as in hidden_at_read_rows;
+        (y, ys) is a float32 matmul output [rows, out] with its row scales [rows]."""
+        c, w, ops = self.config, self.weights, self.ops
+        b = batch.to(self.device)
+        n_rows, eps, dtype = b.token_ids.shape[0], c.rms_norm_eps, self.dtype
+        hidden = w.embed[b.token_ids]                        # [T, H]
+        if hidden.dtype != dtype:
+            hidden = hidden.to(dtype)
+        residual, down = hidden, None                        # down: the previous layer's (y, ys)
+        for i, layer in enumerate(w.layers):
+            last = i == len(w.layers) - 1
+            if down is None:
+                xq, xs, _ = ops.rms_norm_quantize(hidden, layer.input_norm, eps)                 # [T, H] uint8, [T]
+            else:
+                xq, xs, residual = ops.rms_norm_quantize(down[0], layer.input_norm, eps, residual=residual,
+                                                         x_scale=down[1])
+            qkv = layer.qkv.matmul_quantized(xq, xs, dtype, layer.qkv_bias)                    # [T, Hq*D + 2*Hkv*D]
+            q = qkv[:, :c.q_width].view(n_rows, c.num_heads, c.head_dim)
+            k = qkv[:, c.q_width:c.q_width + c.kv_width].view(n_rows, c.num_kv_heads, c.head_dim)
+            v = qkv[:, c.q_width + c.kv_width:].view(n_rows, c.num_kv_heads, c.head_dim)
+            if last:
+                q, residual = q[b.read_rows], residual[b.read_rows]
+                q_pos, cu_q = b.positions[b.read_rows], b.cu_seqlens_read
+            else:
+                q_pos, cu_q = b.positions, b.cu_seqlens
+            q, k = ops.qk_norm_rope(q, k, layer.q_norm, layer.k_norm, self.cos, self.sin, q_pos, b.positions, eps)
+            attn = ops.attention(q, k, v, cu_q, b.cu_seqlens, b.prefix_starts, b.prefix_lens, self.scale)
+            aq, a_scale = quantize_rows(attn.reshape(attn.shape[0], c.q_width))                 # [Tq, Hq*D], [Tq]
+            xq, xs, residual = ops.rms_norm_quantize(layer.o.matmul_unscaled(aq), layer.post_norm, eps,
+                                                     residual=residual, x_scale=a_scale)       # [Tq, H], [Tq]
+            hq, hs = ops.swiglu_quantize(layer.gate_up.matmul_unscaled(xq), dtype, in_scale=xs)  # [Tq, I], [Tq]
+            down = (layer.down.matmul_unscaled(hq), hs)                                        # [Tq, H], [Tq]
+        out, _ = ops.add_rms_norm(scale_rows(down[0], down[1], dtype), residual, w.final_norm, eps)  # [R, H]
+        return out
+
+
+def _fused_int8_runs(ops, weights: Qwen3Weights) -> bool:
+    """Whether _hidden_int8 applies: every linear int8 (QuantizedLinear), no bias on o (its bias would be added
+    after the row scale the next op applies), the model in float32 or bfloat16, the fused ops in `ops`."""
+    if not hasattr(ops, "rms_norm_quantize") or weights.final_norm.dtype not in (torch.float32, torch.bfloat16):
+        return False
+    return bool(weights.layers) and all(
+        all(isinstance(getattr(layer, name), QuantizedLinear) for name in ("qkv", "o", "gate_up", "down"))
+        and layer.o_bias is None for layer in weights.layers)
