@@ -49,8 +49,8 @@ class PartTimer:
         return timed
 
 
-OP_NAMES = ("rms_norm", "add_rms_norm", "qk_norm_rope", "swiglu", "attention", "add_rms_norm_quantized",
-            "swiglu_quantized")
+OP_NAMES = ("rms_norm", "add_rms_norm", "qk_norm_rope", "swiglu", "attention", "rms_norm_quantize",
+            "swiglu_quantize")
 
 
 def instrument(reranker, timer: PartTimer):
@@ -62,8 +62,10 @@ def instrument(reranker, timer: PartTimer):
     saved = [(ops, n, getattr(ops, n)) for n in OP_NAMES if hasattr(ops, n)]
     saved += [(model, "linear", model.linear), (l8, "quantize_rows", l8.quantize_rows),
               (l8, "scale_rows", l8.scale_rows)]
-    saved += [(model, n, getattr(model, n)) for n in ("linear_quantized",) if hasattr(model, n)]
-    labels = {"quantize_rows": "int8 quantize pass", "scale_rows": "int8 scale pass", "linear_quantized": "linear"}
+    saved += [(model, n, getattr(model, n)) for n in ("quantize_rows", "scale_rows") if hasattr(model, n)]
+    saved += [(l8.QuantizedLinear, n, getattr(l8.QuantizedLinear, n)) for n in ("matmul_quantized", "matmul_unscaled")]
+    labels = {"quantize_rows": "int8 quantize pass", "scale_rows": "int8 scale pass",
+              "matmul_quantized": "int8 matmul", "matmul_unscaled": "int8 matmul"}
     for obj, n, fn in saved:
         setattr(obj, n, timer.wrap(labels.get(n, n), fn))
 

@@ -25,6 +25,7 @@ template <> struct IO<DType::F32> {
     static inline void store(E* p, F v) { Vec::store(p, v); }
     static inline void store_n(E* p, F v, int n) { Vec::store_n(p, v, n); }
     static inline F round(F v) { return v; }
+    static inline F round_not_nan(F v) { return v; }
     static inline E from_f32(float f) { return f; }
 };
 template <> struct IO<DType::BF16> {
@@ -34,6 +35,7 @@ template <> struct IO<DType::BF16> {
     static inline void store(E* p, F v) { Vec::store_bf16(p, v); }
     static inline void store_n(E* p, F v, int n) { Vec::store_bf16_n(p, v, n); }
     static inline F round(F v) { return Vec::round_bf16(v); }
+    static inline F round_not_nan(F v) { return Vec::round_bf16_finite(v); }  // v holds no NaN
     static inline E from_f32(float f) { return f32_to_bf16(f); }
 };
 
@@ -269,15 +271,16 @@ static inline bool finish_row(const float* v, int64_t n, const AbsMax& m, uint8_
 }
 
 // The input value of an op that may read an int8 matmul's float32 output: round(y * s) in T (what
-// scale_rows stores), else the T element itself.
+// scale_rows stores), else the T element itself. y * s holds no NaN (an int32 sum times finite scales), so
+// its rounding needs no NaN fix-up.
 template <DType T, bool Scaled>
 static inline F load_input(const void* x, int64_t j, F s) {
-    if constexpr (Scaled) return IO<T>::round(Vec::mul(Vec::load((const float*)x + j), s));
+    if constexpr (Scaled) return IO<T>::round_not_nan(Vec::mul(Vec::load((const float*)x + j), s));
     else return IO<T>::load((const typename IO<T>::E*)x + j);
 }
 template <DType T, bool Scaled>
 static inline F load_input_n(const void* x, int64_t j, F s, int m) {
-    if constexpr (Scaled) return IO<T>::round(Vec::mul(Vec::load_n((const float*)x + j, m), s));
+    if constexpr (Scaled) return IO<T>::round_not_nan(Vec::mul(Vec::load_n((const float*)x + j, m), s));
     else return IO<T>::load_n((const typename IO<T>::E*)x + j, m);
 }
 

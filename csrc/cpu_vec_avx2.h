@@ -46,6 +46,13 @@ struct Vec {
         for (int i = 0; i < n; ++i) p[i] = tmp[i];
     }
     static inline F round_bf16(F v) { return _mm256_castsi256_ps(round_bits(v)); }
+    // round_bf16 for values known not to be NaN (no NaN fix-up; infinities round to themselves)
+    static inline F round_bf16_finite(F v) {
+        const __m256i u = _mm256_castps_si256(v);
+        const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        const __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+        return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u)));
+    }
 
     // Values already integral in [0, 255] (quantization codes) -> uint8; _n: the first n lanes.
     static inline __m128i to_u8(F v) {

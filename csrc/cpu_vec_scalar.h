@@ -49,6 +49,7 @@ struct Vec {
     static inline void store_bf16_n(uint16_t* p, F a, int n) {
         for (int i = 0; i < n; ++i) p[i] = f32_to_bf16(a.v[i]);
     }
+    static inline F round_bf16_finite(F a) { return round_bf16(a); }  // the SIMD variants skip the NaN fix-up
     static inline F round_bf16(F a) {
         for (int i = 0; i < W; ++i) a.v[i] = bf16_to_f32(f32_to_bf16(a.v[i]));
         return a;

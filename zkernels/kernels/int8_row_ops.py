@@ -76,8 +76,10 @@ def rms_norm_quantize_cpu(x: torch.Tensor, weight: torch.Tensor, eps: float, *, 
 
 
 def swiglu_quantize_cpu(gate_up: torch.Tensor, dtype: torch.dtype | None = None, *,
-                        in_scale: torch.Tensor | None = None, isa: str | None = None):
-    """The C++ swiglu_quantize_torch: gate_up [n, 2I] = [gate | up] -> (codes [n, I], scales [n])."""
+                        in_scale: torch.Tensor | None = None, out: tuple[torch.Tensor, torch.Tensor] | None = None,
+                        isa: str | None = None):
+    """The C++ swiglu_quantize_torch: gate_up [n, 2I] = [gate | up] -> (codes [n, I], scales [n]), written
+    into `out` (contiguous uint8 [n, I], float32 [n]) when given."""
     ext = _cpu_runtime.extension()
     _cpu_runtime.check_float("gate_up", gate_up)
     if gate_up.dim() != 2 or gate_up.shape[1] % 2 or gate_up.shape[1] == 0:
@@ -87,8 +89,7 @@ def swiglu_quantize_cpu(gate_up: torch.Tensor, dtype: torch.dtype | None = None,
         raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
     n, i = gate_up.shape[0], gate_up.shape[1] // 2
     gu = _cpu_runtime.rows_2d("gate_up", gate_up, 2 * i)
-    q = torch.empty((n, i), dtype=torch.uint8)
-    scale = torch.empty(n, dtype=torch.float32)
+    q, scale = out if out is not None else (torch.empty((n, i), dtype=torch.uint8), torch.empty(n, dtype=torch.float32))
     ext.swiglu_quantize(gate=gu[:, :i], up=gu[:, i:], q_out=q, scale_out=scale,
                         in_scale=in_scale.contiguous() if isinstance(in_scale, torch.Tensor) else in_scale,
                         dtype=_DTYPE_NAMES[dtype], isa=_cpu_runtime.resolve_isa(isa), threads=_cpu_runtime.threads())
