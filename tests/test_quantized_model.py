@@ -169,9 +169,13 @@ def test_the_server_and_ray_front_doors_pass_quantize_through(folders):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_the_fused_int8_forward_gives_the_generic_paths_scores_bit_for_bit(folders, dtype):
+@pytest.mark.parametrize("block_rows", [512, 5])
+def test_the_fused_int8_forward_gives_the_generic_paths_scores_bit_for_bit(folders, dtype, block_rows, monkeypatch):
     """The cpu backend quantizes the linears' inputs inside add+RMSNorm and SwiGLU and applies the row scales
-    as the next op reads the matmul's output; the scores are those of the layer-by-layer path, exactly."""
+    as the next op reads the matmul's output, a block of rows at a time (5 rows: many blocks, a partial
+    last one); the scores are those of the layer-by-layer path, exactly."""
+    import zkernels.model
+    monkeypatch.setattr(zkernels.model, "INT8_BLOCK_ROWS", block_rows)
     r8 = Reranker.from_pretrained(folders["planted"], quantize="int8", dtype=dtype, backend="cpu")
     forward = r8.engine.forward
     assert forward.fused_int8

@@ -132,14 +132,21 @@ def scale_rows_torch(y: torch.Tensor, s: torch.Tensor, dtype: torch.dtype) -> to
     return (y.float() * s.float()[:, None]).to(dtype)
 
 
-def scale_rows(y: torch.Tensor, s: torch.Tensor, dtype: torch.dtype, *, isa: str = "auto") -> torch.Tensor:
-    """y [n, m] float32 times s [n] per row, rounded once to dtype (float32: in place, into y; bfloat16: a
-    new tensor), in one C++ pass (the multiplication and the rounding of separate torch ops cost two more
-    passes over the matmul's output). Bit-identical to scale_rows_torch."""
+def scale_rows(y: torch.Tensor, s: torch.Tensor, dtype: torch.dtype, *, out: torch.Tensor | None = None,
+               isa: str = "auto") -> torch.Tensor:
+    """y [n, m] float32 times s [n] per row, rounded once to dtype, in one C++ pass (the multiplication and
+    the rounding of separate torch ops cost two more passes over the matmul's output). Written into `out`
+    (contiguous [n, m] of dtype) when given, else in place into y for float32 and into a new tensor for
+    bfloat16. Bit-identical to scale_rows_torch."""
+    if out is not None and (not isinstance(out, torch.Tensor) or out.shape != y.shape or out.dtype != dtype
+                            or not out.is_contiguous()):
+        raise ValueError(f"out must be a contiguous {dtype} tensor of shape {tuple(y.shape)}, got {_describe(out)}")
     if _ext is None or y.dtype != torch.float32 or y.dim() != 2 or dtype not in (torch.float32, torch.bfloat16):
-        return scale_rows_torch(y, s, dtype)
+        scaled = scale_rows_torch(y, s, dtype)
+        return scaled if out is None else out.copy_(scaled)
     y, s = y.contiguous(), s.float().contiguous()
-    out = y if dtype == torch.float32 else torch.empty(y.shape, dtype=dtype)
+    if out is None:
+        out = y if dtype == torch.float32 else torch.empty(y.shape, dtype=dtype)
     if y.shape[0] and y.shape[1]:
         view = out.numpy() if dtype == torch.float32 else out.view(torch.int16).numpy()
         _ext.scale_rows(y.numpy(), s.numpy(), view, "float32" if dtype == torch.float32 else "bfloat16", isa=isa,
