@@ -184,3 +184,14 @@ def test_the_fused_int8_forward_gives_the_generic_paths_scores_bit_for_bit(folde
     generic = r8.predict(PAIRS, activation_fn="identity")
     forward.fused_int8 = True
     assert np.array_equal(fused, generic)
+
+
+def test_the_fused_int8_forward_checks_token_ids_and_positions(folders):
+    from zkernels.packing import plan_batches
+    forward = Reranker.from_pretrained(folders["base"], quantize="int8", backend="cpu").engine.forward
+    assert forward.fused_int8
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        forward.hidden_at_read_rows(plan_batches([[1, 2, 10 ** 7]], [0], 1 << 20)[0])
+    too_long = [1] * (forward.config.max_position_embeddings + 1)
+    with pytest.raises(ValueError, match="beyond the model's max_position_embeddings"):
+        forward.hidden_at_read_rows(plan_batches([too_long], [0], 1 << 30)[0])
