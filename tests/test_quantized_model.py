@@ -179,11 +179,17 @@ def test_the_fused_int8_forward_gives_the_generic_paths_scores_bit_for_bit(folde
     r8 = Reranker.from_pretrained(folders["planted"], quantize="int8", dtype=dtype, backend="cpu")
     forward = r8.engine.forward
     assert forward.fused_int8
-    fused = r8.predict(PAIRS, activation_fn="identity")
-    forward.fused_int8 = False
-    generic = r8.predict(PAIRS, activation_fn="identity")
-    forward.fused_int8 = True
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the row blocks run on one thread
+        fused = r8.predict(PAIRS, activation_fn="identity")
+        forward.fused_int8 = False
+        generic = r8.predict(PAIRS, activation_fn="identity")
+    finally:
+        forward.fused_int8 = True
+        torch.set_num_threads(threads)
     assert np.array_equal(fused, generic)
+    assert np.array_equal(r8.predict(PAIRS, activation_fn="identity"), generic)  # one call, this thread count
 
 
 def test_the_fused_int8_forward_checks_token_ids_and_positions(folders):

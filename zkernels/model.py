@@ -154,13 +154,16 @@ class Qwen3Forward:
         out, _ = ops.add_rms_norm(scale_rows(down[0], down[1], dtype), residual, w.final_norm, eps)  # [R, H]
         return out
 
-    # The int8 matmuls' float32 outputs are large (T x 2I floats for gate|up); run a block of rows at a time,
-    # each block's output is read back by the op that consumes it from cache instead of memory (measured on
-    # one thread: int8 gate|up at 128-512 rows takes 0.55 ms per 100 rows, at 3309 rows 0.9). Rows are
+    # The int8 matmuls' float32 outputs are large (T x 2I floats for gate|up). On one thread, run a block of
+    # rows at a time, so the op that consumes a block reads it from cache instead of memory (measured on one
+    # thread, rerank 1 x 50 at the 0.6B width: 1153 ms in blocks of 256 rows against 1338 ms in one call).
+    # With more threads each block is one more parallel region to join, and on a shared 2-core machine that
+    # cost more than it saved (1872 ms against 1480), so there the matmul runs in one call. Rows are
     # independent (exact int32 sums, row-wise ops): the blocks change no value.
-    def _row_blocks(self, n: int):
-        block = INT8_BLOCK_ROWS * max(1, torch.get_num_threads())
-        return [(r0, min(n, r0 + block)) for r0 in range(0, n, block)]
+    def _row_blocks(self, n: int) -> list[tuple[int, int]]:
+        if torch.get_num_threads() > 1:
+            return [(0, n)]
+        return [(r0, min(n, r0 + INT8_BLOCK_ROWS)) for r0 in range(0, n, INT8_BLOCK_ROWS)]
 
     def _qkv_int8(self, layer, xq: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         """q|k|v [n, Hq*D + 2*Hkv*D] in the model dtype from the input's codes and scales."""
@@ -185,8 +188,8 @@ class Qwen3Forward:
         return hq, hs
 
 
-# Rows per thread in one block of an int8 matmul and the op that reads its output (Qwen3Forward._row_blocks).
-INT8_BLOCK_ROWS = 512
+# Rows in one block of an int8 matmul and the op that reads its output, on one thread (Qwen3Forward._row_blocks).
+INT8_BLOCK_ROWS = 256
 
 
 def _fused_int8_runs(ops, weights: Qwen3Weights) -> bool:
