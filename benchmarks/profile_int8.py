@@ -1,9 +1,10 @@
 """Where the CPU forward spends its time, by part: linears (and, for int8, the activation quantizer and the
 per-row output scaling inside them), norms, QK-norm/RoPE, attention, SwiGLU, the rest. bench_cpu.py's model
 (Qwen3-0.6B's width, --layers layers, random weights) and its rerank workloads; zkernels bf16 against int8
-(float32 elsewhere, and bf16 elsewhere), one thread and two.
+(float32 elsewhere, and bf16 elsewhere; fused, and layer by layer as `_unfused`), one thread and two.
 
     python benchmarks/profile_int8.py [--layers 4] [--reps 3] [--threads 1,2] [--workloads rerank_1x20,rerank_1x50]
+                                      [--impls bfloat16,int8bf16_unfused,int8bf16,int8_unfused,int8]
 
 Each part is timed by wrapping the callables the forward calls (wall clock, perf_counter), so the parts add
 up to the forward's time up to the wrappers' own cost (microseconds a call). Prints the command, CPU, ISA,
@@ -81,7 +82,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--workloads", default="rerank_1x20,rerank_1x50")
-    ap.add_argument("--impls", default="bfloat16,int8,int8bf16")
+    ap.add_argument("--impls", default="bfloat16,int8bf16_unfused,int8bf16,int8_unfused,int8",
+                    help="bfloat16, int8 (float32 elsewhere), int8bf16 (bf16 elsewhere); _unfused: the layer-by-layer "
+                         "int8 path")
     args = ap.parse_args(argv)
     import bench_cpu
 
@@ -100,7 +103,14 @@ def main(argv=None) -> int:
     hf16 = bench_cpu.build_hf(cfg, torch.bfloat16)
     impls = {"bfloat16": (torch.bfloat16, None), "int8": (torch.float32, "int8"),
              "int8bf16": (torch.bfloat16, "int8")}
-    runners = {name: bench_cpu.zk_runner(hf16, cfg, *impls[name]) for name in args.impls.split(",")}
+    runners = {}
+    for name in args.impls.split(","):
+        # "<impl>_unfused": the same model through the layer-by-layer path (quantize and scale passes inside
+        # every QuantizedLinear call), for the fused forward's baseline in the same run
+        run, reranker = bench_cpu.zk_runner(hf16, cfg, *impls[name.removesuffix("_unfused")])
+        if name.endswith("_unfused"):
+            reranker.engine.forward.fused_int8 = False
+        runners[name] = (run, reranker)
     threads0 = torch.get_num_threads()
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
@@ -119,7 +129,7 @@ def main(argv=None) -> int:
                 parts = {k: v / args.reps for k, v in timer.seconds.items()}
                 rest = total - sum(parts.values())
                 line = "  ".join(f"{k} {1e3 * v:7.1f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]))
-                print(f"  {name:9s} total {1e3 * total:7.1f} ms: {line}  other {1e3 * rest:6.1f}")
+                print(f"  {name:16s} total {1e3 * total:7.1f} ms: {line}  other {1e3 * rest:6.1f}")
     torch.set_num_threads(threads0)
     return 0
 
