@@ -229,16 +229,13 @@ struct RowScratch {
     RowScratch& operator=(const RowScratch&) = delete;
 };
 
-// Tracks max|v| and finiteness of the values a row's producer stores into the scratch row.
+// Tracks max|v| and finiteness of the values a row's producer stores into the scratch row (a vector tail's
+// lanes past the row hold zeros from masked loads: they change neither).
 struct AbsMax {
     F amax = Vec::zero(), nonfinite = Vec::zero();  // v - v is 0 for a finite v, NaN otherwise
     inline void add(F v) {
         amax = Vec::max(amax, Vec::max(v, Vec::sub(Vec::zero(), v)));
         nonfinite = Vec::add(nonfinite, Vec::sub(v, v));
-    }
-    inline void add_n(F v, int n) {  // lanes past n hold zeros from a masked load: they change nothing
-        (void)n;
-        add(v);
     }
     inline bool finite() const { return Vec::hsum(nonfinite) == 0.0f; }
 };
@@ -323,7 +320,7 @@ static int64_t rms_norm_quant_rows(const RmsQuantArgs& a, int64_t r0, int64_t r1
             const int m = (int)(H - j);
             const F o = IO<T>::round(Vec::mul(IO<T>::load_n(w + j, m), IO<T>::round(Vec::mul(IO<T>::load_n(x + j, m), rstd))));
             Vec::store_n(v + j, o, m);
-            mx.add_n(o, m);
+            mx.add(o);
         }
         if (!finish_row(v, H, mx, a.q + r * a.sq, a.scale + r) && bad < 0) bad = r;
     }
@@ -353,7 +350,7 @@ static int64_t swiglu_quant_rows(const SwigluQuantArgs& a, int64_t r0, int64_t r
             const int m = (int)(n - j);
             const F o = IO<T>::round(swiglu_vec<T>(load_input_n<T, Scaled>(g, j, s, m), load_input_n<T, Scaled>(u, j, s, m)));
             Vec::store_n(v + j, o, m);
-            mx.add_n(o, m);
+            mx.add(o);
         }
         if (!finish_row(v, n, mx, a.q + r * a.sq, a.scale + r) && bad < 0) bad = r;
     }
