@@ -112,6 +112,9 @@ def machine() -> dict:
         torch_threads=torch.get_num_threads(),
         zkernels_cpu_isa=cpu.resolve_isa() if cpu.available() else None,
         onednn_bf16=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        # oneDNN's own cap on the instructions it uses (e.g. AVX512_CORE_BF16: no AMX), which lets this
+        # CPU stand in for one without AMX; the ISA flags above are the hardware's, not the cap's.
+        onednn_max_cpu_isa=os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA"),
         load_before=os.getloadavg(),
     )
 
@@ -526,6 +529,8 @@ def main(argv=None) -> int:
         f"torch {mach['torch']}, {mach['torch_threads']} threads; zkernels CPU variant {mach['zkernels_cpu_isa']}; "
         f"oneDNN bf16 {mach['onednn_bf16']}; load average before {mach['load_before']}"
     )
+    if mach["onednn_max_cpu_isa"]:
+        log(f"oneDNN capped at ONEDNN_MAX_CPU_ISA={mach['onednn_max_cpu_isa']} (AMX unused where the cap excludes it)")
     cfg = load_shape(args.layers, args.smoke)
     log(
         f"model: hidden {cfg['hidden_size']}, intermediate {cfg['intermediate_size']}, "

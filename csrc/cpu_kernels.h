@@ -25,6 +25,7 @@ template <> struct IO<DType::F32> {
     static inline void store(E* p, F v) { Vec::store(p, v); }
     static inline void store_n(E* p, F v, int n) { Vec::store_n(p, v, n); }
     static inline F round(F v) { return v; }
+    static inline F round_not_nan(F v) { return v; }
     static inline E from_f32(float f) { return f; }
 };
 template <> struct IO<DType::BF16> {
@@ -34,6 +35,7 @@ template <> struct IO<DType::BF16> {
     static inline void store(E* p, F v) { Vec::store_bf16(p, v); }
     static inline void store_n(E* p, F v, int n) { Vec::store_bf16_n(p, v, n); }
     static inline F round(F v) { return Vec::round_bf16(v); }
+    static inline F round_not_nan(F v) { return Vec::round_bf16_finite(v); }  // v holds no NaN
     static inline E from_f32(float f) { return f32_to_bf16(f); }
 };
 
@@ -213,6 +215,146 @@ static void swiglu_rows(const SwigluArgs& a, int64_t r0, int64_t r1) {
             IO<T>::store_n(o + j, swiglu_vec<T>(IO<T>::load_n(g + j, m), IO<T>::load_n(u + j, m)), m);
         }
     }
+}
+
+// ------------------------------------------------------------------ fused per-token quantization
+// The row's values go to a float32 scratch row (one pass, tracking max|v| and whether any is not finite),
+// then to codes (a second pass over the scratch, which is in L1/L2): the steps of quantize_rows, so the
+// codes are bit for bit the unfused op's followed by quantize_rows.
+struct RowScratch {
+    float* p;
+    explicit RowScratch(int64_t n) : p(new float[(size_t)(n > 0 ? n : 1)]) {}
+    ~RowScratch() { delete[] p; }
+    RowScratch(const RowScratch&) = delete;
+    RowScratch& operator=(const RowScratch&) = delete;
+};
+
+// Tracks max|v| and finiteness of the values a row's producer stores into the scratch row (a vector tail's
+// lanes past the row hold zeros from masked loads: they change neither).
+struct AbsMax {
+    F amax = Vec::zero(), nonfinite = Vec::zero();  // v - v is 0 for a finite v, NaN otherwise
+    inline void add(F v) {
+        amax = Vec::max(amax, Vec::max(v, Vec::sub(Vec::zero(), v)));
+        nonfinite = Vec::add(nonfinite, Vec::sub(v, v));
+    }
+    inline bool finite() const { return Vec::hsum(nonfinite) == 0.0f; }
+};
+
+// codes and scale of one row of n values (all finite) from the scratch row v and its max|v|
+static inline void quantize_row(const float* v, int64_t n, float amax, uint8_t* q, float* scale) {
+    *scale = amax == 0.0f ? 1.0f : amax / 127.0f;
+    const F inv = Vec::set1(amax == 0.0f ? 1.0f : 127.0f / amax);
+    const F lo = Vec::set1(-127.0f), hi = Vec::set1(127.0f), zero_point = Vec::set1(128.0f);
+    int64_t j = 0;
+    for (; j + W <= n; j += W)
+        Vec::store_u8(q + j, Vec::add(Vec::min(hi, Vec::max(lo, Vec::round(Vec::mul(Vec::load(v + j), inv)))),
+                                      zero_point));
+    if (j < n) {
+        const int m = (int)(n - j);
+        Vec::store_u8_n(q + j, Vec::add(Vec::min(hi, Vec::max(lo, Vec::round(Vec::mul(Vec::load_n(v + j, m), inv)))),
+                                        zero_point), m);
+    }
+}
+
+// A row that is not finite gets codes 128 and scale 1 (the caller raises); returns whether it was finite.
+static inline bool finish_row(const float* v, int64_t n, const AbsMax& m, uint8_t* q, float* scale) {
+    if (!m.finite()) {
+        for (int64_t j = 0; j < n; ++j) q[j] = 128;
+        *scale = 1.0f;
+        return false;
+    }
+    quantize_row(v, n, Vec::hmax(m.amax), q, scale);
+    return true;
+}
+
+// The input value of an op that may read an int8 matmul's float32 output: round(y * s) in T (what
+// scale_rows stores), else the T element itself. y * s holds no NaN (an int32 sum times finite scales), so
+// its rounding needs no NaN fix-up.
+template <DType T, bool Scaled>
+static inline F load_input(const void* x, int64_t j, F s) {
+    if constexpr (Scaled) return IO<T>::round_not_nan(Vec::mul(Vec::load((const float*)x + j), s));
+    else return IO<T>::load((const typename IO<T>::E*)x + j);
+}
+template <DType T, bool Scaled>
+static inline F load_input_n(const void* x, int64_t j, F s, int m) {
+    if constexpr (Scaled) return IO<T>::round_not_nan(Vec::mul(Vec::load_n((const float*)x + j, m), s));
+    else return IO<T>::load_n((const typename IO<T>::E*)x + j, m);
+}
+
+// rms_norm_rows' values (with the residual: sum written, then normalised from it), quantized per row.
+template <DType T, bool Scaled>
+static int64_t rms_norm_quant_rows(const RmsQuantArgs& a, int64_t r0, int64_t r1) {
+    using E = typename IO<T>::E;
+    const int64_t H = a.cols;
+    const E* w = (const E*)a.w;
+    RowScratch scratch(H);
+    float* v = scratch.p;
+    int64_t bad = -1;
+    for (int64_t r = r0; r < r1; ++r) {
+        const void* xr = Scaled ? (const void*)((const float*)a.x + r * a.sx) : (const void*)((const E*)a.x + r * a.sx);
+        const F s = Vec::set1(Scaled ? a.x_scale[r] : 1.0f);
+        const E* x;
+        if (a.res != nullptr) {
+            const E* res = (const E*)a.res + r * a.sr;
+            E* sum = (E*)a.sum_out + r * a.ss;
+            int64_t j = 0;
+            for (; j + W <= H; j += W)
+                IO<T>::store(sum + j, Vec::add(load_input<T, Scaled>(xr, j, s), IO<T>::load(res + j)));
+            if (j < H) {
+                const int m = (int)(H - j);
+                IO<T>::store_n(sum + j, Vec::add(load_input_n<T, Scaled>(xr, j, s, m), IO<T>::load_n(res + j, m)), m);
+            }
+            x = sum;
+        } else {
+            x = (const E*)xr;  // Scaled needs a residual (checked by the binding)
+        }
+        const F rstd = Vec::set1(1.0f / std::sqrt(sum_squares<T>(x, H) / (float)H + a.eps));
+        AbsMax mx;
+        int64_t j = 0;
+        for (; j + W <= H; j += W) {  // scale_by_weight's values, rounded to T as it stores them
+            const F o = IO<T>::round(Vec::mul(IO<T>::load(w + j), IO<T>::round(Vec::mul(IO<T>::load(x + j), rstd))));
+            Vec::store(v + j, o);
+            mx.add(o);
+        }
+        if (j < H) {
+            const int m = (int)(H - j);
+            const F o = IO<T>::round(Vec::mul(IO<T>::load_n(w + j, m), IO<T>::round(Vec::mul(IO<T>::load_n(x + j, m), rstd))));
+            Vec::store_n(v + j, o, m);
+            mx.add(o);
+        }
+        if (!finish_row(v, H, mx, a.q + r * a.sq, a.scale + r) && bad < 0) bad = r;
+    }
+    return bad;
+}
+
+// swiglu_rows' values, quantized per row.
+template <DType T, bool Scaled>
+static int64_t swiglu_quant_rows(const SwigluQuantArgs& a, int64_t r0, int64_t r1) {
+    using E = typename IO<T>::E;
+    const int64_t n = a.cols;
+    RowScratch scratch(n);
+    float* v = scratch.p;
+    int64_t bad = -1;
+    for (int64_t r = r0; r < r1; ++r) {
+        const void* g = Scaled ? (const void*)((const float*)a.gate + r * a.sg) : (const void*)((const E*)a.gate + r * a.sg);
+        const void* u = Scaled ? (const void*)((const float*)a.up + r * a.su) : (const void*)((const E*)a.up + r * a.su);
+        const F s = Vec::set1(Scaled ? a.in_scale[r] : 1.0f);
+        AbsMax mx;
+        int64_t j = 0;
+        for (; j + W <= n; j += W) {
+            const F o = IO<T>::round(swiglu_vec<T>(load_input<T, Scaled>(g, j, s), load_input<T, Scaled>(u, j, s)));
+            Vec::store(v + j, o);
+            mx.add(o);
+        }
+        if (j < n) {
+            const int m = (int)(n - j);
+            const F o = IO<T>::round(swiglu_vec<T>(load_input_n<T, Scaled>(g, j, s, m), load_input_n<T, Scaled>(u, j, s, m)));
+            Vec::store_n(v + j, o, m);
+            mx.add(o);
+        }
+        if (!finish_row(v, n, mx, a.q + r * a.sq, a.scale + r) && bad < 0) bad = r;
+    }
+    return bad;
 }
 
 // ------------------------------------------------------------------ attention
@@ -630,4 +772,18 @@ static void swiglu(const SwigluArgs& a, DType t, int64_t r0, int64_t r1) {
     else swiglu_rows<DType::BF16>(a, r0, r1);
 }
 
-static const KernelTable kTable = {ZK_ISA_NAME, &rms_norm, &norm_rope, &swiglu, &prep_tile, &attention_item};
+static int64_t rms_norm_quant(const RmsQuantArgs& a, DType t, int64_t r0, int64_t r1) {
+    const bool scaled = a.x_scale != nullptr;
+    if (t == DType::F32)
+        return scaled ? rms_norm_quant_rows<DType::F32, true>(a, r0, r1) : rms_norm_quant_rows<DType::F32, false>(a, r0, r1);
+    return scaled ? rms_norm_quant_rows<DType::BF16, true>(a, r0, r1) : rms_norm_quant_rows<DType::BF16, false>(a, r0, r1);
+}
+static int64_t swiglu_quant(const SwigluQuantArgs& a, DType t, int64_t r0, int64_t r1) {
+    const bool scaled = a.in_scale != nullptr;
+    if (t == DType::F32)
+        return scaled ? swiglu_quant_rows<DType::F32, true>(a, r0, r1) : swiglu_quant_rows<DType::F32, false>(a, r0, r1);
+    return scaled ? swiglu_quant_rows<DType::BF16, true>(a, r0, r1) : swiglu_quant_rows<DType::BF16, false>(a, r0, r1);
+}
+
+static const KernelTable kTable = {ZK_ISA_NAME,     &rms_norm,       &norm_rope,   &swiglu, &prep_tile,
+                                   &attention_item, &rms_norm_quant, &swiglu_quant};

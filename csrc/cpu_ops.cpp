@@ -14,6 +14,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -253,6 +254,114 @@ void py_swiglu(py::handle gate_, py::handle up_, py::handle out_, const std::str
     parallel_rows(threads, rows, cols, [&](int64_t r0, int64_t r1) { t->swiglu(a, dt, r0, r1); });
 }
 
+// ---------------------------------------------------------------- fused per-token quantization
+// The outputs of a quantizing op: uint8 codes [rows, cols] and float32 scales [rows], both contiguous.
+TensorView codes_out(const std::string& op, py::handle t, int64_t rows, int64_t cols) {
+    TensorView v = view_of(op, "q_out", t);
+    v.expect_shape({rows, cols});
+    if (v.dtype != "torch.uint8") v.fail("must be torch.uint8, got " + v.dtype);
+    v.expect_contiguous();
+    return v;
+}
+
+TensorView row_scales(const std::string& op, const char* name, py::handle t, int64_t rows) {
+    TensorView v = view_of(op, name, t);
+    v.expect_shape({rows});
+    v.expect_elem(Elem::F32);
+    v.expect_contiguous();
+    return v;
+}
+
+// The matmul output an op reads with its per-row scale: float32 rows [rows, cols] (last-dim stride 1).
+TensorView scaled_rows(const std::string& op, const char* name, py::handle t, int64_t rows, int64_t cols) {
+    TensorView v = view_of(op, name, t);
+    v.expect_shape({rows, cols});
+    v.expect_elem(Elem::F32);
+    v.expect_unit_last_stride();
+    return v;
+}
+
+// Runs a quantizing kernel over row chunks; raises naming the first row that was not finite.
+template <class Fn>
+void run_quantizing(const std::string& op, const char* input, int threads, int64_t rows, int64_t cols, Fn fn) {
+    std::atomic<int64_t> bad{-1};
+    {
+        py::gil_scoped_release nogil;
+        parallel_rows(threads, rows, cols, [&](int64_t r0, int64_t r1) {
+            const int64_t b = fn(r0, r1);
+            int64_t seen = bad.load();
+            while (b >= 0 && (seen < 0 || b < seen) && !bad.compare_exchange_weak(seen, b)) {
+            }
+        });
+    }
+    if (bad.load() >= 0)
+        throw py::value_error(op + ": row " + std::to_string(bad.load()) + " of " + input +
+                              " holds a NaN or an infinity; int8 quantization needs finite activations");
+}
+
+void py_rms_norm_quantize(py::handle x_, py::handle weight_, py::handle q_out_, py::handle scale_out_,
+                          py::handle residual_, py::handle sum_out_, py::handle x_scale_, double eps,
+                          const std::string& isa, int threads) {
+    const std::string op = "rms_norm_quantize";
+    if (residual_.is_none() != sum_out_.is_none())
+        throw py::value_error(op + ": residual and sum_out go together: pass both or neither");
+    if (residual_.is_none() && !x_scale_.is_none())
+        throw py::value_error(op + ": x_scale (x as a float32 matmul output) needs a residual to add it to");
+    TensorView x, res, sum, xs;
+    if (residual_.is_none()) {
+        x = float_rows(op, "x", x_);
+    } else {
+        res = float_rows(op, "residual", residual_);
+        const int64_t rows = res.size(0), cols = res.size(1);
+        if (x_scale_.is_none()) {
+            x = operand(op, "x", x_, res, {rows, cols});
+        } else {
+            x = scaled_rows(op, "x", x_, rows, cols);
+            xs = row_scales(op, "x_scale", x_scale_, rows);
+        }
+        sum = output(op, "sum_out", sum_out_, res, {rows, cols});
+    }
+    const TensorView& first = residual_.is_none() ? x : res;  // its dtype is the values' element type
+    const int64_t rows = first.size(0), cols = first.size(1);
+    const TensorView w = operand(op, "weight", weight_, first, {cols});
+    const TensorView q = codes_out(op, q_out_, rows, cols);
+    const TensorView sc = row_scales(op, "scale_out", scale_out_, rows);
+    const KernelTable* t = pick(isa);
+    const DType dt = dtype_of(first);
+    RmsQuantArgs a{x.data(), rows > 0 ? x.strides(0) : cols, xs.ptr ? reinterpret_cast<const float*>(xs.ptr) : nullptr,
+                   residual_.is_none() ? nullptr : res.data(), residual_.is_none() ? 0 : res.strides(0), w.data(),
+                   residual_.is_none() ? nullptr : sum.mutable_data(), residual_.is_none() ? 0 : sum.strides(0),
+                   reinterpret_cast<uint8_t*>(q.ptr), cols, reinterpret_cast<float*>(sc.ptr), rows, cols, (float)eps};
+    run_quantizing(op, "the normalised input", threads, rows, cols,
+                   [&](int64_t r0, int64_t r1) { return t->rms_norm_quant(a, dt, r0, r1); });
+}
+
+void py_swiglu_quantize(py::handle gate_, py::handle up_, py::handle q_out_, py::handle scale_out_,
+                        py::handle in_scale_, const std::string& dtype, const std::string& isa, int threads) {
+    const std::string op = "swiglu_quantize";
+    if (dtype != "float32" && dtype != "bfloat16")
+        throw py::value_error(op + ": dtype must be 'float32' or 'bfloat16', got '" + dtype + "'");
+    const TensorView gate = float_rows(op, "gate", gate_);
+    const int64_t rows = gate.size(0), cols = gate.size(1);
+    const TensorView up = operand(op, "up", up_, gate, {rows, cols});
+    TensorView s;
+    if (in_scale_.is_none()) {
+        if (gate.dtype != "torch." + dtype) gate.fail("must be torch." + dtype + " (dtype), got " + gate.dtype);
+    } else {
+        gate.expect_elem(Elem::F32);  // an int8 matmul's output before its per-row scale
+        s = row_scales(op, "in_scale", in_scale_, rows);
+    }
+    const TensorView q = codes_out(op, q_out_, rows, cols);
+    const TensorView sc = row_scales(op, "scale_out", scale_out_, rows);
+    const KernelTable* t = pick(isa);
+    const DType dt = dtype == "bfloat16" ? DType::BF16 : DType::F32;
+    SwigluQuantArgs a{gate.data(), rows > 0 ? gate.strides(0) : cols, up.data(), rows > 0 ? up.strides(0) : cols,
+                      s.ptr ? reinterpret_cast<const float*>(s.ptr) : nullptr, reinterpret_cast<uint8_t*>(q.ptr), cols,
+                      reinterpret_cast<float*>(sc.ptr), rows, cols};
+    run_quantizing(op, "silu(gate) * up", threads, rows, cols,
+                   [&](int64_t r0, int64_t r1) { return t->swiglu_quant(a, dt, r0, r1); });
+}
+
 // Checks the index arrays against the buffers (a bad index would read outside them) and builds the
 // work plan: the shared key ranges (prefixes), each sequence's links to them, the work items.
 struct Plan {
@@ -454,6 +563,16 @@ PYBIND11_MODULE(_cpu_ops, m) {
           py::arg("prefix_v"), py::arg("out"), py::arg("cu_seqlens_q"), py::arg("cu_seqlens_k"),
           py::arg("prefix_starts"), py::arg("prefix_lens"), py::arg("scale"), py::arg("isa"), py::arg("threads"),
           "Shared-prefix varlen attention (zkernels/kernels/attention.py) into out [Tq, Hq, D].");
+    m.def("rms_norm_quantize", &py_rms_norm_quantize, py::kw_only(), py::arg("x"), py::arg("weight"),
+          py::arg("q_out"), py::arg("scale_out"), py::arg("residual").none(true), py::arg("sum_out").none(true),
+          py::arg("x_scale").none(true), py::arg("eps"), py::arg("isa"), py::arg("threads"),
+          "rms_norm (with residual: add_rms_norm, sum into sum_out) quantized per row to uint8 codes (zero point 128) "
+          "in q_out and float32 scales in scale_out; x_scale: x is a float32 matmul output, taken as x * x_scale[:, None] "
+          "rounded to the residual's dtype.");
+    m.def("swiglu_quantize", &py_swiglu_quantize, py::kw_only(), py::arg("gate"), py::arg("up"), py::arg("q_out"),
+          py::arg("scale_out"), py::arg("in_scale").none(true), py::arg("dtype"), py::arg("isa"), py::arg("threads"),
+          "silu(gate) * up in dtype, quantized per row to uint8 codes (zero point 128) and float32 scales; in_scale: "
+          "gate and up are float32 matmul outputs, taken times in_scale[:, None] rounded to dtype.");
     m.attr("QUERY_ROWS") = kQueryRows;
     m.attr("KEY_TILE") = kKeyTile;
     zk::quant::register_bindings(m);  // per-token int8 quantization (csrc/cpu_quant.cpp)

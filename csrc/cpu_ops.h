@@ -72,6 +72,35 @@ struct SwigluArgs {
     int64_t rows, cols;
 };
 
+// Per-token uint8 quantization fused into the ops that produce the int8 linears' inputs. Each row's values
+// v (in float32, rounded to the element type as the unfused op stores them) become codes
+// q = clamp(rint(v * (127 / max|v|)), -127, 127) + 128 and scale = max|v| / 127 (1 and 128 for an all-zero
+// row): bit for bit what the unfused op followed by zkernels.kernels.linear_int8.quantize_rows gives.
+// A row whose values are not all finite is reported (the kernels return the first such row, else -1).
+//
+// x_scale != nullptr: x holds float32 rows (an int8 matmul's output before its per-row activation scale),
+// and the op's input value is round(x[r, j] * x_scale[r]) in the element type (what scale_rows stores).
+struct RmsQuantArgs {
+    const void* x; int64_t sx;
+    const float* x_scale;
+    const void* res; int64_t sr;     // nullptr: no residual (x then holds the element type, x_scale null)
+    const void* w;
+    void* sum_out; int64_t ss;       // round(x + res), with res
+    uint8_t* q; int64_t sq;
+    float* scale;
+    int64_t rows, cols;
+    float eps;
+};
+// q, scale from round(silu(gate) * up) (SwigluArgs' values); gate and up are float32 when in_scale is set.
+struct SwigluQuantArgs {
+    const void* gate; int64_t sg;
+    const void* up; int64_t su;
+    const float* in_scale;
+    uint8_t* q; int64_t sq;
+    float* scale;
+    int64_t rows, cols;
+};
+
 // Shared-prefix varlen attention, bottom-right causal, GQA (query head h reads kv head h / group).
 // See zkernels/kernels/attention.py for the layout; index arrays are int32 host arrays.
 struct AttnArgs {
@@ -133,6 +162,9 @@ struct KernelTable {
     // tile `tile` of kv head `kv_head` of a range into kt / vt (one tile each)
     void (*prep_tile)(const KeyRange&, DType, int64_t head_dim, int64_t tile, int64_t kv_head, float* kt, float* vt);
     void (*attention_item)(const AttnArgs&, DType, const AttnPlan&, int64_t item, AttnThread&);
+    // fused per-token quantization (RmsQuantArgs, SwigluQuantArgs): the first non-finite row, else -1
+    int64_t (*rms_norm_quant)(const RmsQuantArgs&, DType, int64_t r0, int64_t r1);
+    int64_t (*swiglu_quant)(const SwigluQuantArgs&, DType, int64_t r0, int64_t r1);
 };
 
 const KernelTable* kernels_scalar();

@@ -46,6 +46,26 @@ struct Vec {
         for (int i = 0; i < n; ++i) p[i] = tmp[i];
     }
     static inline F round_bf16(F v) { return _mm256_castsi256_ps(round_bits(v)); }
+    // round_bf16 for values known not to be NaN (no NaN fix-up; infinities round to themselves)
+    static inline F round_bf16_finite(F v) {
+        const __m256i u = _mm256_castps_si256(v);
+        const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        const __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+        return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u)));
+    }
+
+    // Values already integral in [0, 255] (quantization codes) -> uint8; _n: the first n lanes.
+    static inline __m128i to_u8(F v) {
+        const __m256i i = _mm256_cvtps_epi32(v);
+        const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+        return _mm_packus_epi16(w, w);
+    }
+    static inline void store_u8(uint8_t* p, F v) { _mm_storel_epi64((__m128i*)p, to_u8(v)); }
+    static inline void store_u8_n(uint8_t* p, F v, int n) {
+        alignas(16) uint8_t tmp[16];
+        _mm_store_si128((__m128i*)tmp, to_u8(v));
+        for (int i = 0; i < n; ++i) p[i] = tmp[i];
+    }
 
     static inline F add(F a, F b) { return _mm256_add_ps(a, b); }
     static inline F sub(F a, F b) { return _mm256_sub_ps(a, b); }

@@ -32,6 +32,21 @@ struct Vec {
     static inline void store_bf16(uint16_t* p, F v) { _mm256_storeu_si256((__m256i*)p, to_bf16(v)); }
     static inline void store_bf16_n(uint16_t* p, F v, int n) { _mm256_mask_storeu_epi16(p, first(n), to_bf16(v)); }
     static inline F round_bf16(F v) { return _mm512_castsi512_ps(round_bits(v)); }
+    // round_bf16 for values known not to be NaN (no NaN fix-up; infinities round to themselves)
+    static inline F round_bf16_finite(F v) {
+        const __m512i u = _mm512_castps_si512(v);
+        const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+        const __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+        return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
+    }
+
+    // Values already integral in [0, 255] (quantization codes) -> uint8; _n: the first n lanes.
+    static inline void store_u8(uint8_t* p, F v) {
+        _mm_storeu_si128((__m128i*)p, _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v)));
+    }
+    static inline void store_u8_n(uint8_t* p, F v, int n) {
+        _mm512_mask_cvtusepi32_storeu_epi8(p, first(n), _mm512_cvtps_epi32(v));
+    }
 
     static inline F add(F a, F b) { return _mm512_add_ps(a, b); }
     static inline F sub(F a, F b) { return _mm512_sub_ps(a, b); }

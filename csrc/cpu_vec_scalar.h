@@ -49,9 +49,18 @@ struct Vec {
     static inline void store_bf16_n(uint16_t* p, F a, int n) {
         for (int i = 0; i < n; ++i) p[i] = f32_to_bf16(a.v[i]);
     }
+    static inline F round_bf16_finite(F a) { return round_bf16(a); }  // the SIMD variants skip the NaN fix-up
     static inline F round_bf16(F a) {
         for (int i = 0; i < W; ++i) a.v[i] = bf16_to_f32(f32_to_bf16(a.v[i]));
         return a;
+    }
+
+    // Values already integral in [0, 255] (quantization codes) -> uint8; _n: the first n lanes.
+    static inline void store_u8(uint8_t* p, F a) {
+        for (int i = 0; i < W; ++i) p[i] = (uint8_t)(int)a.v[i];
+    }
+    static inline void store_u8_n(uint8_t* p, F a, int n) {
+        for (int i = 0; i < n; ++i) p[i] = (uint8_t)(int)a.v[i];
     }
 
 #define ZK_LANEWISE(name, expr)                          \

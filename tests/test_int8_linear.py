@@ -145,6 +145,11 @@ def test_scale_rows_matches_the_torch_reference_bit_for_bit(dtype, isa):
         y, s = torch.randn(shape, generator=g) * 300, torch.rand(shape[0], generator=g)
         expected = scale_rows_torch(y, s, dtype)
         assert torch.equal(scale_rows(y.clone(), s, dtype, isa=isa), expected)
+        out = torch.full((shape[0] + 2, shape[1]), 7.0, dtype=dtype)  # rows of a larger output
+        assert scale_rows(y, s, dtype, out=out[1:-1], isa=isa).data_ptr() == out[1:-1].data_ptr()
+        assert torch.equal(out[1:-1], expected) and (out[0] == 7).all() and (out[-1] == 7).all()
+    with pytest.raises(ValueError, match="out must be a contiguous"):
+        scale_rows(torch.ones(2, 4), torch.ones(2), dtype, out=torch.empty(2, 5, dtype=dtype))
     y = torch.randn(3, 40)
     y[1, 7] = float("nan")
     assert scale_rows(y, torch.ones(3), dtype, isa=isa).isnan().sum() == 1

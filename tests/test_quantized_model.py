@@ -166,3 +166,38 @@ def test_the_server_and_ray_front_doors_pass_quantize_through(folders):
     assert actor_options(None, "cpu", kwargs).quantize == "int8" and kwargs == {}
     with pytest.raises(ValueError, match="quantize='int8' runs on CPU devices"):
         actor_options(EngineOptions(quantize="int8"), "cuda", {})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("block_rows", [512, 5])
+def test_the_fused_int8_forward_gives_the_generic_paths_scores_bit_for_bit(folders, dtype, block_rows, monkeypatch):
+    """The cpu backend quantizes the linears' inputs inside add+RMSNorm and SwiGLU and applies the row scales
+    as the next op reads the matmul's output, a block of rows at a time (5 rows: many blocks, a partial
+    last one); the scores are those of the layer-by-layer path, exactly."""
+    import zkernels.model
+    monkeypatch.setattr(zkernels.model, "INT8_BLOCK_ROWS", block_rows)
+    r8 = Reranker.from_pretrained(folders["planted"], quantize="int8", dtype=dtype, backend="cpu")
+    forward = r8.engine.forward
+    assert forward.fused_int8
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the row blocks run on one thread
+        fused = r8.predict(PAIRS, activation_fn="identity")
+        forward.fused_int8 = False
+        generic = r8.predict(PAIRS, activation_fn="identity")
+    finally:
+        forward.fused_int8 = True
+        torch.set_num_threads(threads)
+    assert np.array_equal(fused, generic)
+    assert np.array_equal(r8.predict(PAIRS, activation_fn="identity"), generic)  # one call, this thread count
+
+
+def test_the_fused_int8_forward_checks_token_ids_and_positions(folders):
+    from zkernels.packing import plan_batches
+    forward = Reranker.from_pretrained(folders["base"], quantize="int8", backend="cpu").engine.forward
+    assert forward.fused_int8
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        forward.hidden_at_read_rows(plan_batches([[1, 2, 10 ** 7]], [0], 1 << 20)[0])
+    too_long = [1] * (forward.config.max_position_embeddings + 1)
+    with pytest.raises(ValueError, match="beyond the model's max_position_embeddings"):
+        forward.hidden_at_read_rows(plan_batches([too_long], [0], 1 << 30)[0])

@@ -128,8 +128,16 @@ def layer_quantizer(mode: str, dtype: torch.dtype, recipe: QuantRecipe | None = 
 def norm_gain_scales(norm_weight: torch.Tensor, weight: torch.Tensor, alpha: float) -> torch.Tensor:
     """Calibration-free smoothing scales [in]: |g|^alpha / max|W column|^(1 - alpha), floored away from 0."""
     g = norm_weight.float().abs().clamp_min(1e-5)
-    w = weight.float().abs().amax(dim=0).clamp_min(1e-5)
+    # The column maxima a block of rows at a time, in the weight's own dtype (exact: a max only picks):
+    # a float32 copy of a whole gate|up weight would raise loading's peak above the bf16 model's.
+    w = torch.zeros(weight.shape[1], dtype=weight.dtype, device=weight.device)
+    for r0 in range(0, weight.shape[0], _COLUMN_MAX_BLOCK_ROWS):
+        w = torch.maximum(w, weight[r0:r0 + _COLUMN_MAX_BLOCK_ROWS].abs().amax(dim=0))
+    w = w.float().clamp_min(1e-5)
     return (g ** alpha / w ** (1 - alpha)).clamp(1e-4, 1e4)
+
+
+_COLUMN_MAX_BLOCK_ROWS = 256
 
 
 def tensor_bytes(t) -> int:

@@ -1,7 +1,8 @@
 """The "cpu" backend's op namespace (`cpu_ops()`, what get_ops("cpu") returns): each op's C++ kernel
 where it applies, its torch reference where it does not (float16 tensors, a head_dim the attention kernel
-does not take), so a model on the cpu backend runs whatever its dtype; and `pack_linear`, which the
-model applies to its linear weights once at load.
+does not take), so a model on the cpu backend runs whatever its dtype; `pack_linear`, which the
+model applies to its linear weights once at load; and the int8 model's fused quantizing ops
+(`rms_norm_quantize`, `swiglu_quantize`: int8_row_ops.py, float32 and bfloat16 only).
 
 Each op's C++ wrapper lives in the op's own file, beside its torch reference and Triton kernel
 (rms_norm.py, qk_norm_rope.py, swiglu.py, attention.py); the extension, its instruction-set variant and
@@ -18,6 +19,7 @@ import torch
 from .allocator import KEEP_MEMORY_ENV_VAR, keep_freed_memory
 from .attention import attention_cpu, attention_supported, attention_torch
 from .cpu_runtime import ISA_ENV_VAR, available, isa_names, resolve_isa, supported_dtype
+from .int8_row_ops import rms_norm_quantize_cpu, swiglu_quantize_cpu
 from .linear import PackedLinear, packing_available
 from .qk_norm_rope import qk_norm_rope_cpu, qk_norm_rope_torch
 from .rms_norm import add_rms_norm_cpu, add_rms_norm_torch, rms_norm_cpu, rms_norm_torch
@@ -26,7 +28,8 @@ from .swiglu import swiglu_cpu, swiglu_pair_cpu, swiglu_torch
 __all__ = ["ISA_ENV_VAR", "KEEP_MEMORY_ENV_VAR", "PackedLinear", "add_rms_norm", "add_rms_norm_cpu", "attention",
            "attention_cpu", "attention_supported", "available", "cpu_ops", "isa_names", "keep_freed_memory",
            "pack_linear", "packing_available", "qk_norm_rope", "qk_norm_rope_cpu", "resolve_isa", "rms_norm",
-           "rms_norm_cpu", "supported_dtype", "swiglu", "swiglu_cpu", "swiglu_pair_cpu"]
+           "rms_norm_cpu", "rms_norm_quantize_cpu", "supported_dtype", "swiglu", "swiglu_cpu", "swiglu_pair_cpu",
+           "swiglu_quantize_cpu"]
 
 
 def _native(*tensors) -> bool:
@@ -74,4 +77,5 @@ def cpu_ops() -> SimpleNamespace:
     keep_freed_memory()  # a model is about to run here: reuse its activation memory batch to batch
     resolve_isa()  # the variant for this process, resolved before the first forward (and a bad one named)
     return SimpleNamespace(name="cpu", rms_norm=rms_norm, add_rms_norm=add_rms_norm, qk_norm_rope=qk_norm_rope,
-                           swiglu=swiglu, attention=attention, pack_linear=pack_linear)
+                           swiglu=swiglu, attention=attention, pack_linear=pack_linear,
+                           rms_norm_quantize=rms_norm_quantize_cpu, swiglu_quantize=swiglu_quantize_cpu)

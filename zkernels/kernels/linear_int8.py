@@ -132,14 +132,21 @@ def scale_rows_torch(y: torch.Tensor, s: torch.Tensor, dtype: torch.dtype) -> to
     return (y.float() * s.float()[:, None]).to(dtype)
 
 
-def scale_rows(y: torch.Tensor, s: torch.Tensor, dtype: torch.dtype, *, isa: str = "auto") -> torch.Tensor:
-    """y [n, m] float32 times s [n] per row, rounded once to dtype (float32: in place, into y; bfloat16: a
-    new tensor), in one C++ pass (the multiplication and the rounding of separate torch ops cost two more
-    passes over the matmul's output). Bit-identical to scale_rows_torch."""
+def scale_rows(y: torch.Tensor, s: torch.Tensor, dtype: torch.dtype, *, out: torch.Tensor | None = None,
+               isa: str = "auto") -> torch.Tensor:
+    """y [n, m] float32 times s [n] per row, rounded once to dtype, in one C++ pass (the multiplication and
+    the rounding of separate torch ops cost two more passes over the matmul's output). Written into `out`
+    (contiguous [n, m] of dtype) when given, else in place into y for float32 and into a new tensor for
+    bfloat16. Bit-identical to scale_rows_torch."""
+    if out is not None and (not isinstance(out, torch.Tensor) or out.shape != y.shape or out.dtype != dtype
+                            or not out.is_contiguous()):
+        raise ValueError(f"out must be a contiguous {dtype} tensor of shape {tuple(y.shape)}, got {_describe(out)}")
     if _ext is None or y.dtype != torch.float32 or y.dim() != 2 or dtype not in (torch.float32, torch.bfloat16):
-        return scale_rows_torch(y, s, dtype)
+        scaled = scale_rows_torch(y, s, dtype)
+        return scaled if out is None else out.copy_(scaled)
     y, s = y.contiguous(), s.float().contiguous()
-    out = y if dtype == torch.float32 else torch.empty(y.shape, dtype=dtype)
+    if out is None:
+        out = y if dtype == torch.float32 else torch.empty(y.shape, dtype=dtype)
     if y.shape[0] and y.shape[1]:
         view = out.numpy() if dtype == torch.float32 else out.view(torch.int16).numpy()
         _ext.scale_rows(y.numpy(), s.numpy(), view, "float32" if dtype == torch.float32 else "bfloat16", isa=isa,
@@ -197,17 +204,27 @@ class QuantizedLinear(CpuLinear):
     def matmul_quantized(self, q: torch.Tensor, s: torch.Tensor, dtype: torch.dtype = torch.float32,
                          bias: torch.Tensor | None = None) -> torch.Tensor:
         """The product for rows already quantized (uint8 codes [n, in], zero point 128; scales [n])."""
-        n = q.shape[0]
-        if n == 0:
+        if q.shape[0] == 0:
             return torch.zeros((0, self.out_features), dtype=dtype)
-        y = torch.ops.onednn.qlinear_pointwise(q, 1.0, 128, self.packed, self.scale, self._zero_points, None,
-                                               1.0, 0, torch.float32, "none", [], "")
+        y = self.matmul_unscaled(q)
         if bias is None and _ext is not None and dtype in (torch.float32, torch.bfloat16):
             return scale_rows(y, s, dtype)
         y.mul_(s[:, None])
         if bias is not None:
             y.add_(bias.float())
         return y if dtype == torch.float32 else y.to(dtype)
+
+    def matmul_unscaled(self, q: torch.Tensor) -> torch.Tensor:
+        """The product of uint8 codes [n, in] (zero point 128) with the weight, per-channel weight scales
+        applied, per-row activation scales not: float32 [n, out], whose row r times the row's scale is the
+        layer's output. For an op that applies the row scale as it reads the rows (zkernels/kernels/
+        int8_row_ops.py), so the matmul's output is not read and written once more to scale it."""
+        if not isinstance(q, torch.Tensor) or q.dtype != torch.uint8 or q.dim() != 2 or q.shape[1] != self.in_features:
+            raise ValueError(f"codes must be a uint8 tensor [rows, {self.in_features}], got {_describe(q)}")
+        if q.shape[0] == 0:
+            return torch.zeros((0, self.out_features), dtype=torch.float32)
+        return torch.ops.onednn.qlinear_pointwise(q, 1.0, 128, self.packed, self.scale, self._zero_points, None,
+                                                  1.0, 0, torch.float32, "none", [], "")
 
     def dense(self) -> torch.Tensor:
         """The dequantized weight [out, in] in float32 (what the layer multiplies by, exactly)."""
