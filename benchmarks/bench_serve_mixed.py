@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import WORDS, SubprocessServer, ThreadServer, machine  # noqa: E402
+from bench_serve import ROOT, WORDS, SubprocessServer, ThreadServer, machine  # noqa: E402
 
 SMALL_SHARE = 0.85
 
@@ -160,8 +160,23 @@ def server(args, model, scheduler, slice_tokens=None):
         reranker = Reranker.from_pretrained(model, dtype=torch.float32)
         limits = ServeLimits(timeout_s=3600, request_tokens_per_forward=slice_tokens)
         return ThreadServer(create_app(ServedReranker(reranker, "bench"), limits=limits, scheduler=scheduler))
-    return SubprocessServer([sys.executable, "-m", "zkernels", "serve", "--reranker", model, "--log-level", "warning",
-                             "--timeout-s", "3600", "--scheduler", scheduler, "--device", "cpu", *extra])
+    python = args.server_python or sys.executable
+    root = Path(args.server_checkout).resolve() if args.server_checkout else ROOT
+    return SubprocessServer([python, "-m", "zkernels", "serve", "--reranker", model, "--log-level", "warning",
+                             "--timeout-s", "3600", "--scheduler", scheduler, "--device", "cpu", *extra], root)
+
+
+def server_code(args) -> dict:
+    """Which zkernels the server processes run: its folder and git commit (an A/B against another checkout)."""
+    import subprocess
+    python = args.server_python or sys.executable
+    root = Path(args.server_checkout).resolve() if args.server_checkout else ROOT
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    folder = subprocess.run([python, "-c", "import zkernels, os; print(os.path.dirname(zkernels.__file__))"],
+                            env=env, cwd=str(root), capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return {"python": python, "zkernels": folder, "commit": commit}
 
 
 def parse_args(argv):
@@ -180,6 +195,10 @@ def parse_args(argv):
                    help="intra-op threads of the servers' torch (OMP_NUM_THREADS); 0: torch's default. On this "
                         "project's shared 2-core machines two threads stall on each other whenever another "
                         "process holds a core, by 10x and more, and the measurement measures that")
+    p.add_argument("--server-python", default=None, help="the interpreter the server processes run (default: this "
+                                                           "one); with --server-checkout, to measure another commit")
+    p.add_argument("--server-checkout", default=None, help="the checkout whose zkernels the server processes import "
+                                                             "(default: this one)")
     p.add_argument("--smoke", action="store_true", help="seconds-long plumbing check (in-process servers)")
     p.add_argument("--out", default=None, help="write the results JSON here (and .txt next to it)")
     return p.parse_args(argv)
@@ -206,6 +225,8 @@ def main(argv=None) -> int:
               "machine": machine(), "model": model, "shape": shape, "small_share": SMALL_SHARE,
               "blocks": args.blocks, "server_torch_threads": args.torch_threads or "default", "unloaded": {},
               "saturated": {}, "open_loop": [], "slices": []}
+    if not args.smoke:
+        result["server_code"] = server_code(args)
 
     def log(msg):
         print(msg, flush=True)
@@ -292,6 +313,7 @@ def merge_open(rows: list[dict]) -> dict:
 def render(result) -> str:
     un, sat = result["unloaded"], result["saturated"]
     lines = [f"command: {result['command']}", f"date: {result['date']}", f"machine: {json.dumps(result['machine'])}",
+             *([f"server code: {json.dumps(result['server_code'])}"] if "server_code" in result else []),
              f"model: {result['model']}, server torch threads: {result['server_torch_threads']}, "
              f"{result['blocks']} alternating blocks per cell",
              f"mix: {SMALL_SHARE:.0%} small ({result['shape']['small_docs']} docs of "
