@@ -129,6 +129,10 @@ async def open_loop(url, mix, rate, duration_s, seed):
             break
         times.append(t)
     lat = {"small": [], "big": []}
+    # Where a request's time went, as the server reports it in its answer: e2e_latency (route entered to
+    # answer built) and inference_latency (handed to the device scheduler to done: waiting and steps).
+    server_lat = {"small": [], "big": []}
+    inference = {"small": [], "big": []}
     errors = 0
 
     async def send(http, at, kind, body, start):
@@ -139,16 +143,49 @@ async def open_loop(url, mix, rate, duration_s, seed):
             errors += 1
             return
         lat[kind].append(time.perf_counter() - (start + at))
+        answer = r.json()
+        server_lat[kind].append(answer.get("e2e_latency", float("nan")))
+        inference[kind].append(answer.get("inference_latency", float("nan")))
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=None)) as http:
         start = time.perf_counter()
         await asyncio.gather(*(send(http, at, *mix[i % len(mix)], start) for i, at in enumerate(times)))
         elapsed = time.perf_counter() - start
     n = len(lat["small"]) + len(lat["big"])
     return {"rate": rate, "sent": len(times), "answered": n, "errors": errors, "seconds": elapsed,
-            "throughput_per_s": n / elapsed, "latencies": lat}
+            "throughput_per_s": n / elapsed, "latencies": lat, "server_latencies": server_lat,
+            "inference_latencies": inference}
 
 
 # ------------------------------------------------------------------------------------------- servers
+SERVER_COUNTERS = {"forwards": "zkernels_forwards_total", "tokens": "zkernels_tokens_total",
+                   "forward_steps": 'zkernels_scheduler_steps_total{kind="forward"',
+                   "forward_s": 'zkernels_scheduler_step_seconds_total{kind="forward"',
+                   "tokenize_steps": 'zkernels_scheduler_steps_total{kind="tokenize"',
+                   "tokenize_s": 'zkernels_scheduler_step_seconds_total{kind="tokenize"'}
+
+
+def server_counters(url) -> dict:
+    """The server's own counters (/metrics, all models): forwards, tokens, and the device thread's steps and
+    seconds per kind (0 where the server does not count them)."""
+    import httpx
+    text = httpx.get(url + "/metrics", timeout=60).text
+    out = dict.fromkeys(SERVER_COUNTERS, 0.0)
+    for line in text.splitlines():
+        for key, prefix in SERVER_COUNTERS.items():
+            if line.startswith(prefix) and (line[len(prefix)] in " {," if len(line) > len(prefix) else False):
+                out[key] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def server_summary(rows: list[dict]) -> dict:
+    """Blocks' server counters summed, with tokens per forward and the device thread's busy share."""
+    total = {k: sum(r["server"][k] for r in rows) for k in SERVER_COUNTERS}
+    seconds = sum(r["seconds"] for r in rows)
+    total["tokens_per_forward"] = total["tokens"] / total["forwards"] if total["forwards"] else float("nan")
+    total["busy_share"] = (total["forward_s"] + total["tokenize_s"]) / seconds if total["forward_steps"] else None
+    return total
+
+
 def server(args, model, scheduler, slice_tokens=None):
     extra = ["--request-tokens-per-forward", str(slice_tokens)] if slice_tokens else []
     if args.smoke:
@@ -242,7 +279,11 @@ def main(argv=None) -> int:
             out = {name: [] for name in names}
             for b in range(args.blocks):
                 for name in names[b % len(names):] + names[:b % len(names)]:
-                    out[name].append(run(servers[name].url, b))
+                    before = server_counters(servers[name].url)
+                    row = run(servers[name].url, b)
+                    after = server_counters(servers[name].url)
+                    row["server"] = {k: after[k] - before[k] for k in after}
+                    out[name].append(row)
             return out
         main_two = ["rounds", "shortest-first"]
         for name in main_two:
@@ -289,7 +330,8 @@ def main(argv=None) -> int:
 
 def merge_closed(rows: list[dict]) -> dict:
     seconds = sum(r["seconds"] for r in rows)
-    return {"blocks": rows, "seconds": seconds, "requests": sum(r["requests"] for r in rows),
+    return {"blocks": rows, "seconds": seconds, "server": server_summary(rows),
+            "requests": sum(r["requests"] for r in rows),
             "errors": sum(r["errors"] for r in rows), "requests_per_s": sum(r["requests"] for r in rows) / seconds,
             "docs_per_s": sum(r["docs_per_s"] * r["seconds"] for r in rows) / seconds}
 
@@ -301,8 +343,11 @@ def merge_open(rows: list[dict]) -> dict:
     out = {"rate": rows[0]["rate"], "sent": sum(r["sent"] for r in rows), "errors": sum(r["errors"] for r in rows),
            "answered": len(lat["small"]) + len(lat["big"]), "seconds": seconds,
            "throughput_per_s": (len(lat["small"]) + len(lat["big"])) / seconds,
-           "throughput_per_block": [r["throughput_per_s"] for r in rows]}
+           "throughput_per_block": [r["throughput_per_s"] for r in rows], "server": server_summary(rows)}
     for kind in ("small", "big"):
+        for what in ("server", "inference"):
+            xs = [x for r in rows for x in r[f"{what}_latencies"][kind]]
+            out[f"{kind}_{what}_p50_ms"], out[f"{kind}_{what}_p99_ms"] = _pct(xs, 0.50) * 1e3, _pct(xs, 0.99) * 1e3
         out[f"{kind}_n"] = len(lat[kind])
         out[f"{kind}_p50_ms"] = _pct(lat[kind], 0.50) * 1e3
         out[f"{kind}_p99_ms"] = _pct(lat[kind], 0.99) * 1e3
@@ -337,6 +382,27 @@ def render(result) -> str:
                      f"{row['small_p50_ms']:9.0f} {row['small_p99_ms']:8.0f} {row['small_p99_ms'] / base:8.1f}x | "
                      f"{row['big_p50_ms']:8.0f} {row['big_p99_ms']:8.0f} | {row['throughput_per_s']:6.3f} "
                      f"{row['answered']:4d} {row['errors']:6d}")
+    lines += ["", "small requests' time as the server saw it (its answer's e2e_latency: route entered to answer built; "
+                  "inference_latency: handed to the scheduler to done), against the client's",
+              f"{'scheduler':>15} {'load':>5} {'slice':>6} | {'client p50':>10} {'p99 ms':>7} | {'server p50':>10} "
+              f"{'p99 ms':>7} | {'inference p50':>13} {'p99 ms':>7}"]
+    for row in result["open_loop"] + result["slices"]:
+        lines.append(f"{row['scheduler']:>15} {row['load']:5.0%} {row['request_tokens_per_forward'] or '-'!s:>6} | "
+                     f"{row['small_p50_ms']:10.0f} {row['small_p99_ms']:7.0f} | {row['small_server_p50_ms']:10.1f} "
+                     f"{row['small_server_p99_ms']:7.1f} | {row['small_inference_p50_ms']:13.1f} "
+                     f"{row['small_inference_p99_ms']:7.1f}")
+    lines += ["", "the device thread (the server's /metrics over each cell's blocks; busy: its steps' seconds over the "
+                  "cell's seconds; '-': not counted by that server)",
+              f"{'cell':>28} | {'forwards':>8} {'tokens/fwd':>10} {'forward s':>9} | {'tok. steps':>10} "
+              f"{'tok. s':>7} | {'busy':>5}"]
+    cells = [(f"{name} saturated", row["server"]) for name, row in sat.items()]
+    cells += [(f"{row['scheduler']} {row['load']:.0%} {row['request_tokens_per_forward'] or ''}".strip(), row["server"])
+              for row in result["open_loop"] + result["slices"]]
+    for name, srv in cells:
+        counted = srv["busy_share"] is not None
+        lines.append(f"{name:>28} | {srv['forwards']:8.0f} {srv['tokens_per_forward']:10.0f} "
+                     + (f"{srv['forward_s']:9.1f} | {srv['tokenize_steps']:10.0f} {srv['tokenize_s']:7.1f} | "
+                        f"{srv['busy_share']:5.0%}" if counted else f"{'-':>9} | {'-':>10} {'-':>7} | {'-':>5}"))
     return "\n".join(lines)
 
 
