@@ -153,6 +153,31 @@ def test_a_steady_small_stream_does_not_starve_big_requests_nor_they_it(n_big):
     assert max(small_took) <= 4, sorted(small_took)[-5:]
 
 
+def test_a_small_request_gets_its_forward_right_after_its_tokenizing_beside_a_starving_one():
+    """A forced step for a starving request comes before or after a small request's two steps (tokenizing,
+    forward), not between them: the small request waits for one of the big request's slices, not two."""
+    engine = SimpleNamespace(device="cpu", max_tokens_per_batch=2048)
+    policy = ShortestFirst(slice_tokens=1024)
+    big = _SimJob(engine, "big", pieces=1, slices=6, tokens=1024, arrived=0.0, chars=40_000)
+    other = _SimJob(engine, "other", pieces=1, slices=3, tokens=1024, arrived=0.5, chars=12_000)
+    jobs = [big, other]
+    for job in jobs:  # tokenized and planned: their slices wait
+        job.run(Tokenize([job]))
+    big.passed_over = other.passed_over = STARVATION_STEPS  # both starving; big is the older one
+    taken = []
+    for step_no in range(4):
+        if step_no == 1:
+            jobs.append(_SimJob(engine, "small", pieces=1, slices=1, tokens=20, arrived=1.0, chars=80))
+        step = policy.next_step(jobs, float(step_no))
+        DeviceScheduler._count_passed_over(None, jobs, step)
+        for job in step.jobs:
+            job.run(step)
+        jobs = [j for j in jobs if j.needs_tokenizing or j.slices]
+        taken.append([j.name for j in step.jobs])
+    # big, forced; the small one's tokenizing and forward, by size; then the other starving one, forced
+    assert taken[:4] == [["big"], ["small"], ["small"], ["other"]], taken
+
+
 # ---- an exception at each point of a step ------------------------------------------------------------
 def _break(live, reranker, point, monkeypatch):
     """Makes `point` raise for the next request; returns the text its 500 must name."""

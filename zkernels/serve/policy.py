@@ -107,21 +107,28 @@ class ShortestFirst(_Policy):
     - else one slice of the request with the least work left (a big request advances while nothing
       smaller waits).
     The oldest request passed over for STARVATION_STEPS steps in a row gets the next step (its next
-    piece, or one slice joining the forward), whatever its size, unless the last step went to a
-    starving request (then the next goes by size: starving requests take at most every other step); a
-    request re-planned after a failure runs alone.
+    piece, or one slice joining the forward), whatever its size, once the steps by size since the last
+    such forced step have had their turn: at least one, and after a tokenizing step by size also the
+    forward that follows it (a small request needs a tokenizing step and a forward; a forced step between
+    the two would make it wait for two slices of someone else's instead of one). So starving requests
+    take at most every other step, and at least one step in three; a request re-planned after a failure
+    runs alone.
     """
 
     name = "shortest-first"
-    # Characters of request text the device thread tokenizes between two forwards (smallest requests
-    # first, at least one request): about the cost of a forward of one slice.
-    tokenize_chars = 8_000
+    # Characters of request text the device thread tokenizes in one step (smallest requests first, at
+    # least one request). Qwen's tokenizer takes about 0.25 ms per 1,000 characters of English on one
+    # core; 16,000 characters (about 4-8 ms) stay under one 1,024-token slice's forward on CPU (about
+    # 20 ms with the demo model), and the cost of tokenizing a request does not depend on the piece size.
+    tokenize_chars = 16_000
 
     def __init__(self, slice_tokens: int | None = None, starvation_forwards: int = STARVATION_FORWARDS):
         self._slice_tokens, self.starvation_forwards = slice_tokens, starvation_forwards
-        # The last step went to a starving request, so this one goes by size: with several big requests
-        # starving at once, they take every other step, not every step (which would starve the rest).
-        self._last_was_forced = False
+        # Steps by size since the last forced step (a starving request's), and whether the last one
+        # tokenized: a forced step waits for at least one step by size (with several big requests
+        # starving at once they would otherwise take every step, starving the rest), and for the
+        # forward after a tokenizing step by size.
+        self._by_size_steps, self._last_tokenized = 1, False
 
     def slice_tokens(self, engine) -> int:
         kind = "cuda" if str(engine.device).startswith("cuda") else "cpu"
@@ -142,12 +149,16 @@ class ShortestFirst(_Policy):
         retry = _retry_alone(ready)
         if retry:
             return Forward(retry)
-        oldest = [] if self._last_was_forced else self._starving(jobs)
-        self._last_was_forced = bool(oldest)
+        may_force = self._by_size_steps >= 2 or (self._by_size_steps == 1 and not self._last_tokenized)
+        oldest = self._starving(jobs) if may_force else []
         first = oldest[0] if oldest else min(jobs, key=lambda j: (j.work_left, j.arrived))
         if first.needs_tokenizing:  # the smallest requests' pieces share the step with a starving one's
-            return _smallest_pieces(jobs, self.tokenize_chars, first if oldest else None)
-        return Forward(self._forward(ready, oldest))
+            step = _smallest_pieces(jobs, self.tokenize_chars, first if oldest else None)
+        else:
+            step = Forward(self._forward(ready, oldest))
+        self._by_size_steps = 0 if oldest else self._by_size_steps + 1
+        self._last_tokenized = isinstance(step, Tokenize)
+        return step
 
     def _choose_forward(self, jobs) -> list:
         return self._forward(jobs, self._starving(jobs))
