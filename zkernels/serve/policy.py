@@ -24,6 +24,9 @@ from dataclasses import dataclass
 # for as long as the flood lasts. Counted in steps, not seconds, so that a slow machine does not turn
 # every big request into a "starving" one (each would then take a share of every step).
 STARVATION_STEPS = 8
+# Steps by size that a request needing at most one slice in all (tokenizing it, then its forward) may
+# take before a starving request's next forced step: the bound on how long a forced step waits.
+SMALL_STEPS_FIRST = 3
 STARVATION_FORWARDS = STARVATION_STEPS  # the name ShortestFirst's callers know
 
 # Tokens of one request per forward when --request-tokens-per-forward is not given, by device kind.
@@ -107,12 +110,12 @@ class ShortestFirst(_Policy):
     - else one slice of the request with the least work left (a big request advances while nothing
       smaller waits).
     The oldest request passed over for STARVATION_STEPS steps in a row gets the next step (its next
-    piece, or one slice joining the forward), whatever its size, once the steps by size since the last
-    such forced step have had their turn: at least one, and after a tokenizing step by size also the
-    forward that follows it (a small request needs a tokenizing step and a forward; a forced step between
-    the two would make it wait for two slices of someone else's instead of one). So starving requests
-    take at most every other step, and at least one step in three; a request re-planned after a failure
-    runs alone.
+    piece, or one slice joining the forward), whatever its size, after at least one step by size since
+    the last such forced step; and while the request with the least work left needs no more than one
+    slice in all (a small request: a tokenizing step, then one forward), up to SMALL_STEPS_FIRST steps by
+    size go first. So a small request that arrives waits for the step running then and its own two,
+    not for a forced slice of someone else's between them; starving requests take at most every other
+    step and at least one in SMALL_STEPS_FIRST + 1; a request re-planned after a failure runs alone.
     """
 
     name = "shortest-first"
@@ -124,11 +127,10 @@ class ShortestFirst(_Policy):
 
     def __init__(self, slice_tokens: int | None = None, starvation_forwards: int = STARVATION_FORWARDS):
         self._slice_tokens, self.starvation_forwards = slice_tokens, starvation_forwards
-        # Steps by size since the last forced step (a starving request's), and whether the last one
-        # tokenized: a forced step waits for at least one step by size (with several big requests
-        # starving at once they would otherwise take every step, starving the rest), and for the
-        # forward after a tokenizing step by size.
-        self._by_size_steps, self._last_tokenized = 1, False
+        # Steps by size since the last forced step (a starving request's): a forced step waits for at
+        # least one (with several big requests starving at once they would otherwise take every step,
+        # starving the rest), and for up to SMALL_STEPS_FIRST of a small request's.
+        self._by_size_steps = 1
 
     def slice_tokens(self, engine) -> int:
         kind = "cuda" if str(engine.device).startswith("cuda") else "cpu"
@@ -149,15 +151,17 @@ class ShortestFirst(_Policy):
         retry = _retry_alone(ready)
         if retry:
             return Forward(retry)
-        may_force = self._by_size_steps >= 2 or (self._by_size_steps == 1 and not self._last_tokenized)
+        smallest = min(jobs, key=lambda j: (j.work_left, j.arrived))
+        small_first = (smallest.work_left <= self.slice_tokens(smallest.engine)
+                       and self._by_size_steps < SMALL_STEPS_FIRST)
+        may_force = self._by_size_steps >= 1 and not small_first
         oldest = self._starving(jobs) if may_force else []
-        first = oldest[0] if oldest else min(jobs, key=lambda j: (j.work_left, j.arrived))
+        first = oldest[0] if oldest else smallest
         if first.needs_tokenizing:  # the smallest requests' pieces share the step with a starving one's
             step = _smallest_pieces(jobs, self.tokenize_chars, first if oldest else None)
         else:
             step = Forward(self._forward(ready, oldest))
         self._by_size_steps = 0 if oldest else self._by_size_steps + 1
-        self._last_tokenized = isinstance(step, Tokenize)
         return step
 
     def _choose_forward(self, jobs) -> list:
