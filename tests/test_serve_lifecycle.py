@@ -110,9 +110,10 @@ class _SimJob:
                 self.slices.extend(SimpleNamespace(token_ids=torch.zeros(self.tokens), prompt_index=[0])
                                    for _ in range(self.n_slices))
                 self.remaining = self.tokens * self.n_slices
-        else:
-            self.slices.popleft()
-            self.remaining -= self.tokens
+        else:  # its slices in this forward (while only big work waits, a forward takes several)
+            for _ in [batch for job, batch in step.slices if job is self]:
+                self.slices.popleft()
+                self.remaining -= self.tokens
 
 
 def _simulate(n_big):

@@ -114,7 +114,9 @@ class ShortestFirst(_Policy):
       fit in the engine's max_tokens_per_batch: small requests share forwards, as with cross-request
       batching;
     - else one slice of the request with the least work left (a big request advances while nothing
-      smaller waits).
+      smaller waits); while no request needing at most one slice waits, up to BIG_SLICES_PER_FORWARD
+      slices (that request's, then the next's), within max_tokens_per_batch: fewer, larger forwards when
+      only big work is left, and a small request that arrives then waits for at most one such forward.
     The oldest request passed over for STARVATION_STEPS steps in a row gets the next step (its next
     piece, or one slice joining the forward), whatever its size, after at least one step by size since
     the last such forced step; and while the request with the least work left needs no more than one
@@ -168,13 +170,17 @@ class ShortestFirst(_Policy):
         if first.needs_tokenizing:  # the smallest requests' pieces share the step with a starving one's
             step = _smallest_pieces(jobs, self.tokenize_chars, first if oldest else None)
         else:
-            only_big = smallest.work_left > self.slice_tokens(smallest.engine)
-            step = Forward(self._forward(ready, oldest, only_big))
+            step = Forward(self._forward(ready, oldest, self._only_big(jobs)))
         self._by_size_steps = 0 if oldest else self._by_size_steps + 1
         return step
 
     def _choose_forward(self, jobs) -> list:
-        return self._forward(jobs, self._starving(jobs))
+        return self._forward(jobs, self._starving(jobs), self._only_big(jobs))
+
+    def _only_big(self, jobs) -> bool:
+        """Nothing waiting needs at most one slice in all (no small request to keep a forward short for)."""
+        smallest = min(jobs, key=lambda j: (j.work_left, j.arrived))
+        return smallest.work_left > self.slice_tokens(smallest.engine)
 
     def _forward(self, jobs, oldest: list, only_big: bool = False) -> list:
         """The starving request (`oldest`, if any) with one slice, then the finishing ones; else one slice
