@@ -126,11 +126,13 @@ def _wait_healthy(url: str, proc=None, timeout_s: float = 300) -> None:
 
 
 class SubprocessServer:
-    def __init__(self, argv: list[str]):
+    """A server process: `argv` run in `root` (the checkout whose zkernels it imports; default this one)."""
+
+    def __init__(self, argv: list[str], root: Path = ROOT):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        self.proc = subprocess.Popen(argv + ["--port", str(self.port)], env=env, cwd=str(ROOT))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen(argv + ["--port", str(self.port)], env=env, cwd=str(root))
 
     def __enter__(self):
         _wait_healthy(self.url, self.proc)

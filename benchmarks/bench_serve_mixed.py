@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import WORDS, SubprocessServer, ThreadServer, machine  # noqa: E402
+from bench_serve import ROOT, WORDS, SubprocessServer, ThreadServer, machine  # noqa: E402
 
 SMALL_SHARE = 0.85
 
@@ -129,6 +129,10 @@ async def open_loop(url, mix, rate, duration_s, seed):
             break
         times.append(t)
     lat = {"small": [], "big": []}
+    # Where a request's time went, as the server reports it in its answer: e2e_latency (route entered to
+    # answer built) and inference_latency (handed to the device scheduler to done: waiting and steps).
+    server_lat = {"small": [], "big": []}
+    inference = {"small": [], "big": []}
     errors = 0
 
     async def send(http, at, kind, body, start):
@@ -139,16 +143,49 @@ async def open_loop(url, mix, rate, duration_s, seed):
             errors += 1
             return
         lat[kind].append(time.perf_counter() - (start + at))
+        answer = r.json()
+        server_lat[kind].append(answer.get("e2e_latency", float("nan")))
+        inference[kind].append(answer.get("inference_latency", float("nan")))
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=None)) as http:
         start = time.perf_counter()
         await asyncio.gather(*(send(http, at, *mix[i % len(mix)], start) for i, at in enumerate(times)))
         elapsed = time.perf_counter() - start
     n = len(lat["small"]) + len(lat["big"])
     return {"rate": rate, "sent": len(times), "answered": n, "errors": errors, "seconds": elapsed,
-            "throughput_per_s": n / elapsed, "latencies": lat}
+            "throughput_per_s": n / elapsed, "latencies": lat, "server_latencies": server_lat,
+            "inference_latencies": inference}
 
 
 # ------------------------------------------------------------------------------------------- servers
+SERVER_COUNTERS = {"forwards": "zkernels_forwards_total", "tokens": "zkernels_tokens_total",
+                   "forward_steps": 'zkernels_scheduler_steps_total{kind="forward"',
+                   "forward_s": 'zkernels_scheduler_step_seconds_total{kind="forward"',
+                   "tokenize_steps": 'zkernels_scheduler_steps_total{kind="tokenize"',
+                   "tokenize_s": 'zkernels_scheduler_step_seconds_total{kind="tokenize"'}
+
+
+def server_counters(url) -> dict:
+    """The server's own counters (/metrics, all models): forwards, tokens, and the device thread's steps and
+    seconds per kind (0 where the server does not count them)."""
+    import httpx
+    text = httpx.get(url + "/metrics", timeout=60).text
+    out = dict.fromkeys(SERVER_COUNTERS, 0.0)
+    for line in text.splitlines():
+        for key, prefix in SERVER_COUNTERS.items():
+            if line.startswith(prefix) and (line[len(prefix)] in " {," if len(line) > len(prefix) else False):
+                out[key] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def server_summary(rows: list[dict]) -> dict:
+    """Blocks' server counters summed, with tokens per forward and the device thread's busy share."""
+    total = {k: sum(r["server"][k] for r in rows) for k in SERVER_COUNTERS}
+    seconds = sum(r["seconds"] for r in rows)
+    total["tokens_per_forward"] = total["tokens"] / total["forwards"] if total["forwards"] else float("nan")
+    total["busy_share"] = (total["forward_s"] + total["tokenize_s"]) / seconds if total["forward_steps"] else None
+    return total
+
+
 def server(args, model, scheduler, slice_tokens=None):
     extra = ["--request-tokens-per-forward", str(slice_tokens)] if slice_tokens else []
     if args.smoke:
@@ -160,8 +197,23 @@ def server(args, model, scheduler, slice_tokens=None):
         reranker = Reranker.from_pretrained(model, dtype=torch.float32)
         limits = ServeLimits(timeout_s=3600, request_tokens_per_forward=slice_tokens)
         return ThreadServer(create_app(ServedReranker(reranker, "bench"), limits=limits, scheduler=scheduler))
-    return SubprocessServer([sys.executable, "-m", "zkernels", "serve", "--reranker", model, "--log-level", "warning",
-                             "--timeout-s", "3600", "--scheduler", scheduler, "--device", "cpu", *extra])
+    python = args.server_python or sys.executable
+    root = Path(args.server_checkout).resolve() if args.server_checkout else ROOT
+    return SubprocessServer([python, "-m", "zkernels", "serve", "--reranker", model, "--log-level", "warning",
+                             "--timeout-s", "3600", "--scheduler", scheduler, "--device", "cpu", *extra], root)
+
+
+def server_code(args) -> dict:
+    """Which zkernels the server processes run: its folder and git commit (an A/B against another checkout)."""
+    import subprocess
+    python = args.server_python or sys.executable
+    root = Path(args.server_checkout).resolve() if args.server_checkout else ROOT
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    folder = subprocess.run([python, "-c", "import zkernels, os; print(os.path.dirname(zkernels.__file__))"],
+                            env=env, cwd=str(root), capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return {"python": python, "zkernels": folder, "commit": commit}
 
 
 def parse_args(argv):
@@ -180,6 +232,10 @@ def parse_args(argv):
                    help="intra-op threads of the servers' torch (OMP_NUM_THREADS); 0: torch's default. On this "
                         "project's shared 2-core machines two threads stall on each other whenever another "
                         "process holds a core, by 10x and more, and the measurement measures that")
+    p.add_argument("--server-python", default=None, help="the interpreter the server processes run (default: this "
+                                                           "one); with --server-checkout, to measure another commit")
+    p.add_argument("--server-checkout", default=None, help="the checkout whose zkernels the server processes import "
+                                                             "(default: this one)")
     p.add_argument("--smoke", action="store_true", help="seconds-long plumbing check (in-process servers)")
     p.add_argument("--out", default=None, help="write the results JSON here (and .txt next to it)")
     return p.parse_args(argv)
@@ -206,6 +262,8 @@ def main(argv=None) -> int:
               "machine": machine(), "model": model, "shape": shape, "small_share": SMALL_SHARE,
               "blocks": args.blocks, "server_torch_threads": args.torch_threads or "default", "unloaded": {},
               "saturated": {}, "open_loop": [], "slices": []}
+    if not args.smoke:
+        result["server_code"] = server_code(args)
 
     def log(msg):
         print(msg, flush=True)
@@ -221,7 +279,11 @@ def main(argv=None) -> int:
             out = {name: [] for name in names}
             for b in range(args.blocks):
                 for name in names[b % len(names):] + names[:b % len(names)]:
-                    out[name].append(run(servers[name].url, b))
+                    before = server_counters(servers[name].url)
+                    row = run(servers[name].url, b)
+                    after = server_counters(servers[name].url)
+                    row["server"] = {k: after[k] - before[k] for k in after}
+                    out[name].append(row)
             return out
         main_two = ["rounds", "shortest-first"]
         for name in main_two:
@@ -268,7 +330,8 @@ def main(argv=None) -> int:
 
 def merge_closed(rows: list[dict]) -> dict:
     seconds = sum(r["seconds"] for r in rows)
-    return {"blocks": rows, "seconds": seconds, "requests": sum(r["requests"] for r in rows),
+    return {"blocks": rows, "seconds": seconds, "server": server_summary(rows),
+            "requests": sum(r["requests"] for r in rows),
             "errors": sum(r["errors"] for r in rows), "requests_per_s": sum(r["requests"] for r in rows) / seconds,
             "docs_per_s": sum(r["docs_per_s"] * r["seconds"] for r in rows) / seconds}
 
@@ -280,8 +343,11 @@ def merge_open(rows: list[dict]) -> dict:
     out = {"rate": rows[0]["rate"], "sent": sum(r["sent"] for r in rows), "errors": sum(r["errors"] for r in rows),
            "answered": len(lat["small"]) + len(lat["big"]), "seconds": seconds,
            "throughput_per_s": (len(lat["small"]) + len(lat["big"])) / seconds,
-           "throughput_per_block": [r["throughput_per_s"] for r in rows]}
+           "throughput_per_block": [r["throughput_per_s"] for r in rows], "server": server_summary(rows)}
     for kind in ("small", "big"):
+        for what in ("server", "inference"):
+            xs = [x for r in rows for x in r[f"{what}_latencies"][kind]]
+            out[f"{kind}_{what}_p50_ms"], out[f"{kind}_{what}_p99_ms"] = _pct(xs, 0.50) * 1e3, _pct(xs, 0.99) * 1e3
         out[f"{kind}_n"] = len(lat[kind])
         out[f"{kind}_p50_ms"] = _pct(lat[kind], 0.50) * 1e3
         out[f"{kind}_p99_ms"] = _pct(lat[kind], 0.99) * 1e3
@@ -292,6 +358,7 @@ def merge_open(rows: list[dict]) -> dict:
 def render(result) -> str:
     un, sat = result["unloaded"], result["saturated"]
     lines = [f"command: {result['command']}", f"date: {result['date']}", f"machine: {json.dumps(result['machine'])}",
+             *([f"server code: {json.dumps(result['server_code'])}"] if "server_code" in result else []),
              f"model: {result['model']}, server torch threads: {result['server_torch_threads']}, "
              f"{result['blocks']} alternating blocks per cell",
              f"mix: {SMALL_SHARE:.0%} small ({result['shape']['small_docs']} docs of "
@@ -315,6 +382,27 @@ def render(result) -> str:
                      f"{row['small_p50_ms']:9.0f} {row['small_p99_ms']:8.0f} {row['small_p99_ms'] / base:8.1f}x | "
                      f"{row['big_p50_ms']:8.0f} {row['big_p99_ms']:8.0f} | {row['throughput_per_s']:6.3f} "
                      f"{row['answered']:4d} {row['errors']:6d}")
+    lines += ["", "small requests' time as the server saw it (its answer's e2e_latency: route entered to answer built; "
+                  "inference_latency: handed to the scheduler to done), against the client's",
+              f"{'scheduler':>15} {'load':>5} {'slice':>6} | {'client p50':>10} {'p99 ms':>7} | {'server p50':>10} "
+              f"{'p99 ms':>7} | {'inference p50':>13} {'p99 ms':>7}"]
+    for row in result["open_loop"] + result["slices"]:
+        lines.append(f"{row['scheduler']:>15} {row['load']:5.0%} {row['request_tokens_per_forward'] or '-'!s:>6} | "
+                     f"{row['small_p50_ms']:10.0f} {row['small_p99_ms']:7.0f} | {row['small_server_p50_ms']:10.1f} "
+                     f"{row['small_server_p99_ms']:7.1f} | {row['small_inference_p50_ms']:13.1f} "
+                     f"{row['small_inference_p99_ms']:7.1f}")
+    lines += ["", "the device thread (the server's /metrics over each cell's blocks; busy: its steps' seconds over the "
+                  "cell's seconds; '-': not counted by that server)",
+              f"{'cell':>28} | {'forwards':>8} {'tokens/fwd':>10} {'forward s':>9} | {'tok. steps':>10} "
+              f"{'tok. s':>7} | {'busy':>5}"]
+    cells = [(f"{name} saturated", row["server"]) for name, row in sat.items()]
+    cells += [(f"{row['scheduler']} {row['load']:.0%} {row['request_tokens_per_forward'] or ''}".strip(), row["server"])
+              for row in result["open_loop"] + result["slices"]]
+    for name, srv in cells:
+        counted = srv["busy_share"] is not None
+        lines.append(f"{name:>28} | {srv['forwards']:8.0f} {srv['tokens_per_forward']:10.0f} "
+                     + (f"{srv['forward_s']:9.1f} | {srv['tokenize_steps']:10.0f} {srv['tokenize_s']:7.1f} | "
+                        f"{srv['busy_share']:5.0%}" if counted else f"{'-':>9} | {'-':>10} {'-':>7} | {'-':>5}"))
     return "\n".join(lines)
 
 

@@ -131,3 +131,8 @@ def test_health_info_and_metrics(live):
                  "zkernels_tokens_per_second"):
         assert name in text, name
     assert live.metric("zkernels_forwards_total", model="reranker") >= 1  # the warm-up at least
+    # every forward is a device-thread step (a step whose requests all left meanwhile runs none); its
+    # seconds are counted beside it
+    assert live.metric("zkernels_scheduler_steps_total", kind="forward", model="reranker") >= live.metric(
+        "zkernels_forwards_total", model="reranker")
+    assert live.metric("zkernels_scheduler_step_seconds_total", kind="forward", model="reranker") > 0

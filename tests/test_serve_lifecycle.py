@@ -18,7 +18,7 @@ pytest.importorskip("uvicorn")
 from _serve_util import ForwardGate, LiveServer, assert_rerank_matches_predict, count_submits, make_app, wait_until  # noqa: E402
 
 from zkernels.serve import ServeLimits  # noqa: E402
-from zkernels.serve.policy import STARVATION_STEPS, ShortestFirst, Tokenize  # noqa: E402
+from zkernels.serve.policy import SMALL_STEPS_FIRST, STARVATION_STEPS, ShortestFirst, Tokenize  # noqa: E402
 from zkernels.serve.runner import exit_status  # noqa: E402
 from zkernels.serve.scheduler import DeviceScheduler  # noqa: E402
 
@@ -110,9 +110,10 @@ class _SimJob:
                 self.slices.extend(SimpleNamespace(token_ids=torch.zeros(self.tokens), prompt_index=[0])
                                    for _ in range(self.n_slices))
                 self.remaining = self.tokens * self.n_slices
-        else:
-            self.slices.popleft()
-            self.remaining -= self.tokens
+        else:  # its slices in this forward (while only big work waits, a forward takes several)
+            for _ in [batch for job, batch in step.slices if job is self]:
+                self.slices.popleft()
+                self.remaining -= self.tokens
 
 
 def _simulate(n_big):
@@ -143,14 +144,40 @@ def _simulate(n_big):
 
 @pytest.mark.parametrize("n_big", [1, 3])
 def test_a_steady_small_stream_does_not_starve_big_requests_nor_they_it(n_big):
-    """Each big request gets a step at least every STARVATION_STEPS + 1 steps (tokenizing or forward)
-    and finishes; with several big ones starving at once they take at most every other step, so the
-    small requests still finish within a few steps of arriving."""
+    """Each big request gets a step (tokenizing or forward) within STARVATION_STEPS steps and the turns
+    of the other starving ones (a forced step at least every SMALL_STEPS_FIRST + 1 steps) and finishes;
+    with several big ones starving at once they take at most every other step, so the small requests
+    still finish within a few steps of arriving."""
     big_steps, small_took = _simulate(n_big)
     for steps in big_steps:
         gaps = [b - a for a, b in zip([0] + steps, steps)]
-        assert len(steps) == 11 and max(gaps) <= STARVATION_STEPS + 2 * n_big, gaps
+        assert len(steps) == 11 and max(gaps) <= STARVATION_STEPS + (SMALL_STEPS_FIRST + 1) * n_big, gaps
     assert max(small_took) <= 4, sorted(small_took)[-5:]
+
+
+def test_a_small_request_gets_its_forward_right_after_its_tokenizing_beside_a_starving_one():
+    """A forced step for a starving request comes before or after a small request's two steps (tokenizing,
+    forward), not between them: the small request waits for one of the big request's slices, not two."""
+    engine = SimpleNamespace(device="cpu", max_tokens_per_batch=2048)
+    policy = ShortestFirst(slice_tokens=1024)
+    big = _SimJob(engine, "big", pieces=1, slices=6, tokens=1024, arrived=0.0, chars=40_000)
+    other = _SimJob(engine, "other", pieces=1, slices=3, tokens=1024, arrived=0.5, chars=12_000)
+    jobs = [big, other]
+    for job in jobs:  # tokenized and planned: their slices wait
+        job.run(Tokenize([job]))
+    big.passed_over = other.passed_over = STARVATION_STEPS  # both starving; big is the older one
+    taken = []
+    for step_no in range(4):
+        if step_no == 1:
+            jobs.append(_SimJob(engine, "small", pieces=1, slices=1, tokens=20, arrived=1.0, chars=80))
+        step = policy.next_step(jobs, float(step_no))
+        DeviceScheduler._count_passed_over(None, jobs, step)
+        for job in step.jobs:
+            job.run(step)
+        jobs = [j for j in jobs if j.needs_tokenizing or j.slices]
+        taken.append([j.name for j in step.jobs])
+    # big, forced; the small one's tokenizing and forward, by size; then the other starving one, forced
+    assert taken[:4] == [["big"], ["small"], ["small"], ["other"]], taken
 
 
 # ---- an exception at each point of a step ------------------------------------------------------------

@@ -17,7 +17,13 @@ pytest.importorskip("uvicorn")
 from _serve_util import ForwardGate, LiveServer, assert_rerank_matches_predict, count_submits, make_app, wait_until  # noqa: E402
 
 from zkernels.serve import ServeLimits  # noqa: E402
-from zkernels.serve.policy import STARVATION_FORWARDS, Rounds, ShortestFirst  # noqa: E402
+from zkernels.serve.policy import (  # noqa: E402
+    BIG_SLICES_PER_FORWARD,
+    STARVATION_FORWARDS,
+    Rounds,
+    ShortestFirst,
+    Tokenize,
+)
 
 RERANK = "/v1/models/rerank"
 
@@ -222,7 +228,8 @@ def test_max_queue_refuses_at_the_door(served_models, threads):
 def _job(engine, slice_tokens: list[int], arrived: float, passed_over: int = 0):
     slices = collections.deque(SimpleNamespace(token_ids=torch.zeros(n), prompt_index=[0]) for n in slice_tokens)
     return SimpleNamespace(engine=engine, slices=slices, remaining=sum(slice_tokens), arrived=arrived,
-                           passed_over=passed_over, retrying=None)
+                           passed_over=passed_over, retrying=None, needs_tokenizing=False,
+                           work_left=sum(slice_tokens))
 
 
 def _names(step, jobs):
@@ -240,9 +247,10 @@ def test_shortest_first_batches_finishing_requests_and_slices_big_ones():
     del jobs["smaller"], jobs["small"]
     assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["third"]
     del jobs["third"]
-    assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["big"]  # one slice of it
+    # only big work waits: BIG_SLICES_PER_FORWARD slices of it
+    assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["big"] * BIG_SLICES_PER_FORWARD
     jobs["other"] = _job(engine, [40, 40, 40, 40], 0.5)
-    assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["big"]  # least work left first
+    assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["big", "big"]  # least work left first
     jobs["starved"] = _job(engine, [40, 40, 40, 40, 40], -5.0, passed_over=STARVATION_FORWARDS)
     jobs["also"] = _job(engine, [40, 40, 40, 40, 40], -4.0, passed_over=STARVATION_FORWARDS)
     jobs["tiny"] = _job(engine, [5], 0.9)
@@ -250,6 +258,33 @@ def test_shortest_first_batches_finishing_requests_and_slices_big_ones():
     assert _names(step, jobs) == ["starved", "tiny"]
     jobs["tiny"].retrying = RuntimeError("failed once")
     assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["tiny"]  # a retry runs alone
+
+
+def test_only_big_work_left_takes_several_slices_per_forward_until_a_small_request_waits():
+    engine = SimpleNamespace(device="cpu", max_tokens_per_batch=100)
+    policy = ShortestFirst(slice_tokens=40, big_slices=3)
+    jobs = {"big": _job(engine, [40, 40, 40], 0.0), "bigger": _job(engine, [30, 30, 30, 30], 0.1)}
+    step = policy.next_step(list(jobs.values()), 1.0)
+    # the least work left first (big: 120 tokens), then the next; 3 slices would pass the 100-token budget
+    assert _names(step.slices, jobs) == ["big", "big"]
+    assert [b for _, b in step.slices] == list(jobs["big"].slices)[:2]  # its slices in order
+    jobs["big"].slices.popleft()
+    jobs["big"].slices.popleft()
+    jobs["big"].remaining = jobs["big"].work_left = 40
+    step = policy.next_step(list(jobs.values()), 1.0)  # big needs one slice in all now: a forward by size
+    assert _names(step.slices, jobs) == ["big"]
+    jobs["big"].slices.clear()
+    del jobs["big"]
+    step = policy.next_step(list(jobs.values()), 1.0)
+    assert _names(step.slices, jobs) == ["bigger"] * 3  # the slice bound
+    jobs["small"] = _job(engine, [10], 0.9)
+    jobs["small"].needs_tokenizing = True  # not tokenized yet: its estimate alone makes it small
+    jobs["small"].work_left, jobs["small"].size_hint = 10, 40
+    step = policy.next_step(list(jobs.values()), 1.0)
+    assert isinstance(step, Tokenize) and step.jobs == [jobs["small"]]
+    jobs["small"].needs_tokenizing = False
+    step = policy.next_step(list(jobs.values()), 1.0)
+    assert _names(step.slices, jobs) == ["small"]  # a small request waits: no multi-slice forward
 
 
 def test_rounds_run_to_their_end_before_new_work():

@@ -108,11 +108,16 @@ class Metrics:
                                "once gone), by reason: timeout, disconnected, shutdown", lock)
         self.stopped = Counter("zkernels_stopped_total", "requests stopped between forwards (deadline passed or "
                                "client gone), their remaining forwards skipped, by reason", lock)
+        self.steps = Counter("zkernels_scheduler_steps_total", "device-thread steps, by model and kind: tokenize (a "
+                             "piece of tokenizing) or forward", lock)
+        self.step_seconds = Counter("zkernels_scheduler_step_seconds_total", "seconds the device thread spent in "
+                                    "steps, by model and kind; rate() of it is the share of time busy", lock)
         self.started_at: float | None = None
 
     def render(self, uptime_s: float | None = None) -> str:
         metrics = [self.requests, self.latency, self.queue_depth, self.forwards, self.batch_prompts,
-                   self.batch_tokens, self.tokens, self.forward_failures, self.dropped, self.stopped]
+                   self.batch_tokens, self.tokens, self.forward_failures, self.dropped, self.stopped, self.steps,
+                   self.step_seconds]
         lines = []
         for m in metrics:
             lines += m.render()

@@ -24,7 +24,16 @@ from dataclasses import dataclass
 # for as long as the flood lasts. Counted in steps, not seconds, so that a slow machine does not turn
 # every big request into a "starving" one (each would then take a share of every step).
 STARVATION_STEPS = 8
+# Steps by size that a request needing at most one slice in all (tokenizing it, then its forward) may
+# take before a starving request's next forced step: the bound on how long a forced step waits.
+SMALL_STEPS_FIRST = 3
 STARVATION_FORWARDS = STARVATION_STEPS  # the name ShortestFirst's callers know
+# Slices one forward takes while nothing needing at most one slice waits (only big requests' work left):
+# fewer, larger forwards at saturation (a forward's fixed cost is about 2.5 ms on CPU with the demo model,
+# 12% of a 1,024-token slice). A small request that arrives then waits for at most one such forward, so
+# it stays at 2: measured with bench_serve_mixed.py (single-block runs, docs/serving.md), 4 slices
+# brought device tokens/s to 0.98x the round scheduler's but the small p99 at 80% from 79 to 101 ms.
+BIG_SLICES_PER_FORWARD = 2
 
 # Tokens of one request per forward when --request-tokens-per-forward is not given, by device kind.
 # CPU: a small request can wait behind one slice of a big one; measured with bench_serve_mixed.py
@@ -105,23 +114,33 @@ class ShortestFirst(_Policy):
       fit in the engine's max_tokens_per_batch: small requests share forwards, as with cross-request
       batching;
     - else one slice of the request with the least work left (a big request advances while nothing
-      smaller waits).
+      smaller waits); while no request needing at most one slice waits, up to BIG_SLICES_PER_FORWARD
+      slices (that request's, then the next's), within max_tokens_per_batch: fewer, larger forwards when
+      only big work is left, and a small request that arrives then waits for at most one such forward.
     The oldest request passed over for STARVATION_STEPS steps in a row gets the next step (its next
-    piece, or one slice joining the forward), whatever its size, unless the last step went to a
-    starving request (then the next goes by size: starving requests take at most every other step); a
-    request re-planned after a failure runs alone.
+    piece, or one slice joining the forward), whatever its size, after at least one step by size since
+    the last such forced step; and while the request with the least work left needs no more than one
+    slice in all (a small request: a tokenizing step, then one forward), up to SMALL_STEPS_FIRST steps by
+    size go first. So a small request that arrives waits for the step running then and its own two,
+    not for a forced slice of someone else's between them; starving requests take at most every other
+    step and at least one in SMALL_STEPS_FIRST + 1; a request re-planned after a failure runs alone.
     """
 
     name = "shortest-first"
-    # Characters of request text the device thread tokenizes between two forwards (smallest requests
-    # first, at least one request): about the cost of a forward of one slice.
-    tokenize_chars = 8_000
+    # Characters of request text the device thread tokenizes in one step (smallest requests first, at
+    # least one request). Qwen's tokenizer takes about 0.25 ms per 1,000 characters of English on one
+    # core; 16,000 characters (about 4-8 ms) stay under one 1,024-token slice's forward on CPU (about
+    # 20 ms with the demo model), and the cost of tokenizing a request does not depend on the piece size.
+    tokenize_chars = 16_000
 
-    def __init__(self, slice_tokens: int | None = None, starvation_forwards: int = STARVATION_FORWARDS):
+    def __init__(self, slice_tokens: int | None = None, starvation_forwards: int = STARVATION_FORWARDS,
+                 big_slices: int = BIG_SLICES_PER_FORWARD):
         self._slice_tokens, self.starvation_forwards = slice_tokens, starvation_forwards
-        # The last step went to a starving request, so this one goes by size: with several big requests
-        # starving at once, they take every other step, not every step (which would starve the rest).
-        self._last_was_forced = False
+        self.big_slices = big_slices
+        # Steps by size since the last forced step (a starving request's): a forced step waits for at
+        # least one (with several big requests starving at once they would otherwise take every step,
+        # starving the rest), and for up to SMALL_STEPS_FIRST of a small request's.
+        self._by_size_steps = 1
 
     def slice_tokens(self, engine) -> int:
         kind = "cuda" if str(engine.device).startswith("cuda") else "cpu"
@@ -142,19 +161,31 @@ class ShortestFirst(_Policy):
         retry = _retry_alone(ready)
         if retry:
             return Forward(retry)
-        oldest = [] if self._last_was_forced else self._starving(jobs)
-        self._last_was_forced = bool(oldest)
-        first = oldest[0] if oldest else min(jobs, key=lambda j: (j.work_left, j.arrived))
+        smallest = min(jobs, key=lambda j: (j.work_left, j.arrived))
+        small_first = (smallest.work_left <= self.slice_tokens(smallest.engine)
+                       and self._by_size_steps < SMALL_STEPS_FIRST)
+        may_force = self._by_size_steps >= 1 and not small_first
+        oldest = self._starving(jobs) if may_force else []
+        first = oldest[0] if oldest else smallest
         if first.needs_tokenizing:  # the smallest requests' pieces share the step with a starving one's
-            return _smallest_pieces(jobs, self.tokenize_chars, first if oldest else None)
-        return Forward(self._forward(ready, oldest))
+            step = _smallest_pieces(jobs, self.tokenize_chars, first if oldest else None)
+        else:
+            step = Forward(self._forward(ready, oldest, self._only_big(jobs)))
+        self._by_size_steps = 0 if oldest else self._by_size_steps + 1
+        return step
 
     def _choose_forward(self, jobs) -> list:
-        return self._forward(jobs, self._starving(jobs))
+        return self._forward(jobs, self._starving(jobs), self._only_big(jobs))
 
-    def _forward(self, jobs, oldest: list) -> list:
+    def _only_big(self, jobs) -> bool:
+        """Nothing waiting needs at most one slice in all (no small request to keep a forward short for)."""
+        smallest = min(jobs, key=lambda j: (j.work_left, j.arrived))
+        return smallest.work_left > self.slice_tokens(smallest.engine)
+
+    def _forward(self, jobs, oldest: list, only_big: bool = False) -> list:
         """The starving request (`oldest`, if any) with one slice, then the finishing ones; else one slice
-        of the request with the least work left."""
+        of the request with the least work left, or with `only_big` (nothing needing at most one slice
+        waits) up to `big_slices` slices, least work left first."""
         first = oldest[0] if oldest else min(jobs, key=lambda j: (j.remaining, j.arrived))
         engine = first.engine
         budget = engine.max_tokens_per_batch
@@ -168,8 +199,23 @@ class ShortestFirst(_Policy):
             chosen.append(job)
             tokens += t
         if not chosen:
+            if only_big and self.big_slices > 1 and not oldest:
+                return self._big_slices(jobs, engine, budget)
             chosen = [first]
         return [(job, job.slices[0]) for job in chosen]
+
+    def _big_slices(self, jobs, engine, budget: int) -> list:
+        """Up to `big_slices` slices within the token budget: the request with the least work left first,
+        then the next."""
+        out, tokens = [], 0
+        for job in sorted((j for j in jobs if j.engine is engine), key=lambda j: (j.remaining, j.arrived)):
+            for batch in job.slices:
+                t = _tokens(batch)
+                if out and (tokens + t > budget or len(out) >= self.big_slices):
+                    return out
+                out.append((job, batch))
+                tokens += t
+        return out
 
 
 class Rounds(_Policy):

@@ -195,12 +195,17 @@ class DeviceScheduler:
                 continue
             if step is None:
                 continue
+            kind = "tokenize" if isinstance(step, Tokenize) else "forward"
+            started = time.perf_counter()
             with self._boundary(step.jobs, "the scheduler step"):
                 self._count_passed_over(jobs, step)
-                if isinstance(step, Tokenize):
+                if kind == "tokenize":
                     self._tokenize(step)
                 else:
                     self._forward(step)
+                model = step.jobs[0].served.kind
+                self.metrics.steps.inc(model=model, kind=kind)
+                self.metrics.step_seconds.inc(time.perf_counter() - started, model=model, kind=kind)
 
     def _live(self) -> list[Job]:
         """The jobs not final (called under the lock; final ones are forgotten here)."""
