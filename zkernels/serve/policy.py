@@ -162,25 +162,26 @@ class ShortestFirst(_Policy):
         if retry:
             return Forward(retry)
         smallest = min(jobs, key=lambda j: (j.work_left, j.arrived))
-        small_first = (smallest.work_left <= self.slice_tokens(smallest.engine)
-                       and self._by_size_steps < SMALL_STEPS_FIRST)
+        small_waiting = self._needs_one_slice(smallest)
+        small_first = small_waiting and self._by_size_steps < SMALL_STEPS_FIRST
         may_force = self._by_size_steps >= 1 and not small_first
         oldest = self._starving(jobs) if may_force else []
         first = oldest[0] if oldest else smallest
         if first.needs_tokenizing:  # the smallest requests' pieces share the step with a starving one's
             step = _smallest_pieces(jobs, self.tokenize_chars, first if oldest else None)
         else:
-            step = Forward(self._forward(ready, oldest, self._only_big(jobs)))
+            step = Forward(self._forward(ready, oldest, only_big=not small_waiting))
         self._by_size_steps = 0 if oldest else self._by_size_steps + 1
         return step
 
     def _choose_forward(self, jobs) -> list:
-        return self._forward(jobs, self._starving(jobs), self._only_big(jobs))
-
-    def _only_big(self, jobs) -> bool:
-        """Nothing waiting needs at most one slice in all (no small request to keep a forward short for)."""
         smallest = min(jobs, key=lambda j: (j.work_left, j.arrived))
-        return smallest.work_left > self.slice_tokens(smallest.engine)
+        return self._forward(jobs, self._starving(jobs), only_big=not self._needs_one_slice(smallest))
+
+    def _needs_one_slice(self, job) -> bool:
+        """A small request: at most one slice of work in all (for the smallest job waiting: there is a small
+        request to keep forwards short for)."""
+        return job.work_left <= self.slice_tokens(job.engine)
 
     def _forward(self, jobs, oldest: list, only_big: bool = False) -> list:
         """The starving request (`oldest`, if any) with one slice, then the finishing ones; else one slice
