@@ -8,7 +8,12 @@ Both servers get the same seeded arrival times and bodies. Steps:
 
 1. unloaded: small and big requests one at a time, per scheduler: the p50 a small request gets alone,
    and the service times the capacity is computed from: capacity = 1 / (0.85 t_small + 0.15 t_big);
-2. saturated throughput: N closed-loop clients sending the mix back to back (the most the server does);
+2. saturated throughput: N closed-loop clients sending the same fixed list of requests of the mix back
+   to back until all are answered (the most the server does): every server does the same work, and
+   throughput is that work over the time it took. (Clients that stop at a deadline would end with
+   different work done: a scheduler that lets small requests through sooner starts more of the list by
+   then, big ones included, and its drain is longer.) The list holds about --saturate-s seconds of
+   work at the unloaded capacity;
 3. open loop at 50% and 80% of the round scheduler's saturated throughput: p50/p99 latency per size
    class (from the scheduled send time), throughput;
 4. the slice-size trade-off: shortest-first with --request-tokens-per-forward 512 / 2048 / 8192 (the
@@ -74,6 +79,24 @@ def make_mix(n, shape, seed):
             for _ in range(n)]
 
 
+def saturation_list(mix, n, block):
+    """n requests of the mix with exactly its share of big ones (rounded), in the mix's order: block b takes
+    its own part of the mix, the same for every server. (n requests drawn as they come would hold the
+    share only on average, and with 15% big ones of ~60x the work, one big one more or less moves the
+    throughput by several percent.)"""
+    smalls = [r for r in mix if r[0] == "small"]
+    bigs = [r for r in mix if r[0] == "big"]
+    n_big = round(n * (1 - SMALL_SHARE))
+    out, taken = [], 0
+    for i in range(n):
+        if taken < n_big and taken < (i + 1) * (1 - SMALL_SHARE):  # a big one wherever the share is behind
+            out.append(bigs[(block * n_big + taken) % len(bigs)])
+            taken += 1
+        else:
+            out.append(smalls[(block * (n - n_big) + i - taken) % len(smalls)])
+    return out
+
+
 def _pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
@@ -92,17 +115,16 @@ async def one_at_a_time(url, bodies):
     return out
 
 
-async def closed_loop(url, mix, clients, duration_s):
-    """clients loops sending the mix back to back; requests and documents per second."""
+async def closed_loop(url, requests, clients):
+    """clients loops sending `requests` ([(kind, body)], each once, in order) back to back until all are
+    answered; requests and documents per second."""
     import httpx
     done, docs, errors = [], 0, 0
-    stop_at = time.perf_counter() + duration_s
-    counter = iter(range(10 ** 9))
+    todo = iter(requests)
 
     async def client(http):
         nonlocal docs, errors
-        while time.perf_counter() < stop_at:
-            kind, body = mix[next(counter) % len(mix)]
+        for kind, body in todo:
             r = await http.post(url + "/v1/models/rerank", json=body)
             if r.status_code != 200:
                 errors += 1
@@ -296,7 +318,13 @@ def main(argv=None) -> int:
             log(f"{name}: unloaded small p50 {t_small * 1e3:.1f} ms, big p50 {t_big * 1e3:.0f} ms, "
                 f"capacity {capacity:.2f} req/s  (load {machine().get('load_average')})")
         every = list(configs)
-        sat = blocks(every, lambda url, b: asyncio.run(closed_loop(url, mix, args.clients, args.saturate_s)))
+        fastest = max(u["capacity_per_s"] for u in result["unloaded"].values())
+        n_saturate = max(args.clients, round(args.saturate_s * fastest))
+        result["saturated_requests_per_block"], result["clients"] = n_saturate, args.clients
+
+        def saturate(url, b):
+            return asyncio.run(closed_loop(url, saturation_list(mix, n_saturate, b), args.clients))
+        sat = blocks(every, saturate)
         for name in every:
             result["saturated"][name] = merge_closed(sat[name])
             log(f"{name}: saturated {result['saturated'][name]['requests_per_s']:.2f} req/s per block "
@@ -371,6 +399,9 @@ def render(result) -> str:
                  f"{un[name]['capacity_per_s']:7.2f}/s" if name in un else f"{'':>37}")
         lines.append(f"{name:>20} | {alone} | {sat[name]['requests_per_s']:15.2f} {sat[name]['docs_per_s']:7.0f} "
                      f"{sat[name]['requests_per_s'] / sat['rounds']['requests_per_s']:6.2f}x")
+    if "saturated_requests_per_block" in result:
+        lines.append(f"saturated: the same {result['saturated_requests_per_block']} requests per block for every "
+                     f"server, {result['clients']} closed-loop clients, until all are answered")
     base = un["shortest-first"]["small_p50_ms"]
     lines += ["", f"open loop (Poisson), rates as fractions of the round scheduler's saturated throughput "
                   f"({result['capacity_per_s']:.2f} req/s); latency from the scheduled send time; p99/alone: "

@@ -59,9 +59,10 @@ class LiveServer:
 
 
 class ForwardGate:
-    """Wraps an engine's forward: while closed, every forward waits (bounded) until `open()` or a `step()`
-    lets it through; records the token ids of each forward as it enters, and raises for batches `fail(batch)` says to
-    fail. Installed on the instance, removed on exit."""
+    """Wraps an engine's forward (`hidden_pieces`, which every forward runs, whole or in pieces): while closed,
+    every forward waits (bounded) at its start until `open()` or a `step()` lets it through; records the token
+    ids of each forward as it enters, and raises for batches `fail(batch)` says to fail. Installed on the
+    instance, removed on exit."""
 
     def __init__(self, engine, closed: bool = False, fail=None):
         self.engine, self.fail = engine, fail
@@ -72,7 +73,7 @@ class ForwardGate:
         self.calls = 0
 
     def __enter__(self):
-        real = self.engine.forward.hidden_at_read_rows
+        real = self.engine.forward.hidden_pieces
 
         def gated(batch):
             with self._cv:
@@ -87,7 +88,7 @@ class ForwardGate:
             if self.fail is not None and self.fail(batch):
                 raise RuntimeError("injected forward failure")
             return real(batch)
-        self.engine.forward.hidden_at_read_rows = gated
+        self.engine.forward.hidden_pieces = gated
         return self
 
     def open(self):
@@ -109,7 +110,7 @@ class ForwardGate:
 
     def __exit__(self, *exc):
         self.open()
-        del self.engine.forward.hidden_at_read_rows  # back to the class's method
+        del self.engine.forward.hidden_pieces  # back to the class's method
 
 
 def wait_until(predicate, timeout_s: float = 20, what: str = "condition") -> None:

@@ -4,6 +4,7 @@ tokenized if it had not been; --max-queue counts every admitted request from the
 forwards are held and released one by one by a gate, so nothing here depends on timing."""
 import collections
 import concurrent.futures
+import threading
 import time
 from types import SimpleNamespace
 
@@ -76,6 +77,66 @@ def test_a_small_request_overtakes_a_big_one(served_models, threads):
             gate.open()
             big_r = big_f.result(60)
         assert gate.calls >= 6  # the big request took several forwards of at most 64 tokens
+        assert_rerank_matches_predict(reranker, small, small_r)
+        assert_rerank_matches_predict(reranker, big, big_r)
+
+
+class _PieceLog:
+    """Wraps the engine's forward in pieces: records ("start" | "piece" | "end", tag) per forward (tag:
+    "big" when it holds the big request's tokens), and holds the big forward after its first piece until
+    `release` is set (the device thread waits inside that piece)."""
+
+    def __init__(self, engine, big_ids):
+        self.engine, self.big_ids, self.events = engine, big_ids, []
+        self.held, self.release = threading.Event(), threading.Event()
+
+    def __enter__(self):
+        real = self.engine.forward.hidden_pieces
+
+        def pieces(batch):
+            tag = "big" if self.big_ids <= set(batch.token_ids.tolist()) else "small"
+            self.events.append(("start", tag))
+            inner = real(batch)
+            while True:
+                try:
+                    next(inner)
+                except StopIteration as done:
+                    self.events.append(("end", tag))
+                    return done.value
+                self.events.append(("piece", tag))
+                if tag == "big" and not self.release.is_set():
+                    self.held.set()
+                    self.release.wait(30)
+                yield
+        self.engine.forward.hidden_pieces = pieces
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        del self.engine.forward.hidden_pieces
+
+
+def test_a_small_request_runs_between_two_pieces_of_a_big_forward(served_models):
+    """CPU: a big request's forward runs in pieces; a small request that arrives during one is tokenized and
+    run before the next piece, and both answers are the ones predict gives, bit for bit."""
+    reranker = served_models[0]
+    limits = ServeLimits(request_tokens_per_forward=64, tokenize_threads=0)
+    big, small = _body("bigone", n=12, words=20), _body("small", n=2)
+    with LiveServer(make_app(served_models, limits, embedder=False)) as live:
+        counts = count_submits(live, "reranker")
+        log = _PieceLog(reranker.engine, _ids(reranker, "bigone"))
+        with concurrent.futures.ThreadPoolExecutor(2) as pool, log:
+            big_f = pool.submit(_post, live.url, big)
+            assert log.held.wait(30), "the big request's forward never started"
+            small_f = pool.submit(_post, live.url, small)
+            wait_until(lambda: counts["n"] == 2, what="the small request submitted")
+            log.release.set()
+            small_r, big_r = small_f.result(30), big_f.result(60)
+        big_events = [i for i, (_, tag) in enumerate(log.events) if tag == "big"]
+        small_start, small_end = log.events.index(("start", "small")), log.events.index(("end", "small"))
+        assert log.events[:2] == [("start", "big"), ("piece", "big")]
+        assert small_start == 2 and small_end < big_events[2]  # the whole small forward, then the big one's next piece
+        assert log.events[big_events[-1]] == ("end", "big") and len(big_events) > 4
         assert_rerank_matches_predict(reranker, small, small_r)
         assert_rerank_matches_predict(reranker, big, big_r)
 
@@ -229,7 +290,7 @@ def _job(engine, slice_tokens: list[int], arrived: float, passed_over: int = 0):
     slices = collections.deque(SimpleNamespace(token_ids=torch.zeros(n), prompt_index=[0]) for n in slice_tokens)
     return SimpleNamespace(engine=engine, slices=slices, remaining=sum(slice_tokens), arrived=arrived,
                            passed_over=passed_over, retrying=None, needs_tokenizing=False,
-                           work_left=sum(slice_tokens))
+                           work_left=sum(slice_tokens), total_work=sum(slice_tokens))
 
 
 def _names(step, jobs):
@@ -237,7 +298,7 @@ def _names(step, jobs):
 
 
 def test_shortest_first_batches_finishing_requests_and_slices_big_ones():
-    engine = SimpleNamespace(device="cpu", max_tokens_per_batch=100)
+    engine = SimpleNamespace(device="cpu", max_tokens_per_batch=100, config=SimpleNamespace(num_layers=2))
     policy = ShortestFirst(slice_tokens=40)
     assert policy.slice_tokens(engine) == 40
     jobs = {"big": _job(engine, [40, 40, 40], 0.0), "small": _job(engine, [30], 0.2),
@@ -247,15 +308,21 @@ def test_shortest_first_batches_finishing_requests_and_slices_big_ones():
     del jobs["smaller"], jobs["small"]
     assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["third"]
     del jobs["third"]
-    # only big work waits: BIG_SLICES_PER_FORWARD slices of it
-    assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["big"] * BIG_SLICES_PER_FORWARD
+    # only big work waits: on CPU one slice per layer of it (2)
+    assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["big"] * 2
+    cuda = SimpleNamespace(device="cuda", max_tokens_per_batch=1000, config=SimpleNamespace(num_layers=20))
+    assert policy.big_forward_slices(cuda) == BIG_SLICES_PER_FORWARD  # on CUDA: a few slices, in one go
+    assert not policy.in_pieces(cuda, [(jobs["big"], jobs["big"].slices[0])])
     jobs["other"] = _job(engine, [40, 40, 40, 40], 0.5)
     assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["big", "big"]  # least work left first
     jobs["starved"] = _job(engine, [40, 40, 40, 40, 40], -5.0, passed_over=STARVATION_FORWARDS)
     jobs["also"] = _job(engine, [40, 40, 40, 40, 40], -4.0, passed_over=STARVATION_FORWARDS)
     jobs["tiny"] = _job(engine, [5], 0.9)
-    step = policy.next_forward(list(jobs.values()), now)  # passed over too often: the oldest joins
-    assert _names(step, jobs) == ["starved", "tiny"]
+    step = policy.next_forward(list(jobs.values()), now)  # passed over too often: the oldest gets the forward
+    assert _names(step, jobs) == ["starved"] and policy.in_pieces(engine, step)  # alone, in pieces: "tiny" between
+    on_cuda = {name: _job(cuda, [int(b.token_ids.shape[0]) for b in j.slices], j.arrived, j.passed_over)
+               for name, j in jobs.items()}
+    assert _names(policy.next_forward(list(on_cuda.values()), now), on_cuda) == ["starved", "tiny"]  # in one go
     jobs["tiny"].retrying = RuntimeError("failed once")
     assert _names(policy.next_forward(list(jobs.values()), now), jobs) == ["tiny"]  # a retry runs alone
 
@@ -271,8 +338,8 @@ def test_only_big_work_left_takes_several_slices_per_forward_until_a_small_reque
     jobs["big"].slices.popleft()
     jobs["big"].slices.popleft()
     jobs["big"].remaining = jobs["big"].work_left = 40
-    step = policy.next_step(list(jobs.values()), 1.0)  # big needs one slice in all now: a forward by size
-    assert _names(step.slices, jobs) == ["big"]
+    step = policy.next_step(list(jobs.values()), 1.0)  # big's last slice is big work too: with the next one's
+    assert _names(step.slices, jobs) == ["big", "bigger", "bigger"] and step.in_pieces
     jobs["big"].slices.clear()
     del jobs["big"]
     step = policy.next_step(list(jobs.values()), 1.0)

@@ -64,9 +64,18 @@ class Qwen3Forward:
         """The activations' dtype (a quantized model may keep its embedding table narrower)."""
         return self.weights.final_norm.dtype
 
-    @torch.inference_mode()
     def hidden_at_read_rows(self, batch: PackedBatch) -> torch.Tensor:
-        """Final-norm hidden states [R, hidden] at batch.read_rows, in the model dtype.
+        """Final-norm hidden states [R, hidden] at batch.read_rows, in the model dtype (`hidden_pieces` run
+        to its end)."""
+        return run_to_end(self.hidden_pieces(batch))
+
+    @torch.inference_mode()
+    def hidden_pieces(self, batch: PackedBatch):
+        """hidden_at_read_rows as a generator of pieces: it yields (None) at four points of each layer, each
+        piece a few of its ops (norm and q|k|v with RoPE; attention and o; norm and gate|up; SwiGLU and down,
+        with no yield after the last layer's), and returns the [R, hidden] rows. Between two pieces the
+        caller may run anything else, other forwards included (the server runs a small request's forward
+        inside a big one's: serve/policy.py); the ops and the values are the same as in one go.
 
         Shapes below: T packed rows (every token of the batch), R read rows (one per prompt), S packed
         sequences, Tq the rows that compute queries (T, or R in the last layer), H hidden, Hq / Hkv query /
@@ -80,7 +89,7 @@ class Qwen3Forward:
         if int(batch.token_ids.max()) >= c.vocab_size:
             raise ValueError(f"token id {int(batch.token_ids.max())} is outside the vocabulary (size {c.vocab_size})")
         if self.fused_int8:
-            return self._hidden_int8(batch)
+            return (yield from self._hidden_int8(batch))
         b = batch.to(self.device)                            # token_ids, positions [T]; read_rows [R]
         n_rows = b.token_ids.shape[0]                        # T
         hidden = w.embed[b.token_ids]                        # [T, H]
@@ -105,12 +114,17 @@ class Qwen3Forward:
                 q_pos, cu_q = b.positions, b.cu_seqlens                                # [T], [S+1]
             q, k = ops.qk_norm_rope(q, k, layer.q_norm, layer.k_norm, self.cos, self.sin, q_pos, b.positions,
                                     c.rms_norm_eps)                                     # [Tq, Hq, D], [T, Hkv, D]
+            yield
             # attn [Tq, Hq, D] -> o-proj [Tq, H]
             attn = ops.attention(q, k, v, cu_q, b.cu_seqlens, b.prefix_starts, b.prefix_lens, self.scale)
             hidden = linear(attn.reshape(attn.shape[0], c.q_width), layer.o, layer.o_bias)
+            yield
             x, residual = ops.add_rms_norm(hidden, residual, layer.post_norm, c.rms_norm_eps)  # [Tq, H], [Tq, H]
-            # gate_up [Tq, 2*I] -> swiglu [Tq, I] -> down [Tq, H]
-            hidden = linear(ops.swiglu(linear(x, layer.gate_up)), layer.down)
+            gate_up = linear(x, layer.gate_up)                                                 # [Tq, 2*I]
+            yield
+            hidden = linear(ops.swiglu(gate_up), layer.down)                                  # [Tq, I] -> [Tq, H]
+            if not last:
+                yield
         out, _ = ops.add_rms_norm(hidden, residual, w.final_norm, c.rms_norm_eps)  # [R, H]
         return out
 
@@ -120,7 +134,8 @@ class Qwen3Forward:
         inputs. The o, gate|up and down products leave the matmul in float32 without their per-row
         activation scale; the op that reads them applies it (rounded to the model dtype, as the layer
         would): add+RMSNorm after o and down, SwiGLU after gate|up. Shapes as in hidden_at_read_rows;
-        (y, ys) is a float32 matmul output [rows, out] with its row scales [rows]."""
+        (y, ys) is a float32 matmul output [rows, out] with its row scales [rows]. A generator of pieces, as
+        hidden_pieces."""
         c, w, ops = self.config, self.weights, self.ops
         b = batch.to(self.device)
         n_rows, eps, dtype = b.token_ids.shape[0], c.rms_norm_eps, self.dtype
@@ -145,12 +160,17 @@ class Qwen3Forward:
             else:
                 q_pos, cu_q = b.positions, b.cu_seqlens
             q, k = ops.qk_norm_rope(q, k, layer.q_norm, layer.k_norm, self.cos, self.sin, q_pos, b.positions, eps)
+            yield
             attn = ops.attention(q, k, v, cu_q, b.cu_seqlens, b.prefix_starts, b.prefix_lens, self.scale)
             aq, a_scale = quantize_rows(attn.reshape(attn.shape[0], c.q_width))                 # [Tq, Hq*D], [Tq]
+            yield
             xq, xs, residual = ops.rms_norm_quantize(layer.o.matmul_unscaled(aq), layer.post_norm, eps,
                                                      residual=residual, x_scale=a_scale)       # [Tq, H], [Tq]
+            yield
             hq, hs = self._gate_up_swiglu_int8(layer.gate_up, xq, xs)                              # [Tq, I], [Tq]
             down = (layer.down.matmul_unscaled(hq), hs)                                        # [Tq, H], [Tq]
+            if not last:
+                yield
         out, _ = ops.add_rms_norm(scale_rows(down[0], down[1], dtype), residual, w.final_norm, eps)  # [R, H]
         return out
 
@@ -186,6 +206,15 @@ class Qwen3Forward:
             self.ops.swiglu_quantize(gate_up.matmul_unscaled(xq[r0:r1]), self.dtype, in_scale=xs[r0:r1],
                                      out=(hq[r0:r1], hs[r0:r1]))
         return hq, hs
+
+
+def run_to_end(pieces):
+    """A generator's return value, once run through (Qwen3Forward.hidden_pieces)."""
+    while True:
+        try:
+            next(pieces)
+        except StopIteration as done:
+            return done.value
 
 
 # Rows in one block of an int8 matmul and the op that reads its output, on one thread (Qwen3Forward._row_blocks).

@@ -14,7 +14,7 @@ import torch
 from .config import Qwen3Config
 from .kernels import resolve_backend
 from .loading import load_qwen3_weights, resolve_dtype
-from .model import Qwen3Forward
+from .model import Qwen3Forward, run_to_end
 from .options import EngineOptions, check_quantize_device
 from .packing import PackedBatch, concat_batches, plan_batches
 from .quantization import check_quantize_runs, layer_quantizer, read_recipe, resolve_quantize, weight_bytes
@@ -90,8 +90,13 @@ class ScoringEngine:
         final-norm hidden rows [R_unique, hidden] (model dtype, on the device), in the order given;
         `BatchPlan.rows` maps them to caller indices. A prompt's row is the same whatever shares the
         forward (see `iter_batches`)."""
+        return run_to_end(self.forward_pieces(batches))
+
+    def forward_pieces(self, batches: Sequence[PackedBatch]):
+        """run_batches as a generator of pieces (half layers, `Qwen3Forward.hidden_pieces`): the caller may
+        run other work between two pieces; returns what run_batches returns."""
         merged = batches[0] if len(batches) == 1 else concat_batches(batches)
-        hidden = self.forward.hidden_at_read_rows(merged)                 # [sum R_unique, hidden]
+        hidden = yield from self.forward.hidden_pieces(merged)            # [sum R_unique, hidden]
         return list(hidden.split([len(b.prompt_index) for b in batches]))
 
     def iter_batches(self, prompts: Sequence[Sequence[int]], groups: Sequence | None = None, *,

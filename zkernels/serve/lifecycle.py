@@ -113,6 +113,7 @@ class Job:
     plan: BatchPlan | None = None
     slices: collections.deque = field(default_factory=collections.deque)
     remaining: int = 0                  # tokens in the slices still to run
+    planned: int = 0                    # tokens in all its slices, as planned
     parts: list = field(default_factory=list)  # [(caller index list, output rows)]
 
     @property
@@ -131,6 +132,11 @@ class Job:
     def work_left(self) -> int:
         """Tokens still to run; before planning, estimated from its characters."""
         return self.remaining if self.plan is not None else self.size_hint // CHARS_PER_TOKEN + 1
+
+    @property
+    def total_work(self) -> int:
+        """Tokens of all its work, done or not; before planning, estimated from its characters."""
+        return self.planned if self.plan is not None else self.work_left
 
     def tokenize_piece(self, piece_chars: int | None) -> bool:
         """Its next piece of work before READY: a piece of its text, or, once all of it is tokenized,
@@ -154,7 +160,7 @@ class Job:
         self.plan = self.engine.plan(self.encoded.prompts, self.encoded.groups, batch_size=batch_size,
                                      max_tokens=self.slice_tokens)
         self.slices = collections.deque(self.plan.batches)
-        self.remaining = sum(int(b.token_ids.shape[0]) for b in self.slices)
+        self.remaining = self.planned = sum(int(b.token_ids.shape[0]) for b in self.slices)
         self.parts = []
 
 

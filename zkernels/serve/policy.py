@@ -1,19 +1,22 @@
 """Which work the device thread does next: the scheduling policies of `DeviceScheduler`.
 
-A step is either a piece of tokenizing (`Tokenize`: one piece of text of each of its jobs, about
-`tokenize_chars` characters in all) or one packed forward (`Forward`: slices of jobs of one engine).
-`ShortestFirst` (the default) keeps a small request from waiting behind a big one: the request with the
-least work left goes first (tokenized or not: before tokenizing its work is estimated from its
-characters), requests that finish in this forward share it, a big request advances one slice (at most
-`slice_tokens` tokens) per forward and its tokenizing one piece per step, so a newcomer waits for at
-most about one slice or one piece of someone else's, whichever runs. One starvation rule covers
-everything waiting: a request passed over for STARVATION_STEPS steps in a row gets the next one.
-Measured in benchmarks/bench_serve_mixed.py against `Rounds` (the round scheduler, `--scheduler
-rounds`); the figures are in docs/serving.md.
+A step is a piece of tokenizing (`Tokenize`: one piece of text of each of its jobs, about
+`tokenize_chars` characters in all), a packed forward (`Forward`: slices of jobs of one engine), or, for
+a forward that runs in pieces (`Forward.in_pieces`, on CPU), one piece of it: a few ops of one layer
+(`Qwen3Forward.hidden_pieces`). `ShortestFirst` (the default) keeps a small request from waiting behind a
+big one: the request with the least work left goes first (tokenized or not: before tokenizing its work
+is estimated from its characters), small requests (at most one slice of work in all) share forwards
+that run in one go, big requests' work runs in forwards of several slices in pieces, and between two
+pieces the small requests that arrived meanwhile are tokenized and run. So a newcomer waits for at most
+about one piece, one piece of tokenizing or one small forward, whichever runs, while big requests get
+forwards as large as the round scheduler's. One starvation rule covers everything waiting: the request
+passed over for STARVATION_STEPS steps in a row gets the next step. Measured in
+benchmarks/bench_serve_mixed.py against `Rounds` (the round scheduler, `--scheduler rounds`); the
+figures are in docs/serving.md.
 
 A policy answers: the slice size a job is planned with (`slice_tokens`), the piece of text tokenized per
-step (`tokenize_chars`, None: a request's whole text), and the next step (`next_step`). `next_forward`
-is the forward part alone, over jobs that are tokenized.
+step (`tokenize_chars`, None: a request's whole text), and the next step (`next_step`, given the forward
+in pieces that is paused, if any). `next_forward` is the forward part alone, over jobs that are tokenized.
 """
 from __future__ import annotations
 
@@ -28,11 +31,14 @@ STARVATION_STEPS = 8
 # take before a starving request's next forced step: the bound on how long a forced step waits.
 SMALL_STEPS_FIRST = 3
 STARVATION_FORWARDS = STARVATION_STEPS  # the name ShortestFirst's callers know
-# Slices one forward takes while nothing needing at most one slice waits (only big requests' work left):
-# fewer, larger forwards at saturation (a forward's fixed cost is about 2.5 ms on CPU with the demo model,
-# 12% of a 1,024-token slice). A small request that arrives then waits for at most one such forward, so
-# it stays at 2: measured with bench_serve_mixed.py (single-block runs, docs/serving.md), 4 slices
-# brought device tokens/s to 0.98x the round scheduler's but the small p99 at 80% from 79 to 101 ms.
+# Slices one forward takes while only big requests' work waits. On CPU: one slice per layer of the model
+# (within max_tokens_per_batch), run in pieces, 4 per layer: a piece costs about a quarter of a slice's
+# forward, and a small request that arrives runs between two pieces (`between_pieces`), so big requests
+# get forwards as large as the round scheduler's while a small one waits for less than a slice.
+# Measured with bench_serve_mixed.py (docs/serving.md): without pieces, 2 slices per forward gave device
+# tokens/s 0.90x the round scheduler's, 4 slices 0.98x but the small p99 at 80% from 79 to 101 ms. On
+# CUDA the host queues kernels ahead of the GPU, so pieces would not bound a newcomer's wait: forwards run
+# in one go there, BIG_SLICES_PER_FORWARD slices while only big work waits.
 BIG_SLICES_PER_FORWARD = 2
 
 # Tokens of one request per forward when --request-tokens-per-forward is not given, by device kind.
@@ -50,10 +56,13 @@ class Tokenize:
     jobs: list
 
 
-@dataclass
+@dataclass(eq=False)
 class Forward:
-    """One packed forward: [(job, its next slice)], all of one engine."""
+    """One packed forward: [(job, its next slice)], all of one engine. `in_pieces`: it runs one piece per
+    step (a few ops of one layer), and between two of them (while it is `paused`) the policy may choose
+    other steps."""
     slices: list
+    in_pieces: bool = False
 
     @property
     def jobs(self) -> list:
@@ -79,6 +88,10 @@ def _smallest_pieces(jobs, budget: int | None, first=None) -> Tokenize:
 
 def _tokens(batch) -> int:
     return int(batch.token_ids.shape[0])
+
+
+def _on_cuda(engine) -> bool:
+    return str(engine.device).startswith("cuda")
 
 
 def _retry_alone(jobs) -> list:
@@ -110,20 +123,22 @@ class ShortestFirst(_Policy):
     Each step is one of:
     - a piece of tokenizing, when the request with the least work left is not tokenized yet: the
       smallest such requests, one piece each, about tokenize_chars characters in all;
-    - the requests that finish in this forward (their last slice), fewest tokens left first, as many as
-      fit in the engine's max_tokens_per_batch: small requests share forwards, as with cross-request
-      batching;
-    - else one slice of the request with the least work left (a big request advances while nothing
-      smaller waits); while no request needing at most one slice waits, up to BIG_SLICES_PER_FORWARD
-      slices (that request's, then the next's), within max_tokens_per_batch: fewer, larger forwards when
-      only big work is left, and a small request that arrives then waits for at most one such forward.
-    The oldest request passed over for STARVATION_STEPS steps in a row gets the next step (its next
-    piece, or one slice joining the forward), whatever its size, after at least one step by size since
-    the last such forced step; and while the request with the least work left needs no more than one
-    slice in all (a small request: a tokenizing step, then one forward), up to SMALL_STEPS_FIRST steps by
-    size go first. So a small request that arrives waits for the step running then and its own two,
-    not for a forced slice of someone else's between them; starving requests take at most every other
-    step and at least one in SMALL_STEPS_FIRST + 1; a request re-planned after a failure runs alone.
+    - the small requests that finish in this forward (their last slice), fewest tokens left first, as
+      many as fit in the engine's max_tokens_per_batch: small requests share forwards (on CUDA big
+      requests' last slices too), in one go;
+    - else big work: up to `big_forward_slices` slices (the request with the least work left, then the
+      next), within max_tokens_per_batch, in pieces on CPU;
+    - while such a forward is paused between two pieces: the small requests' steps (their tokenizing, or
+      a forward of them), up to SMALL_STEPS_FIRST in a row, else its next piece (`between_pieces`).
+    The request passed over for STARVATION_STEPS steps in a row (the longest passed over, then the
+    oldest) gets the next step (its next piece of tokenizing, or a forward of one slice of it: on CPU in
+    pieces, on CUDA joined by the finishing requests), whatever its size, after at least one step by
+    size since the last such forced step; and while the request with the least work left is small (a
+    tokenizing step, then one forward), up to SMALL_STEPS_FIRST steps by size go first. So a small
+    request that arrives waits for the step running then (a piece, a piece of tokenizing, or another
+    small forward) and its own two; starving requests take at most every other step outside a paused
+    forward; a forward in pieces advances at least one piece in SMALL_STEPS_FIRST + 1 steps; a request
+    re-planned after a failure runs alone.
     """
 
     name = "shortest-first"
@@ -134,27 +149,45 @@ class ShortestFirst(_Policy):
     tokenize_chars = 16_000
 
     def __init__(self, slice_tokens: int | None = None, starvation_forwards: int = STARVATION_FORWARDS,
-                 big_slices: int = BIG_SLICES_PER_FORWARD):
+                 big_slices: int | None = None):
         self._slice_tokens, self.starvation_forwards = slice_tokens, starvation_forwards
-        self.big_slices = big_slices
+        self._big_slices_given = big_slices
+        self._steps_in_pause = 0  # steps run since the paused forward's last piece
         # Steps by size since the last forced step (a starving request's): a forced step waits for at
         # least one (with several big requests starving at once they would otherwise take every step,
         # starving the rest), and for up to SMALL_STEPS_FIRST of a small request's.
         self._by_size_steps = 1
 
     def slice_tokens(self, engine) -> int:
-        kind = "cuda" if str(engine.device).startswith("cuda") else "cpu"
+        kind = "cuda" if _on_cuda(engine) else "cpu"
         return min(self._slice_tokens or DEFAULT_SLICE_TOKENS[kind], engine.max_tokens_per_batch)
+
+    def big_forward_slices(self, engine) -> int:
+        """Slices of a forward taken while only big requests' work waits: on CPU one per layer of the model
+        (in pieces), on CUDA BIG_SLICES_PER_FORWARD (see there)."""
+        if self._big_slices_given is not None:
+            return self._big_slices_given
+        return BIG_SLICES_PER_FORWARD if _on_cuda(engine) else engine.config.num_layers
+
+    def in_pieces(self, engine, slices) -> bool:
+        """Whether a forward of these (job, slice) runs in pieces: on CPU, one of big requests' work (one
+        whose work is small runs in one go: the requests in it finish with it)."""
+        return not _on_cuda(engine) and not any(self._small(job) for job, _ in slices)
 
     def takes_new_work(self, active) -> bool:
         return True
 
     def _starving(self, jobs) -> list:
         starving = [j for j in jobs if j.passed_over >= self.starvation_forwards]
-        return [min(starving, key=lambda j: j.arrived)] if starving else []
+        # the one passed over longest (then the oldest): while a forward in pieces runs, every big request
+        # outside it becomes starving, and oldest-first alone would then serve the two oldest in turn
+        return [max(starving, key=lambda j: (j.passed_over, -j.arrived))] if starving else []
 
-    def next_step(self, jobs, now: float) -> Tokenize | Forward | None:
-        """jobs: every live job, tokenized or not."""
+    def next_step(self, jobs, now: float, paused: Forward | None = None) -> Tokenize | Forward | None:
+        """jobs: every live job, tokenized or not. `paused`: a forward in pieces that has run some of them
+        (returned: its next piece)."""
+        if paused is not None:
+            return self.between_pieces(jobs, paused)
         if not jobs:
             return None
         ready = _ready(jobs)
@@ -162,7 +195,7 @@ class ShortestFirst(_Policy):
         if retry:
             return Forward(retry)
         smallest = min(jobs, key=lambda j: (j.work_left, j.arrived))
-        small_waiting = self._needs_one_slice(smallest)
+        small_waiting = self._small(smallest)
         small_first = small_waiting and self._by_size_steps < SMALL_STEPS_FIRST
         may_force = self._by_size_steps >= 1 and not small_first
         oldest = self._starving(jobs) if may_force else []
@@ -170,28 +203,55 @@ class ShortestFirst(_Policy):
         if first.needs_tokenizing:  # the smallest requests' pieces share the step with a starving one's
             step = _smallest_pieces(jobs, self.tokenize_chars, first if oldest else None)
         else:
-            step = Forward(self._forward(ready, oldest, only_big=not small_waiting))
+            step = self._forward(ready, oldest, only_big=not small_waiting)
         self._by_size_steps = 0 if oldest else self._by_size_steps + 1
         return step
 
+    def between_pieces(self, jobs, paused: Forward) -> Tokenize | Forward:
+        """While a forward in pieces is paused between two: a step for the requests needing at most one slice
+        in all that wait (their tokenizing, smallest first, or a forward of them, as many as fit), up to
+        SMALL_STEPS_FIRST in a row; else `paused` (its next piece). So a small request that arrives waits for
+        the piece running then, not for the rest of the forward, and the forward advances at least one piece
+        in SMALL_STEPS_FIRST + 1 steps however many small requests come."""
+        in_paused = {id(j) for j in paused.jobs}
+        small = [j for j in jobs if id(j) not in in_paused and j.retrying is None and self._small(j)]
+        if not small or self._steps_in_pause >= SMALL_STEPS_FIRST:
+            self._steps_in_pause = 0
+            return paused
+        self._steps_in_pause += 1
+        smallest = min(small, key=lambda j: (j.work_left, j.arrived))
+        if smallest.needs_tokenizing:
+            return _smallest_pieces(small, self.tokenize_chars)
+        engine, budget, chosen, tokens = smallest.engine, smallest.engine.max_tokens_per_batch, [], 0
+        for job in sorted((j for j in _ready(small) if j.engine is engine), key=lambda j: (j.remaining, j.arrived)):
+            t = _tokens(job.slices[0])
+            if chosen and tokens + t > budget:
+                continue
+            chosen.append((job, job.slices[0]))
+            tokens += t
+        return Forward(chosen)
+
     def _choose_forward(self, jobs) -> list:
         smallest = min(jobs, key=lambda j: (j.work_left, j.arrived))
-        return self._forward(jobs, self._starving(jobs), only_big=not self._needs_one_slice(smallest))
+        return self._forward(jobs, self._starving(jobs), only_big=not self._small(smallest)).slices
 
-    def _needs_one_slice(self, job) -> bool:
-        """A small request: at most one slice of work in all (for the smallest job waiting: there is a small
-        request to keep forwards short for)."""
-        return job.work_left <= self.slice_tokens(job.engine)
+    def _small(self, job) -> bool:
+        """A small request: at most one slice of work in all (planned, or estimated before planning). Its
+        work runs in forwards of small requests, in one go; a big request's (on CPU) in pieces."""
+        return job.total_work <= self.slice_tokens(job.engine)
 
-    def _forward(self, jobs, oldest: list, only_big: bool = False) -> list:
+    def _forward(self, jobs, oldest: list, only_big: bool = False) -> Forward:
         """The starving request (`oldest`, if any) with one slice, then the finishing ones; else one slice
         of the request with the least work left, or with `only_big` (nothing needing at most one slice
-        waits) up to `big_slices` slices, least work left first."""
+        waits) a big forward (`big_forward_slices`), least work left first; in pieces per `in_pieces`."""
         first = oldest[0] if oldest else min(jobs, key=lambda j: (j.remaining, j.arrived))
         engine = first.engine
         budget = engine.max_tokens_per_batch
-        finishing = sorted((j for j in jobs if len(j.slices) == 1 and j.engine is engine and j not in oldest),
-                           key=lambda j: (j.remaining, j.arrived))
+        pieces = not _on_cuda(engine)  # big requests' work in pieces, small ones' (finishing) in one go
+        finishing = sorted((j for j in jobs if len(j.slices) == 1 and j.engine is engine and j not in oldest
+                            and not (pieces and not self._small(j))), key=lambda j: (j.remaining, j.arrived))
+        if oldest and pieces and not self._small(oldest[0]):
+            finishing = []  # its slice runs in pieces, the small requests between them
         chosen, tokens = [], 0
         for job in oldest + finishing:
             t = _tokens(job.slices[0])
@@ -199,20 +259,22 @@ class ShortestFirst(_Policy):
                 continue
             chosen.append(job)
             tokens += t
-        if not chosen:
-            if only_big and self.big_slices > 1 and not oldest:
-                return self._big_slices(jobs, engine, budget)
-            chosen = [first]
-        return [(job, job.slices[0]) for job in chosen]
+        if chosen:
+            slices = [(job, job.slices[0]) for job in chosen]
+        elif only_big:
+            slices = self._big_slices(jobs, engine, budget, self.big_forward_slices(engine))
+        else:
+            slices = [(first, first.slices[0])]
+        return Forward(slices, self.in_pieces(engine, slices))
 
-    def _big_slices(self, jobs, engine, budget: int) -> list:
-        """Up to `big_slices` slices within the token budget: the request with the least work left first,
+    def _big_slices(self, jobs, engine, budget: int, n_slices: int) -> list:
+        """Up to `n_slices` slices within the token budget: the request with the least work left first,
         then the next."""
         out, tokens = [], 0
         for job in sorted((j for j in jobs if j.engine is engine), key=lambda j: (j.remaining, j.arrived)):
             for batch in job.slices:
                 t = _tokens(batch)
-                if out and (tokens + t > budget or len(out) >= self.big_slices):
+                if out and (tokens + t > budget or len(out) >= n_slices):
                     return out
                 out.append((job, batch))
                 tokens += t
@@ -240,7 +302,7 @@ class Rounds(_Policy):
     def takes_new_work(self, active) -> bool:
         return not self._current(active)
 
-    def next_step(self, jobs, now: float) -> Tokenize | Forward | None:
+    def next_step(self, jobs, now: float, paused: Forward | None = None) -> Tokenize | Forward | None:
         if not jobs:
             return None
         ready = _ready(jobs)

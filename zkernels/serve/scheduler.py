@@ -46,8 +46,11 @@ from .policy import Forward, Tokenize
 log = logging.getLogger("zkernels.serve")
 
 
-class StepFailed(Exception):
-    """Raised inside `DeviceScheduler._boundary`: the point of the step that failed, and why."""
+class InPieces:
+    """A forward being run: its step, the (job, slice) pairs it took, its pieces (ScoringEngine.forward_pieces)."""
+
+    def __init__(self, step: Forward, chosen: list, pieces):
+        self.step, self.chosen, self.pieces = step, chosen, pieces
 
 
 class DeviceScheduler:
@@ -59,6 +62,7 @@ class DeviceScheduler:
         self.ended: str | None = None       # why the thread ended, when it did before close()
         self._cv = threading.Condition()
         self._jobs: list[Job] = []          # submitted, not final, in arrival order
+        self._paused: InPieces | None = None  # a forward in pieces between two of them
         self._closing = False
         self._drain_deadline: float | None = None
         self._thread = threading.Thread(target=self._main, name=f"zkernels-{device}", daemon=True)
@@ -184,12 +188,16 @@ class DeviceScheduler:
                 if now > job.deadline:
                     self.move(job, State.DROPPED, reason="timeout")
             jobs = [j for j in jobs if j.state not in FINAL]
+            paused = self._paused
+            if paused is not None and all(job.state in FINAL for job, _ in paused.chosen):
+                self._paused = paused = None  # every request of the paused forward was dropped: it stops here
             if not jobs:
                 continue
             try:
-                step = self.policy.next_step(jobs, now)
+                step = self.policy.next_step(jobs, now, paused.step if paused is not None else None)
             except Exception as e:  # a bug in the policy: fail what it was choosing from, keep serving
                 log.exception("zkernels serve: the scheduling policy raised")
+                self._paused = None
                 for job in jobs:
                     self.fail(job, f"scheduling failed: {type(e).__name__}: {e}")
                 continue
@@ -198,9 +206,11 @@ class DeviceScheduler:
             kind = "tokenize" if isinstance(step, Tokenize) else "forward"
             started = time.perf_counter()
             with self._boundary(step.jobs, "the scheduler step"):
-                self._count_passed_over(jobs, step)
+                self._count_passed_over(jobs, step, paused.step if paused is not None else None)
                 if kind == "tokenize":
                     self._tokenize(step)
+                elif paused is not None and step is paused.step:
+                    self._next_piece(paused)
                 else:
                     self._forward(step)
                 model = step.jobs[0].served.kind
@@ -227,8 +237,10 @@ class DeviceScheduler:
             for job in jobs:
                 self.fail(job, f"{point} failed: {type(e).__name__}: {e}")
 
-    def _count_passed_over(self, jobs, step) -> None:
-        in_step = {id(job) for job in step.jobs}
+    def _count_passed_over(self, jobs, step, paused=None) -> None:
+        """A job the step takes no work of was passed over; the jobs of a paused forward are not (they are
+        part way through their step)."""
+        in_step = {id(job) for job in step.jobs} | ({id(job) for job in paused.jobs} if paused else set())
         for job in jobs:
             job.passed_over = 0 if id(job) in in_step else job.passed_over + 1
 
@@ -267,16 +279,39 @@ class DeviceScheduler:
 
     # ---- forwards -----------------------------------------------------------------------------------
     def _forward(self, step: Forward) -> None:
-        """One packed forward over the chosen slices; their rows go through their heads to their jobs."""
+        """One packed forward over the chosen slices, whole or (`in_pieces`) its first piece; their rows go
+        through their heads to their jobs."""
         chosen = [(job, batch) for job, batch in step.slices if self.move(job, State.RUNNING)]
         if not chosen:
             return
-        engine = chosen[0][0].engine
+        forward = InPieces(step, chosen, chosen[0][0].engine.forward_pieces([batch for _, batch in chosen]))
+        if step.in_pieces:
+            self._paused = forward
+        self._next_piece(forward, to_end=not step.in_pieces)
+
+    def _next_piece(self, forward: InPieces, to_end: bool = False) -> None:
+        """The forward's next piece (all of them: `to_end`); after its last, its rows to its jobs."""
         try:
-            hidden = engine.run_batches([batch for _, batch in chosen])
+            while True:
+                try:
+                    next(forward.pieces)
+                except StopIteration as done:
+                    hidden = done.value
+                    break
+                if not to_end:
+                    return
         except Exception as e:
-            self._failed(chosen, e)
+            self._unpause(forward)
+            self._failed(forward.chosen, e)
             return
+        self._unpause(forward)
+        self._finish(forward.chosen, hidden)
+
+    def _unpause(self, forward: InPieces) -> None:
+        if self._paused is forward:
+            self._paused = None
+
+    def _finish(self, chosen, hidden) -> None:
         jobs = list(dict.fromkeys(job for job, _ in chosen))
         with self._boundary(jobs, "applying the heads"):
             outputs = self._apply_heads(chosen, hidden)
