@@ -6,7 +6,8 @@ a mix of rerank requests: 85% small (2-10 documents of 10-40 words), 15% big (60
 characters), all to `POST /v1/models/rerank` of a `zkernels serve` subprocess on the demo reranker.
 Both servers get the same seeded arrival times and bodies. Steps:
 
-1. unloaded: small and big requests one at a time, per scheduler: the p50 a small request gets alone,
+1. unloaded: small (6 passes of 30, the servers taking turns) and big requests one at a time, per
+   scheduler: the p50 a small request gets alone,
    and the service times the capacity is computed from: capacity = 1 / (0.85 t_small + 0.15 t_big);
 2. saturated throughput: N closed-loop clients sending the same fixed list of requests of the mix back
    to back until all are answered (the most the server does): every server does the same work, and
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import ROOT, WORDS, SubprocessServer, ThreadServer, machine  # noqa: E402
 
 SMALL_SHARE = 0.85
+UNLOADED_ROUNDS = 6
 
 
 # ---------------------------------------------------------------------------------------------- load
@@ -160,7 +162,11 @@ async def open_loop(url, mix, rate, duration_s, seed):
     async def send(http, at, kind, body, start):
         nonlocal errors
         await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
-        r = await http.post(url + "/v1/models/rerank", json=body)
+        try:
+            r = await http.post(url + "/v1/models/rerank", json=body)
+        except httpx.TransportError:  # a connection the server closed: an error of that server, not the run's end
+            errors += 1
+            return
         if r.status_code != 200:
             errors += 1
             return
@@ -308,9 +314,17 @@ def main(argv=None) -> int:
                     out[name].append(row)
             return out
         main_two = ["rounds", "shortest-first"]
+        # Unloaded: UNLOADED_ROUNDS rounds of the small requests (then the big ones), the servers taking
+        # turns, so that a blip of the machine's load during one pass does not set a server's p50 alone
+        # (30 small requests take ~0.4 s: one pass alone moved the p50 by 40% between two runs).
+        times = {name: {"small": [], "big": []} for name in main_two}
+        for r in range(1 if args.smoke else UNLOADED_ROUNDS):
+            for name in main_two[r % 2:] + main_two[:r % 2]:
+                times[name]["small"] += asyncio.run(one_at_a_time(servers[name].url, smalls))
         for name in main_two:
-            small_t = asyncio.run(one_at_a_time(servers[name].url, smalls))
-            big_t = asyncio.run(one_at_a_time(servers[name].url, bigs))
+            times[name]["big"] = asyncio.run(one_at_a_time(servers[name].url, bigs))
+        for name in main_two:
+            small_t, big_t = times[name]["small"], times[name]["big"]
             t_small, t_big = statistics.median(small_t), statistics.median(big_t)
             capacity = 1 / (SMALL_SHARE * t_small + (1 - SMALL_SHARE) * t_big)
             result["unloaded"][name] = {"small_p50_ms": t_small * 1e3, "big_p50_ms": t_big * 1e3,
