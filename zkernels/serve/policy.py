@@ -128,8 +128,9 @@ class ShortestFirst(_Policy):
       requests' last slices too), in one go;
     - else big work: up to `big_forward_slices` slices (the request with the least work left, then the
       next), within max_tokens_per_batch, in pieces on CPU;
-    - while such a forward is paused between two pieces: the small requests' steps (their tokenizing, or
-      a forward of them), up to SMALL_STEPS_FIRST in a row, else its next piece (`between_pieces`).
+    - while such a forward is paused between two pieces: a forward of the small requests tokenized, else
+      their tokenizing (up to SMALL_STEPS_FIRST tokenizing steps in a pause), else its next piece
+      (`between_pieces`).
     The request passed over for STARVATION_STEPS steps in a row (the longest passed over, then the
     oldest) gets the next step (its next piece of tokenizing, or a forward of one slice of it: on CPU in
     pieces, on CUDA joined by the finishing requests), whatever its size, after at least one step by
@@ -137,7 +138,7 @@ class ShortestFirst(_Policy):
     tokenizing step, then one forward), up to SMALL_STEPS_FIRST steps by size go first. So a small
     request that arrives waits for the step running then (a piece, a piece of tokenizing, or another
     small forward) and its own two; starving requests take at most every other step outside a paused
-    forward; a forward in pieces advances at least one piece in SMALL_STEPS_FIRST + 1 steps; a request
+    forward; a forward in pieces advances at least one piece in 2 * SMALL_STEPS_FIRST + 1 steps; a request
     re-planned after a failure runs alone.
     """
 
@@ -208,28 +209,31 @@ class ShortestFirst(_Policy):
         return step
 
     def between_pieces(self, jobs, paused: Forward) -> Tokenize | Forward:
-        """While a forward in pieces is paused between two: a step for the requests needing at most one slice
-        in all that wait (their tokenizing, smallest first, or a forward of them, as many as fit), up to
-        SMALL_STEPS_FIRST in a row; else `paused` (its next piece). So a small request that arrives waits for
-        the piece running then, not for the rest of the forward, and the forward advances at least one piece
-        in SMALL_STEPS_FIRST + 1 steps however many small requests come."""
+        """While a forward in pieces is paused between two: first a forward of the small requests that are
+        tokenized (one step from done: as many as fit, fewest tokens first), then the small requests'
+        tokenizing (smallest first), up to SMALL_STEPS_FIRST tokenizing steps in a pause; else `paused`
+        (its next piece). So a small request that arrives waits for the piece running then and its own
+        two steps, never for a piece between them, and the forward advances at least one piece in
+        2 * SMALL_STEPS_FIRST + 1 steps however many small requests come (each tokenizing step readies at
+        most one forward's worth)."""
         in_paused = {id(j) for j in paused.jobs}
         small = [j for j in jobs if id(j) not in in_paused and j.retrying is None and self._small(j)]
-        if not small or self._steps_in_pause >= SMALL_STEPS_FIRST:
-            self._steps_in_pause = 0
-            return paused
-        self._steps_in_pause += 1
-        smallest = min(small, key=lambda j: (j.work_left, j.arrived))
-        if smallest.needs_tokenizing:
+        ready = _ready(small)
+        if ready:
+            engine = min(ready, key=lambda j: (j.remaining, j.arrived)).engine
+            budget, chosen, tokens = engine.max_tokens_per_batch, [], 0
+            for job in sorted((j for j in ready if j.engine is engine), key=lambda j: (j.remaining, j.arrived)):
+                t = _tokens(job.slices[0])
+                if chosen and tokens + t > budget:
+                    continue
+                chosen.append((job, job.slices[0]))
+                tokens += t
+            return Forward(chosen)
+        if small and self._steps_in_pause < SMALL_STEPS_FIRST:
+            self._steps_in_pause += 1
             return _smallest_pieces(small, self.tokenize_chars)
-        engine, budget, chosen, tokens = smallest.engine, smallest.engine.max_tokens_per_batch, [], 0
-        for job in sorted((j for j in _ready(small) if j.engine is engine), key=lambda j: (j.remaining, j.arrived)):
-            t = _tokens(job.slices[0])
-            if chosen and tokens + t > budget:
-                continue
-            chosen.append((job, job.slices[0]))
-            tokens += t
-        return Forward(chosen)
+        self._steps_in_pause = 0
+        return paused
 
     def _choose_forward(self, jobs) -> list:
         smallest = min(jobs, key=lambda j: (j.work_left, j.arrived))
