@@ -209,7 +209,7 @@ class Qwen3Forward:
 
 
 def run_to_end(pieces):
-    """A generator's return value, once run through (Qwen3Forward.hidden_pieces)."""
+    """A generator's return value, once run through (Qwen3Forward.hidden_pieces, the server's tokenize_pieces)."""
     while True:
         try:
             next(pieces)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..formats import PromptTooLong
+from ..model import run_to_end
 from ..options import EngineOptions
 from .errors import ServeError
 
@@ -62,15 +63,6 @@ def _too_many_tokens(n_tokens: int, max_tokens: int, exact: bool) -> ServeError:
     what = f"{n_tokens}" if exact else f"at least {n_tokens}"
     return ServeError(413, f"the request's prompts are {what} tokens, over the limit of {max_tokens} tokens per "
                            f"request (--max-request-tokens)")
-
-
-def run_to_end(pieces):
-    """Runs a tokenize_pieces generator to its end: the Encoded prompts."""
-    while True:
-        try:
-            next(pieces)
-        except StopIteration as done:
-            return done.value
 
 
 class ServedReranker:
