@@ -93,8 +93,8 @@ class ScoringEngine:
         return run_to_end(self.forward_pieces(batches))
 
     def forward_pieces(self, batches: Sequence[PackedBatch]):
-        """run_batches as a generator of pieces (half layers, `Qwen3Forward.hidden_pieces`): the caller may
-        run other work between two pieces; returns what run_batches returns."""
+        """run_batches as a generator of pieces (a few ops of one layer each, `Qwen3Forward.hidden_pieces`):
+        the caller may run other work between two pieces; returns what run_batches returns."""
         merged = batches[0] if len(batches) == 1 else concat_batches(batches)
         hidden = yield from self.forward.hidden_pieces(merged)            # [sum R_unique, hidden]
         return list(hidden.split([len(b.prompt_index) for b in batches]))

@@ -2,11 +2,13 @@
 at a time, and decides between two steps what the next one is.
 
 A request becomes a `Job` (lifecycle.py: its states and the transitions between them, all made by
-`DeviceScheduler.move`). A step is a piece of tokenizing or one packed forward; which is the policy's
-choice (`policy.py`). Tokenizing ends with `ScoringEngine.plan` cutting the job into slices (packed
-batches of at most `slice_tokens` tokens; each query of the request its own prefix group, as
-`Reranker.predict` forms them). A forward holds slices of one or several jobs of the same model
-(`ScoringEngine.run_batches`); rows go through the job's head (per head key, on the rows of every job
+`DeviceScheduler.move`). A step is a piece of tokenizing, one packed forward, or one piece of a forward
+that runs in pieces (on CPU, big requests' work: the thread keeps it paused between two pieces, and the
+policy may choose other steps before its next one); which is the policy's choice (`policy.py`).
+Tokenizing ends with `ScoringEngine.plan` cutting the job into slices (packed batches of at most
+`slice_tokens` tokens; each query of the request its own prefix group, as `Reranker.predict` forms
+them). A forward holds slices of one or several jobs of the same model
+(`ScoringEngine.forward_pieces`); rows go through the job's head (per head key, on the rows of every job
 with that key, padded so each row rounds alike) and back to the job; a job is answered as soon as its
 last slice is in. Before each step the thread drops the jobs whose deadline passed; a client that
 leaves drops its job at once (`cancel`, from the event loop).
