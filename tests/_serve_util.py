@@ -59,10 +59,12 @@ class LiveServer:
 
 
 class ForwardGate:
-    """Wraps an engine's forward (`hidden_pieces`, which every forward runs, whole or in pieces): while closed,
-    every forward waits (bounded) at its start until `open()` or a `step()` lets it through; records the token
-    ids of each forward as it enters, and raises for batches `fail(batch)` says to fail. Installed on the
-    instance, removed on exit."""
+    """Wraps an engine's forward (its two entry points: `hidden_at_read_rows`, a forward in one go, and
+    `hidden_pieces`, one in pieces): while closed, every forward waits (bounded) at its start until `open()`
+    or a `step()` lets it through; records the token ids of each forward as it enters, and raises for
+    batches `fail(batch)` says to fail. Installed on the instance, removed on exit."""
+
+    ENTRIES = ("hidden_at_read_rows", "hidden_pieces")
 
     def __init__(self, engine, closed: bool = False, fail=None):
         self.engine, self.fail = engine, fail
@@ -73,8 +75,11 @@ class ForwardGate:
         self.calls = 0
 
     def __enter__(self):
-        real = self.engine.forward.hidden_pieces
+        for name in self.ENTRIES:
+            setattr(self.engine.forward, name, self._gated(getattr(self.engine.forward, name)))
+        return self
 
+    def _gated(self, real):
         def gated(batch):
             with self._cv:
                 self.calls += 1
@@ -88,8 +93,7 @@ class ForwardGate:
             if self.fail is not None and self.fail(batch):
                 raise RuntimeError("injected forward failure")
             return real(batch)
-        self.engine.forward.hidden_pieces = gated
-        return self
+        return gated
 
     def open(self):
         with self._cv:
@@ -110,7 +114,8 @@ class ForwardGate:
 
     def __exit__(self, *exc):
         self.open()
-        del self.engine.forward.hidden_pieces  # back to the class's method
+        for name in self.ENTRIES:
+            delattr(self.engine.forward, name)  # back to the class's methods
 
 
 def wait_until(predicate, timeout_s: float = 20, what: str = "condition") -> None:

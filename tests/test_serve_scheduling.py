@@ -82,9 +82,9 @@ def test_a_small_request_overtakes_a_big_one(served_models, threads):
 
 
 class _PieceLog:
-    """Wraps the engine's forward in pieces: records ("start" | "piece" | "end", tag) per forward (tag:
-    "big" when it holds the big request's tokens), and holds the big forward after its first piece until
-    `release` is set (the device thread waits inside that piece)."""
+    """Wraps the engine's forwards (in pieces, and in one go): records ("start" | "piece" | "end", tag) per
+    forward (tag: "big" when it holds the big request's tokens), and holds the big forward after its first
+    piece until `release` is set (the device thread waits inside that piece)."""
 
     def __init__(self, engine, big_ids):
         self.engine, self.big_ids, self.events = engine, big_ids, []
@@ -108,12 +108,20 @@ class _PieceLog:
                     self.held.set()
                     self.release.wait(30)
                 yield
-        self.engine.forward.hidden_pieces = pieces
+        whole = self.engine.forward.hidden_at_read_rows
+
+        def in_one_go(batch):
+            tag = "big" if self.big_ids <= set(batch.token_ids.tolist()) else "small"
+            self.events.append(("start", tag))
+            rows = whole(batch)
+            self.events.append(("end", tag))
+            return rows
+        self.engine.forward.hidden_pieces, self.engine.forward.hidden_at_read_rows = pieces, in_one_go
         return self
 
     def __exit__(self, *exc):
         self.release.set()
-        del self.engine.forward.hidden_pieces
+        del self.engine.forward.hidden_pieces, self.engine.forward.hidden_at_read_rows
 
 
 def test_a_small_request_runs_between_two_pieces_of_a_big_forward(served_models):

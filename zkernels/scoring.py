@@ -14,7 +14,7 @@ import torch
 from .config import Qwen3Config
 from .kernels import resolve_backend
 from .loading import load_qwen3_weights, resolve_dtype
-from .model import Qwen3Forward, run_to_end
+from .model import Qwen3Forward
 from .options import EngineOptions, check_quantize_device
 from .packing import PackedBatch, concat_batches, plan_batches
 from .quantization import check_quantize_runs, layer_quantizer, read_recipe, resolve_quantize, weight_bytes
@@ -90,14 +90,14 @@ class ScoringEngine:
         final-norm hidden rows [R_unique, hidden] (model dtype, on the device), in the order given;
         `BatchPlan.rows` maps them to caller indices. A prompt's row is the same whatever shares the
         forward (see `iter_batches`)."""
-        return run_to_end(self.forward_pieces(batches))
+        hidden = self.forward.hidden_at_read_rows(_merged(batches))       # [sum R_unique, hidden]
+        return _split(hidden, batches)
 
     def forward_pieces(self, batches: Sequence[PackedBatch]):
         """run_batches as a generator of pieces (a few ops of one layer each, `Qwen3Forward.hidden_pieces`):
         the caller may run other work between two pieces; returns what run_batches returns."""
-        merged = batches[0] if len(batches) == 1 else concat_batches(batches)
-        hidden = yield from self.forward.hidden_pieces(merged)            # [sum R_unique, hidden]
-        return list(hidden.split([len(b.prompt_index) for b in batches]))
+        hidden = yield from self.forward.hidden_pieces(_merged(batches))  # [sum R_unique, hidden]
+        return _split(hidden, batches)
 
     def iter_batches(self, prompts: Sequence[Sequence[int]], groups: Sequence | None = None, *,
                      batch_size: int | None = None, use_prefix_cache: bool = True,
@@ -167,6 +167,15 @@ class BatchPlan:
         if len(take) != hidden.shape[0]:
             hidden = hidden[torch.tensor(take, device=hidden.device)]      # [R, ...]
         return index, hidden
+
+
+def _merged(batches: Sequence[PackedBatch]) -> PackedBatch:
+    return batches[0] if len(batches) == 1 else concat_batches(batches)
+
+
+def _split(hidden: torch.Tensor, batches: Sequence[PackedBatch]) -> list[torch.Tensor]:
+    """A merged forward's rows, back per batch."""
+    return list(hidden.split([len(b.prompt_index) for b in batches]))
 
 
 def gather_rows(parts: Iterable[tuple[Sequence[int], torch.Tensor]], n: int) -> torch.Tensor:

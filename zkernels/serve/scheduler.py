@@ -286,22 +286,25 @@ class DeviceScheduler:
         chosen = [(job, batch) for job, batch in step.slices if self.move(job, State.RUNNING)]
         if not chosen:
             return
-        forward = InPieces(step, chosen, chosen[0][0].engine.forward_pieces([batch for _, batch in chosen]))
+        engine, batches = chosen[0][0].engine, [batch for _, batch in chosen]
         if step.in_pieces:
-            self._paused = forward
-        self._next_piece(forward, to_end=not step.in_pieces)
-
-    def _next_piece(self, forward: InPieces, to_end: bool = False) -> None:
-        """The forward's next piece (all of them: `to_end`); after its last, its rows to its jobs."""
+            self._paused = InPieces(step, chosen, engine.forward_pieces(batches))
+            self._next_piece(self._paused)
+            return
         try:
-            while True:
-                try:
-                    next(forward.pieces)
-                except StopIteration as done:
-                    hidden = done.value
-                    break
-                if not to_end:
-                    return
+            hidden = engine.run_batches(batches)
+        except Exception as e:
+            self._failed(chosen, e)
+            return
+        self._finish(chosen, hidden)
+
+    def _next_piece(self, forward: InPieces) -> None:
+        """The paused forward's next piece; after its last, its rows to its jobs."""
+        try:
+            next(forward.pieces)
+            return
+        except StopIteration as done:
+            hidden = done.value
         except Exception as e:
             self._unpause(forward)
             self._failed(forward.chosen, e)
