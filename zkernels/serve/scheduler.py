@@ -7,10 +7,10 @@ that runs in pieces (on CPU, big requests' work: the thread keeps it paused betw
 policy may choose other steps before its next one); which is the policy's choice (`policy.py`).
 Tokenizing ends with `ScoringEngine.plan` cutting the job into slices (packed batches of at most
 `slice_tokens` tokens; each query of the request its own prefix group, as `Reranker.predict` forms
-them). A forward holds slices of one or several jobs of the same model
-(`ScoringEngine.forward_pieces`); rows go through the job's head (per head key, on the rows of every job
-with that key, padded so each row rounds alike) and back to the job; a job is answered as soon as its
-last slice is in. Before each step the thread drops the jobs whose deadline passed; a client that
+them). A forward holds slices of one or several jobs of the same model (`ScoringEngine.run_batches`,
+or `forward_pieces` for one in pieces); rows go through the job's head (per head key, on the rows of
+every job with that key, padded so each row rounds alike) and back to the job; a job is answered as
+soon as its last slice is in. Before each step the thread drops the jobs whose deadline passed; a client that
 leaves drops its job at once (`cancel`, from the event loop).
 
 Errors stay in their step: a forward that raises fails nothing outright (each of its jobs is re-planned
