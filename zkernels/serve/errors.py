@@ -25,6 +25,10 @@ def unavailable(message: str) -> ServeError:
 
 
 SHUTTING_DOWN = "the server is shutting down; retry on another replica"
+# A request admitted before shutdown began and not answered by the drain deadline. One text, whichever side
+# notices first: the route's shutdown timer or the device thread between two steps.
+CUT_AT_SHUTDOWN = ("the server is shutting down and this request did not finish within --shutdown-timeout-s; "
+                   "retry on another replica")
 
 
 def error_body(status: int, message: str, field: str | None = None) -> dict:

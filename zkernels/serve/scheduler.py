@@ -30,7 +30,7 @@ import time
 import torch
 
 from ..scoring import gather_rows
-from .errors import SHUTTING_DOWN, ServeError, unavailable
+from .errors import CUT_AT_SHUTDOWN, SHUTTING_DOWN, ServeError, unavailable
 from .lifecycle import (  # noqa: F401  (Admission, Job, Ticket: the names the server imports from here)
     ALLOWED,
     FINAL,
@@ -259,9 +259,7 @@ class DeviceScheduler:
         with self._cv:
             self._closing = True
         for job in jobs:
-            self.move(job, State.DROPPED, reason="shutdown", exc=unavailable(
-                "the server shut down before this request finished (--shutdown-timeout-s); retry on another "
-                "replica"))
+            self.move(job, State.DROPPED, reason="shutdown", exc=unavailable(CUT_AT_SHUTDOWN))
 
     # ---- tokenizing ---------------------------------------------------------------------------------
     def _tokenize(self, step: Tokenize) -> None:

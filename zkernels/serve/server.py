@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from .bodies import read_body
-from .errors import CLIENT_CLOSED, RETRY_AFTER_S, SHUTTING_DOWN, ServeError, unavailable
+from .errors import CLIENT_CLOSED, CUT_AT_SHUTDOWN, RETRY_AFTER_S, SHUTTING_DOWN, ServeError, unavailable
 from .lifecycle import State, already_tokenized
 from .limits import ServeLimits
 from .metrics import Metrics
@@ -238,7 +238,7 @@ class Call:
         if reason == "disconnected":
             return ServeError(CLIENT_CLOSED, "the client closed the connection; its work was dropped")
         if reason == "shutdown":
-            return unavailable(SHUTTING_DOWN)
+            return unavailable(CUT_AT_SHUTDOWN)
         return ServeError(504, f"the request did not finish within {self.server.limits.timeout_s} s (--timeout-s); "
                                + ("its remaining forwards were skipped" if started else
                                   "it was dropped before any work on it started"))
