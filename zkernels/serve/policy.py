@@ -90,6 +90,19 @@ def _tokens(batch) -> int:
     return int(batch.token_ids.shape[0])
 
 
+def _next_slices_within(jobs, budget: int) -> list:
+    """[(job, its next slice)] for the jobs in the order given, skipping those that would pass `budget`
+    tokens in all (the first is always taken)."""
+    chosen, tokens = [], 0
+    for job in jobs:
+        t = _tokens(job.slices[0])
+        if chosen and tokens + t > budget:
+            continue
+        chosen.append((job, job.slices[0]))
+        tokens += t
+    return chosen
+
+
 def _on_cuda(engine) -> bool:
     return str(engine.device).startswith("cuda")
 
@@ -221,14 +234,8 @@ class ShortestFirst(_Policy):
         ready = _ready(small)
         if ready:
             engine = min(ready, key=lambda j: (j.remaining, j.arrived)).engine
-            budget, chosen, tokens = engine.max_tokens_per_batch, [], 0
-            for job in sorted((j for j in ready if j.engine is engine), key=lambda j: (j.remaining, j.arrived)):
-                t = _tokens(job.slices[0])
-                if chosen and tokens + t > budget:
-                    continue
-                chosen.append((job, job.slices[0]))
-                tokens += t
-            return Forward(chosen)
+            ready = sorted((j for j in ready if j.engine is engine), key=lambda j: (j.remaining, j.arrived))
+            return Forward(_next_slices_within(ready, engine.max_tokens_per_batch))
         if small and self._steps_in_pause < SMALL_STEPS_FIRST:
             self._steps_in_pause += 1
             return _smallest_pieces(small, self.tokenize_chars)
@@ -253,21 +260,13 @@ class ShortestFirst(_Policy):
         budget = engine.max_tokens_per_batch
         pieces = not _on_cuda(engine)  # big requests' work in pieces, small ones' (finishing) in one go
         finishing = sorted((j for j in jobs if len(j.slices) == 1 and j.engine is engine and j not in oldest
-                            and not (pieces and not self._small(j))), key=lambda j: (j.remaining, j.arrived))
+                            and (not pieces or self._small(j))), key=lambda j: (j.remaining, j.arrived))
         if oldest and pieces and not self._small(oldest[0]):
             finishing = []  # its slice runs in pieces, the small requests between them
-        chosen, tokens = [], 0
-        for job in oldest + finishing:
-            t = _tokens(job.slices[0])
-            if chosen and tokens + t > budget:
-                continue
-            chosen.append(job)
-            tokens += t
-        if chosen:
-            slices = [(job, job.slices[0]) for job in chosen]
-        elif only_big:
+        slices = _next_slices_within(oldest + finishing, budget)
+        if not slices and only_big:
             slices = self._big_slices(jobs, engine, budget, self.big_forward_slices(engine))
-        else:
+        elif not slices:
             slices = [(first, first.slices[0])]
         return Forward(slices, self.in_pieces(engine, slices))
 

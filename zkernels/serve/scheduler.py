@@ -195,8 +195,9 @@ class DeviceScheduler:
                 self._paused = paused = None  # every request of the paused forward was dropped: it stops here
             if not jobs:
                 continue
+            paused_step = paused.step if paused is not None else None
             try:
-                step = self.policy.next_step(jobs, now, paused.step if paused is not None else None)
+                step = self.policy.next_step(jobs, now, paused_step)
             except Exception as e:  # a bug in the policy: fail what it was choosing from, keep serving
                 log.exception("zkernels serve: the scheduling policy raised")
                 self._paused = None
@@ -208,10 +209,10 @@ class DeviceScheduler:
             kind = "tokenize" if isinstance(step, Tokenize) else "forward"
             started = time.perf_counter()
             with self._boundary(step.jobs, "the scheduler step"):
-                self._count_passed_over(jobs, step, paused.step if paused is not None else None)
+                self._count_passed_over(jobs, step, paused_step)
                 if kind == "tokenize":
                     self._tokenize(step)
-                elif paused is not None and step is paused.step:
+                elif step is paused_step:
                     self._next_piece(paused)
                 else:
                     self._forward(step)
@@ -297,22 +298,19 @@ class DeviceScheduler:
         self._finish(chosen, hidden)
 
     def _next_piece(self, forward: InPieces) -> None:
-        """The paused forward's next piece; after its last, its rows to its jobs."""
+        """The paused forward's next piece; after its last (or a failure), it is no longer paused and its
+        rows go to its jobs."""
         try:
             next(forward.pieces)
             return
         except StopIteration as done:
+            self._paused = None
             hidden = done.value
         except Exception as e:
-            self._unpause(forward)
+            self._paused = None
             self._failed(forward.chosen, e)
             return
-        self._unpause(forward)
         self._finish(forward.chosen, hidden)
-
-    def _unpause(self, forward: InPieces) -> None:
-        if self._paused is forward:
-            self._paused = None
 
     def _finish(self, chosen, hidden) -> None:
         jobs = list(dict.fromkeys(job for job, _ in chosen))
